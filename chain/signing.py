@@ -1,0 +1,313 @@
+"""Ethereum identity and EIP-712 signing for every part of Helium.
+
+Everything that is signed in the network uses one EIP-712 domain,
+``{name: "Helium", version: "1", chainId, verifyingContract: TaskLedger}``, so a
+signature made by a worker, a creator or the coordinator is checked the same way
+in Python (here) and in the contracts (``ecrecover`` through OpenZeppelin).
+
+Typed messages:
+
+- ``Task(bytes32 taskId, bytes32 argsHash, uint256 fee, uint256 nonce, uint256 deadline)``
+  by the creator: authorizes the fee of one task.
+- ``Result(bytes32 taskId, bytes32 resultHash, address node)`` by a node.
+- ``Cancel(bytes32 taskId)`` by the creator.
+- ``Register(bytes32 challenge, address node, bytes32 infoHash)`` by a node joining.
+- ``NodeControl(address node, uint8 action, uint256 timestamp)`` by a node (pause, resume, quit).
+- ``RelayRequest(string method, bytes32 taskId, string slot, bytes32 contentHash,
+  uint256 timestamp, bytes32 nonce)`` by any relay caller.
+- ``RelayGrant(bytes32 taskId, address grantee, string readSlots, string writeSlots,
+  uint256 expiresAt)`` by the coordinator; slot lists are joined with ``\\n``.
+
+A task id is ``keccak256(abi.encode(creator, nonce, argsHash))``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_abi import encode as abi_encode
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+
+__all__ = [
+    "DEV_DOMAIN",
+    "Domain",
+    "SignatureError",
+    "address_of",
+    "cancel_signer",
+    "compute_task_id",
+    "load_or_create_key",
+    "node_control_signer",
+    "register_signer",
+    "relay_grant_signer",
+    "relay_request_signer",
+    "result_signer",
+    "sign_cancel",
+    "sign_node_control",
+    "sign_register",
+    "sign_relay_grant",
+    "sign_relay_request",
+    "sign_result",
+    "sign_task",
+    "task_signer",
+]
+
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+class SignatureError(ValueError):
+    """A signature that cannot be decoded or recovered."""
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The EIP-712 domain of one Helium network (one chain, one TaskLedger)."""
+
+    chain_id: int
+    verifying_contract: str
+    name: str = "Helium"
+    version: str = "1"
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "chainId": self.chain_id,
+            "verifyingContract": to_checksum_address(self.verifying_contract),
+        }
+
+
+# Used by tests and by a network with no chain configured yet.
+DEV_DOMAIN = Domain(chain_id=31337, verifying_contract=ZERO_ADDRESS)
+
+_TYPES: dict[str, list[dict[str, str]]] = {
+    "Task": [
+        {"name": "taskId", "type": "bytes32"},
+        {"name": "argsHash", "type": "bytes32"},
+        {"name": "fee", "type": "uint256"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "deadline", "type": "uint256"},
+    ],
+    "Result": [
+        {"name": "taskId", "type": "bytes32"},
+        {"name": "resultHash", "type": "bytes32"},
+        {"name": "node", "type": "address"},
+    ],
+    "Cancel": [{"name": "taskId", "type": "bytes32"}],
+    "Register": [
+        {"name": "challenge", "type": "bytes32"},
+        {"name": "node", "type": "address"},
+        {"name": "infoHash", "type": "bytes32"},
+    ],
+    "NodeControl": [
+        {"name": "node", "type": "address"},
+        {"name": "action", "type": "uint8"},
+        {"name": "timestamp", "type": "uint256"},
+    ],
+    "RelayRequest": [
+        {"name": "method", "type": "string"},
+        {"name": "taskId", "type": "bytes32"},
+        {"name": "slot", "type": "string"},
+        {"name": "contentHash", "type": "bytes32"},
+        {"name": "timestamp", "type": "uint256"},
+        {"name": "nonce", "type": "bytes32"},
+    ],
+    "RelayGrant": [
+        {"name": "taskId", "type": "bytes32"},
+        {"name": "grantee", "type": "address"},
+        {"name": "readSlots", "type": "string"},
+        {"name": "writeSlots", "type": "string"},
+        {"name": "expiresAt", "type": "uint256"},
+    ],
+}
+
+
+def _b32(value: bytes | str, field: str) -> bytes:
+    if isinstance(value, str):
+        value = bytes.fromhex(value.removeprefix("0x"))
+    if len(value) != 32:
+        raise SignatureError(f"{field} must be 32 bytes, got {len(value)}")
+    return value
+
+
+def _sign(key: LocalAccount | bytes, domain: Domain, primary: str, message: dict) -> bytes:
+    private_key = key.key if isinstance(key, LocalAccount) else key
+    signed = Account.sign_typed_data(private_key, domain.as_dict(), {primary: _TYPES[primary]}, message)
+    return bytes(signed.signature)
+
+
+def _recover(domain: Domain, primary: str, message: dict, signature: bytes) -> str:
+    if len(signature) != 65:
+        raise SignatureError(f"signature must be 65 bytes, got {len(signature)}")
+    try:
+        encoded = encode_typed_data(domain.as_dict(), {primary: _TYPES[primary]}, message)
+        return Account.recover_message(encoded, signature=signature)
+    except Exception as exc:  # eth_keys raises several unrelated types for bad bytes
+        raise SignatureError(f"cannot recover {primary} signature: {exc}") from exc
+
+
+def address_of(key: LocalAccount | bytes) -> str:
+    return key.address if isinstance(key, LocalAccount) else Account.from_key(key).address
+
+
+def compute_task_id(creator: str, nonce: int, args_hash: bytes) -> bytes:
+    """keccak256(abi.encode(address creator, uint256 nonce, bytes32 argsHash))."""
+    return keccak(abi_encode(["address", "uint256", "bytes32"], [to_checksum_address(creator), nonce, args_hash]))
+
+
+def load_or_create_key(path: str | os.PathLike) -> LocalAccount:
+    """Loads the hex private key at `path`, creating it (mode 0600, atomically) on first run."""
+    p = Path(path)
+    if not p.exists():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        account = Account.create()
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return load_or_create_key(p)
+        with os.fdopen(fd, "w") as f:
+            f.write(account.key.hex())
+            f.flush()
+            os.fsync(f.fileno())
+        return account
+    return Account.from_key(bytes.fromhex(p.read_text().strip().removeprefix("0x")))
+
+
+# --- Task -----------------------------------------------------------------------------------------
+
+
+def _task_msg(task_id: bytes, args_hash: bytes, fee: int, nonce: int, deadline: int) -> dict:
+    return {
+        "taskId": _b32(task_id, "task_id"),
+        "argsHash": _b32(args_hash, "args_hash"),
+        "fee": int(fee),
+        "nonce": int(nonce),
+        "deadline": int(deadline),
+    }
+
+
+def sign_task(key, domain: Domain, task_id: bytes, args_hash: bytes, fee: int, nonce: int, deadline: int) -> bytes:
+    return _sign(key, domain, "Task", _task_msg(task_id, args_hash, fee, nonce, deadline))
+
+
+def task_signer(
+    domain: Domain, task_id: bytes, args_hash: bytes, fee: int, nonce: int, deadline: int, signature: bytes
+) -> str:
+    return _recover(domain, "Task", _task_msg(task_id, args_hash, fee, nonce, deadline), signature)
+
+
+# --- Result ---------------------------------------------------------------------------------------
+
+
+def sign_result(key, domain: Domain, task_id: bytes, result_hash: bytes) -> bytes:
+    msg = {"taskId": _b32(task_id, "task_id"), "resultHash": _b32(result_hash, "result_hash"), "node": address_of(key)}
+    return _sign(key, domain, "Result", msg)
+
+
+def result_signer(domain: Domain, task_id: bytes, result_hash: bytes, node: str, signature: bytes) -> str:
+    msg = {
+        "taskId": _b32(task_id, "task_id"),
+        "resultHash": _b32(result_hash, "result_hash"),
+        "node": to_checksum_address(node),
+    }
+    return _recover(domain, "Result", msg, signature)
+
+
+# --- Cancel, Register, NodeControl ----------------------------------------------------------------
+
+
+def sign_cancel(key, domain: Domain, task_id: bytes) -> bytes:
+    return _sign(key, domain, "Cancel", {"taskId": _b32(task_id, "task_id")})
+
+
+def cancel_signer(domain: Domain, task_id: bytes, signature: bytes) -> str:
+    return _recover(domain, "Cancel", {"taskId": _b32(task_id, "task_id")}, signature)
+
+
+def sign_register(key, domain: Domain, challenge: bytes, info_hash: bytes) -> bytes:
+    msg = {"challenge": _b32(challenge, "challenge"), "node": address_of(key), "infoHash": _b32(info_hash, "info_hash")}
+    return _sign(key, domain, "Register", msg)
+
+
+def register_signer(domain: Domain, challenge: bytes, node: str, info_hash: bytes, signature: bytes) -> str:
+    msg = {
+        "challenge": _b32(challenge, "challenge"),
+        "node": to_checksum_address(node),
+        "infoHash": _b32(info_hash, "info_hash"),
+    }
+    return _recover(domain, "Register", msg, signature)
+
+
+def sign_node_control(key, domain: Domain, action: int, timestamp: int) -> bytes:
+    return _sign(key, domain, "NodeControl", {"node": address_of(key), "action": action, "timestamp": timestamp})
+
+
+def node_control_signer(domain: Domain, node: str, action: int, timestamp: int, signature: bytes) -> str:
+    msg = {"node": to_checksum_address(node), "action": action, "timestamp": timestamp}
+    return _recover(domain, "NodeControl", msg, signature)
+
+
+# --- Relay ----------------------------------------------------------------------------------------
+
+
+def _relay_msg(method: str, task_id: bytes, slot: str, content_hash: bytes, timestamp: int, nonce: bytes) -> dict:
+    return {
+        "method": method,
+        "taskId": _b32(task_id, "task_id"),
+        "slot": slot,
+        "contentHash": _b32(content_hash, "content_hash"),
+        "timestamp": int(timestamp),
+        "nonce": _b32(nonce, "nonce"),
+    }
+
+
+def sign_relay_request(
+    key, domain: Domain, method: str, task_id: bytes, slot: str, content_hash: bytes, timestamp: int, nonce: bytes
+) -> bytes:
+    return _sign(key, domain, "RelayRequest", _relay_msg(method, task_id, slot, content_hash, timestamp, nonce))
+
+
+def relay_request_signer(
+    domain: Domain,
+    method: str,
+    task_id: bytes,
+    slot: str,
+    content_hash: bytes,
+    timestamp: int,
+    nonce: bytes,
+    signature: bytes,
+) -> str:
+    return _recover(domain, "RelayRequest", _relay_msg(method, task_id, slot, content_hash, timestamp, nonce), signature)
+
+
+def _grant_msg(task_id: bytes, grantee: str, read: Sequence[str], write: Sequence[str], expires_at: int) -> dict:
+    return {
+        "taskId": _b32(task_id, "task_id"),
+        "grantee": to_checksum_address(grantee),
+        "readSlots": "\n".join(read),
+        "writeSlots": "\n".join(write),
+        "expiresAt": int(expires_at),
+    }
+
+
+def sign_relay_grant(
+    key, domain: Domain, task_id: bytes, grantee: str, read: Sequence[str], write: Sequence[str], expires_at: int
+) -> bytes:
+    return _sign(key, domain, "RelayGrant", _grant_msg(task_id, grantee, read, write, expires_at))
+
+
+def relay_grant_signer(
+    domain: Domain,
+    task_id: bytes,
+    grantee: str,
+    read: Sequence[str],
+    write: Sequence[str],
+    expires_at: int,
+    signature: bytes,
+) -> str:
+    return _recover(domain, "RelayGrant", _grant_msg(task_id, grantee, read, write, expires_at), signature)

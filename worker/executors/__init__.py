@@ -1,0 +1,1 @@
+"""Executors plug in behind `worker.executors.base.Executor`."""
