@@ -234,16 +234,18 @@ class Result(_message.Message):
     def __init__(self, assignment_id: _Optional[str] = ..., task_id: _Optional[str] = ..., result_hash: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., inline_output: _Optional[bytes] = ..., output_slots: _Optional[_Iterable[str]] = ..., stats: _Optional[_Union[ExecStats, _Mapping]] = ..., phashes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ErrorReport(_message.Message):
-    __slots__ = ("assignment_id", "task_id", "kind", "message")
+    __slots__ = ("assignment_id", "task_id", "kind", "message", "signature")
     ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     assignment_id: str
     task_id: str
     kind: ErrorKind
     message: str
-    def __init__(self, assignment_id: _Optional[str] = ..., task_id: _Optional[str] = ..., kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ...) -> None: ...
+    signature: bytes
+    def __init__(self, assignment_id: _Optional[str] = ..., task_id: _Optional[str] = ..., kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("assignment_id",)
