@@ -132,12 +132,16 @@ class Hello(_message.Message):
     def __init__(self, address: _Optional[str] = ..., worker_version: _Optional[str] = ...) -> None: ...
 
 class Challenge(_message.Message):
-    __slots__ = ("nonce", "coordinator")
+    __slots__ = ("nonce", "coordinator", "chain_id", "verifying_contract")
     NONCE_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    VERIFYING_CONTRACT_FIELD_NUMBER: _ClassVar[int]
     nonce: bytes
     coordinator: str
-    def __init__(self, nonce: _Optional[bytes] = ..., coordinator: _Optional[str] = ...) -> None: ...
+    chain_id: int
+    verifying_contract: str
+    def __init__(self, nonce: _Optional[bytes] = ..., coordinator: _Optional[str] = ..., chain_id: _Optional[int] = ..., verifying_contract: _Optional[str] = ...) -> None: ...
 
 class Register(_message.Message):
     __slots__ = ("info", "signature")
