@@ -1,3 +1,4 @@
+from helium.v1 import card_pb2 as _card_pb2
 from helium.v1 import task_pb2 as _task_pb2
 from helium.v1 import worker_pb2 as _worker_pb2
 from google.protobuf.internal import containers as _containers
@@ -26,7 +27,7 @@ class Node(_message.Message):
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
     address: str
-    card: _worker_pb2.Card
+    card: _card_pb2.Card
     state: _worker_pb2.NodeState
     qos: float
     reliability: float
@@ -40,7 +41,7 @@ class Node(_message.Message):
     stake: str
     connected: bool
     backends: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, address: _Optional[str] = ..., card: _Optional[_Union[_worker_pb2.Card, _Mapping]] = ..., state: _Optional[_Union[_worker_pb2.NodeState, str]] = ..., qos: _Optional[float] = ..., reliability: _Optional[float] = ..., mean_score: _Optional[float] = ..., scores: _Optional[int] = ..., worker_version: _Optional[str] = ..., loaded_models: _Optional[_Iterable[str]] = ..., cached_models: _Optional[_Iterable[str]] = ..., last_seen_ms: _Optional[int] = ..., running_tasks: _Optional[_Iterable[str]] = ..., stake: _Optional[str] = ..., connected: _Optional[bool] = ..., backends: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, address: _Optional[str] = ..., card: _Optional[_Union[_card_pb2.Card, _Mapping]] = ..., state: _Optional[_Union[_worker_pb2.NodeState, str]] = ..., qos: _Optional[float] = ..., reliability: _Optional[float] = ..., mean_score: _Optional[float] = ..., scores: _Optional[int] = ..., worker_version: _Optional[str] = ..., loaded_models: _Optional[_Iterable[str]] = ..., cached_models: _Optional[_Iterable[str]] = ..., last_seen_ms: _Optional[int] = ..., running_tasks: _Optional[_Iterable[str]] = ..., stake: _Optional[str] = ..., connected: _Optional[bool] = ..., backends: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ("states",)

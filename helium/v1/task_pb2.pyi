@@ -1,3 +1,4 @@
+from helium.v1 import card_pb2 as _card_pb2
 from helium.v1 import gpt_pb2 as _gpt_pb2
 from helium.v1 import sd_pb2 as _sd_pb2
 from google.protobuf.internal import containers as _containers
@@ -219,3 +220,45 @@ class RelayGrant(_message.Message):
     expires_at: int
     signature: bytes
     def __init__(self, task_id: _Optional[str] = ..., grantee: _Optional[str] = ..., read_slots: _Optional[_Iterable[str]] = ..., write_slots: _Optional[_Iterable[str]] = ..., expires_at: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("model", "type", "cards", "nodes", "loaded_nodes")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CARDS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    LOADED_NODES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    type: TaskType
+    cards: _containers.RepeatedCompositeFieldContainer[_card_pb2.Card]
+    nodes: int
+    loaded_nodes: int
+    def __init__(self, model: _Optional[str] = ..., type: _Optional[_Union[TaskType, str]] = ..., cards: _Optional[_Iterable[_Union[_card_pb2.Card, _Mapping]]] = ..., nodes: _Optional[int] = ..., loaded_nodes: _Optional[int] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class GetNetworkInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetNetworkInfoResponse(_message.Message):
+    __slots__ = ("chain_id", "verifying_contract", "coordinator", "min_fee", "version")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    VERIFYING_CONTRACT_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    MIN_FEE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    verifying_contract: str
+    coordinator: str
+    min_fee: str
+    version: str
+    def __init__(self, chain_id: _Optional[int] = ..., verifying_contract: _Optional[str] = ..., coordinator: _Optional[str] = ..., min_fee: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...

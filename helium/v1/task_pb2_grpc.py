@@ -55,6 +55,16 @@ class TaskServiceStub:
                 request_serializer=helium_dot_v1_dot_task__pb2.CancelTaskRequest.SerializeToString,
                 response_deserializer=helium_dot_v1_dot_task__pb2.CancelTaskResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/helium.v1.TaskService/ListModels',
+                request_serializer=helium_dot_v1_dot_task__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=helium_dot_v1_dot_task__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.GetNetworkInfo = channel.unary_unary(
+                '/helium.v1.TaskService/GetNetworkInfo',
+                request_serializer=helium_dot_v1_dot_task__pb2.GetNetworkInfoRequest.SerializeToString,
+                response_deserializer=helium_dot_v1_dot_task__pb2.GetNetworkInfoResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -88,6 +98,20 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The models that available nodes can serve now (loaded or cached), with their cards.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetworkInfo(self, request, context):
+        """What a creator needs to sign tasks: the EIP-712 domain and the coordinator's address.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +134,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.CancelTask,
                     request_deserializer=helium_dot_v1_dot_task__pb2.CancelTaskRequest.FromString,
                     response_serializer=helium_dot_v1_dot_task__pb2.CancelTaskResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=helium_dot_v1_dot_task__pb2.ListModelsRequest.FromString,
+                    response_serializer=helium_dot_v1_dot_task__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetNetworkInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetworkInfo,
+                    request_deserializer=helium_dot_v1_dot_task__pb2.GetNetworkInfoRequest.FromString,
+                    response_serializer=helium_dot_v1_dot_task__pb2.GetNetworkInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +255,60 @@ class TaskService:
             '/helium.v1.TaskService/CancelTask',
             helium_dot_v1_dot_task__pb2.CancelTaskRequest.SerializeToString,
             helium_dot_v1_dot_task__pb2.CancelTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helium.v1.TaskService/ListModels',
+            helium_dot_v1_dot_task__pb2.ListModelsRequest.SerializeToString,
+            helium_dot_v1_dot_task__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetworkInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helium.v1.TaskService/GetNetworkInfo',
+            helium_dot_v1_dot_task__pb2.GetNetworkInfoRequest.SerializeToString,
+            helium_dot_v1_dot_task__pb2.GetNetworkInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

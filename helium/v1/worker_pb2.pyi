@@ -1,3 +1,4 @@
+from helium.v1 import card_pb2 as _card_pb2
 from helium.v1 import task_pb2 as _task_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -53,14 +54,6 @@ NODE_ACTION_PAUSE: NodeAction
 NODE_ACTION_RESUME: NodeAction
 NODE_ACTION_QUIT: NodeAction
 
-class Card(_message.Message):
-    __slots__ = ("name", "vram_bytes")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    VRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    vram_bytes: int
-    def __init__(self, name: _Optional[str] = ..., vram_bytes: _Optional[int] = ...) -> None: ...
-
 class NodeInfo(_message.Message):
     __slots__ = ("address", "card", "free_vram_bytes", "backends", "loaded_models", "cached_models", "worker_version", "task_types", "dtypes", "quantize_bits", "device")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -75,7 +68,7 @@ class NodeInfo(_message.Message):
     QUANTIZE_BITS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     address: str
-    card: Card
+    card: _card_pb2.Card
     free_vram_bytes: int
     backends: _containers.RepeatedScalarFieldContainer[str]
     loaded_models: _containers.RepeatedScalarFieldContainer[str]
@@ -85,7 +78,7 @@ class NodeInfo(_message.Message):
     dtypes: _containers.RepeatedScalarFieldContainer[str]
     quantize_bits: _containers.RepeatedScalarFieldContainer[int]
     device: str
-    def __init__(self, address: _Optional[str] = ..., card: _Optional[_Union[Card, _Mapping]] = ..., free_vram_bytes: _Optional[int] = ..., backends: _Optional[_Iterable[str]] = ..., loaded_models: _Optional[_Iterable[str]] = ..., cached_models: _Optional[_Iterable[str]] = ..., worker_version: _Optional[str] = ..., task_types: _Optional[_Iterable[_Union[_task_pb2.TaskType, str]]] = ..., dtypes: _Optional[_Iterable[str]] = ..., quantize_bits: _Optional[_Iterable[int]] = ..., device: _Optional[str] = ...) -> None: ...
+    def __init__(self, address: _Optional[str] = ..., card: _Optional[_Union[_card_pb2.Card, _Mapping]] = ..., free_vram_bytes: _Optional[int] = ..., backends: _Optional[_Iterable[str]] = ..., loaded_models: _Optional[_Iterable[str]] = ..., cached_models: _Optional[_Iterable[str]] = ..., worker_version: _Optional[str] = ..., task_types: _Optional[_Iterable[_Union[_task_pb2.TaskType, str]]] = ..., dtypes: _Optional[_Iterable[str]] = ..., quantize_bits: _Optional[_Iterable[int]] = ..., device: _Optional[str] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
     __slots__ = ("hello", "register", "heartbeat", "started", "result", "error", "delta")
