@@ -1,0 +1,255 @@
+"""Filesystem blob store.
+
+Layout under ``root``::
+
+    <task hex>/<slot with '/' as '+'>.blob     the bytes, exactly as written
+    <task hex>/<slot with '/' as '+'>.sha256   sidecar: "<sha256 hex> <size>\\n" (a cache; derivable from .blob)
+    .tmp/<random>                              staging for writes in progress
+
+A write streams into a staging file on the same filesystem, checks size and sha256, fsyncs, then is
+published with ``link()`` (which, unlike ``rename()``, refuses to replace an existing slot, so two
+writers of one slot cannot both win), and the directory is fsynced. Staging lives in one directory so
+leftovers of a crash are swept at start-up; ``rename``/``link`` within one filesystem stay atomic.
+The sidecar is written after the blob; a blob whose sidecar was lost to a crash is re-hashed on read.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import structlog
+
+from relay.errors import BlobExistsError, BlobNotFoundError, ContentMismatchError, ResourceLimitError
+from relay.store._base import BlobInfo, BlobReader, BlobStore, BlobWriter, parse_sha256
+from relay.store._names import canonical_slot, canonical_task_id
+
+__all__ = ["FilesystemBlobStore"]
+
+log = structlog.get_logger("relay.store")
+
+_TMP = ".tmp"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+class _FsWriter(BlobWriter):
+    def __init__(self, store: FilesystemBlobStore, task_id: str, slot: str, sha256: bytes, size: int) -> None:
+        self._store, self._task_id, self._slot = store, task_id, slot
+        self._sha256, self._size = sha256, size
+        self._hash = hashlib.sha256()
+        self._written = 0
+        self._tmp = store._tmp_dir / f"{secrets.token_hex(12)}"
+        self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._done = False
+
+    def write(self, chunk: bytes) -> None:
+        if self._done or self._fd is None:
+            raise ContentMismatchError(f"write to slot {self._slot!r} after it was closed")
+        n = self._written + len(chunk)
+        try:
+            if n > self._store.max_blob_bytes:
+                raise ResourceLimitError(
+                    f"blob {self._slot!r} exceeds max_blob_bytes {self._store.max_blob_bytes} (got {n} bytes so far)"
+                )
+            if n > self._size:
+                raise ContentMismatchError(f"blob {self._slot!r} has more bytes than its declared size {self._size}")
+        except Exception:
+            self.abort()
+            raise
+        self._hash.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._written = n
+
+    def commit(self) -> BlobInfo:
+        if self._done:
+            raise ContentMismatchError(f"slot {self._slot!r} write already finished")
+        try:
+            if self._written != self._size:
+                raise ContentMismatchError(
+                    f"blob {self._slot!r} has {self._written} bytes, declared size is {self._size}"
+                )
+            digest = self._hash.digest()
+            if digest != self._sha256:
+                raise ContentMismatchError(
+                    f"blob {self._slot!r} bytes do not match declared sha256 {self._sha256.hex()} (got {digest.hex()})"
+                )
+            assert self._fd is not None
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            info = BlobInfo(self._task_id, self._slot, digest, self._written)
+            self._store._publish(self._tmp, info)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        return info
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if not self._done:
+            self._done = True
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
+
+
+class _FsReader(BlobReader):
+    def __init__(self, info: BlobInfo, f) -> None:
+        self.info, self._f = info, f
+
+    def chunks(self, chunk_bytes: int) -> Iterator[bytes]:
+        while True:
+            data = self._f.read(chunk_bytes)
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class FilesystemBlobStore(BlobStore):
+    """Blobs as files under `root` (see the module docstring). One process owns a root at a time."""
+
+    def __init__(self, root: str | os.PathLike, max_blob_bytes: int) -> None:
+        if max_blob_bytes <= 0:
+            raise ValueError(f"max_blob_bytes must be > 0, got {max_blob_bytes}")
+        self.root = Path(root)
+        self.max_blob_bytes = max_blob_bytes
+        self._tmp_dir = self.root / _TMP
+        self._tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # only for the no-hard-link fallback of _publish
+        swept = 0
+        for leftover in self._tmp_dir.iterdir():
+            leftover.unlink(missing_ok=True)
+            swept += 1
+        if swept:
+            log.info("relay_store_swept_temp_files", root=str(self.root), count=swept)
+
+    # --- paths ---------------------------------------------------------------------------------------
+
+    def _task_dir(self, task_id: str | bytes) -> Path:
+        return self.root / canonical_task_id(task_id)[2:]
+
+    def _paths(self, task_id: str | bytes, slot: str) -> tuple[str, str, Path, Path]:
+        tid, s = canonical_task_id(task_id), canonical_slot(slot)
+        base = self.root / tid[2:] / s.replace("/", "+")
+        return tid, s, base.with_name(base.name + ".blob"), base.with_name(base.name + ".sha256")
+
+    # --- writes --------------------------------------------------------------------------------------
+
+    def begin_write(self, task_id: str | bytes, slot: str, sha256: bytes | str, size: int) -> BlobWriter:
+        tid, s, blob, _ = self._paths(task_id, slot)
+        digest = parse_sha256(sha256)
+        if not isinstance(size, int) or size < 0:
+            raise ContentMismatchError(f"size must be a non-negative integer, got {size!r}")
+        if size > self.max_blob_bytes:
+            raise ResourceLimitError(f"blob {s!r} size {size} exceeds max_blob_bytes {self.max_blob_bytes}")
+        if blob.exists():
+            raise BlobExistsError(f"slot {s!r} of task {tid} is already written (slots are write-once)")
+        return _FsWriter(self, tid, s, digest, size)
+
+    def _publish(self, tmp: Path, info: BlobInfo) -> None:
+        _, _, blob, sidecar = self._paths(info.task_id, info.slot)
+        task_dir = blob.parent
+        if not task_dir.exists():
+            task_dir.mkdir(exist_ok=True)
+            _fsync_dir(self.root)
+        exists = BlobExistsError(f"slot {info.slot!r} of task {info.task_id} is already written (slots are write-once)")
+        try:
+            os.link(tmp, blob)
+        except FileExistsError:
+            raise exists from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            with self._lock:  # filesystem without hard links
+                if blob.exists():
+                    raise exists from None
+                os.rename(tmp, blob)
+        else:
+            os.unlink(tmp)
+        self._write_sidecar(sidecar, info)
+        _fsync_dir(task_dir)
+
+    def _write_sidecar(self, sidecar: Path, info: BlobInfo) -> None:
+        tmp = self._tmp_dir / f"{secrets.token_hex(12)}.sc"
+        with open(tmp, "w") as f:
+            f.write(f"{info.sha256_hex} {info.size}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, sidecar)
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    def _info(self, tid: str, s: str, blob: Path, sidecar: Path, size: int) -> BlobInfo:
+        try:
+            hex_digest, size_text = sidecar.read_text().split()
+            if int(size_text) == size:
+                return BlobInfo(tid, s, bytes.fromhex(hex_digest), size)
+        except (OSError, ValueError):
+            pass
+        h = hashlib.sha256()  # sidecar lost (crash between publish and sidecar) or damaged: rebuild it
+        with open(blob, "rb") as f:
+            while data := f.read(1 << 20):
+                h.update(data)
+        info = BlobInfo(tid, s, h.digest(), size)
+        self._write_sidecar(sidecar, info)
+        log.warning("relay_sidecar_rebuilt", task_id=tid, slot=s)
+        return info
+
+    def open_read(self, task_id: str | bytes, slot: str) -> BlobReader:
+        tid, s, blob, sidecar = self._paths(task_id, slot)
+        try:
+            f = open(blob, "rb", buffering=0)
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"slot {s!r} of task {tid} is not written") from None
+        try:
+            return _FsReader(self._info(tid, s, blob, sidecar, os.fstat(f.fileno()).st_size), f)
+        except BaseException:
+            f.close()
+            raise
+
+    def stat(self, task_id: str | bytes, slot: str) -> BlobInfo:
+        with self.open_read(task_id, slot) as reader:
+            return reader.info
+
+    def exists(self, task_id: str | bytes, slot: str) -> bool:
+        return self._paths(task_id, slot)[2].exists()
+
+    def list_slots(self, task_id: str | bytes) -> list[str]:
+        task_dir = self._task_dir(task_id)
+        if not task_dir.is_dir():
+            return []
+        return sorted(p.name[: -len(".blob")].replace("+", "/") for p in task_dir.glob("*.blob"))
+
+    def delete_task(self, task_id: str | bytes) -> int:
+        task_dir = self._task_dir(task_id)
+        count = len(self.list_slots(task_id))
+        shutil.rmtree(task_dir, ignore_errors=True)
+        _fsync_dir(self.root)
+        return count
