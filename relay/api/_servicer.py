@@ -1,0 +1,64 @@
+"""RelayService over grpc.aio: parse, authenticate, hand the bytes to the store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import structlog
+
+from helium.v1 import relay_pb2, relay_pb2_grpc
+from relay.api._translate import translate_errors
+from relay.auth import GET, PUT, ZERO_HASH, RelayAuthenticator
+from relay.errors import InvalidRequestError
+from relay.store import BlobStore, canonical_slot, canonical_task_id, parse_sha256
+
+__all__ = ["RelayServicer"]
+
+log = structlog.get_logger("relay.api")
+
+
+class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
+    """Thin: each RPC validates the names, checks the auth, then streams to or from the store."""
+
+    def __init__(self, store: BlobStore, authenticator: RelayAuthenticator, chunk_bytes: int) -> None:
+        self._store = store
+        self._auth = authenticator
+        self._chunk_bytes = chunk_bytes
+
+    @translate_errors
+    async def Put(
+        self, request_iterator: AsyncIterator[relay_pb2.PutRequest], context: grpc.aio.ServicerContext
+    ) -> relay_pb2.PutResponse:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidRequestError("the first PutRequest must be a header")
+        h = first.header
+        task_id, slot = canonical_task_id(h.task_id), canonical_slot(h.slot)
+        digest = parse_sha256(h.sha256, "header.sha256")
+        caller = self._auth.verify(PUT, task_id, h.slot, digest, h.auth if h.HasField("auth") else None)
+        with self._store.begin_write(task_id, slot, digest, h.size) as writer:
+            async for req in request_iterator:
+                if req.WhichOneof("part") != "chunk":
+                    raise InvalidRequestError("after the header every PutRequest must be a chunk")
+                writer.write(req.chunk)
+            info = await asyncio.to_thread(writer.commit)
+        log.info("relay_put", task_id=task_id, slot=slot, node=caller.address, size=info.size)
+        return relay_pb2.PutResponse(sha256=info.sha256_hex, size=info.size)
+
+    @translate_errors
+    async def Get(
+        self, request: relay_pb2.GetRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[relay_pb2.GetResponse]:
+        task_id, slot = canonical_task_id(request.task_id), canonical_slot(request.slot)
+        auth = request.auth if request.HasField("auth") else None
+        caller = self._auth.verify(GET, task_id, request.slot, ZERO_HASH, auth)
+        reader = await asyncio.to_thread(self._store.open_read, task_id, slot)
+        with reader:
+            info = reader.info
+            yield relay_pb2.GetResponse(info=relay_pb2.BlobInfo(sha256=info.sha256_hex, size=info.size))
+            chunks = reader.chunks(self._chunk_bytes)
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                yield relay_pb2.GetResponse(chunk=chunk)
+        log.info("relay_get", task_id=task_id, slot=slot, node=caller.address, size=info.size)

@@ -1,0 +1,150 @@
+"""RelayClient: Put and Get blobs over gRPC, signed with the caller's key, chunked, with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import grpc
+import structlog
+from eth_account.signers.local import LocalAccount
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from chain.signing import Domain
+from helium.v1 import relay_pb2, relay_pb2_grpc, task_pb2
+from relay.auth import GET, PUT, build_auth
+from relay.config import DEFAULT_CHUNK_BYTES
+from relay.errors import ContentMismatchError, InvalidRequestError, RelayError, error_from_status
+from relay.store import canonical_task_id
+
+__all__ = ["RelayClient"]
+
+log = structlog.get_logger("relay.client")
+
+_HASH_INLINE_BYTES = 1 << 20  # hash larger blobs off the event loop
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, _Unavailable)
+
+
+class _Unavailable(Exception):
+    def __init__(self, error: RelayError) -> None:
+        self.error = error
+
+
+async def _sha256(data: bytes | memoryview) -> bytes:
+    if len(data) <= _HASH_INLINE_BYTES:
+        return hashlib.sha256(data).digest()
+    return await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
+
+
+class RelayClient:
+    """Talks to a relay (bundled in the coordinator or standalone) as the owner of `key`.
+
+    The channel should allow messages of chunk_bytes (:func:`relay.config.grpc_options`; the gRPC
+    default of 4 MiB fits the default 1 MiB chunks). Each call has a deadline of `timeout`; a relay
+    that is UNAVAILABLE is retried up to `attempts` times with jittered backoff, each attempt freshly
+    signed. Errors are the classes of :mod:`relay.errors`, mapped from the relay's status.
+    """
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        key: LocalAccount | bytes,
+        domain: Domain,
+        *,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        timeout: timedelta = timedelta(seconds=120),
+        attempts: int = 3,
+    ) -> None:
+        if chunk_bytes <= 0:
+            raise ValueError(f"chunk_bytes must be > 0, got {chunk_bytes}")
+        self._stub = relay_pb2_grpc.RelayServiceStub(channel)
+        self._key, self._domain = key, domain
+        self._chunk_bytes = chunk_bytes
+        self._timeout = timeout.total_seconds()
+        self._attempts = attempts
+
+    async def _retrying(self, call):
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential_jitter(initial=0.2, max=2.0),
+            retry=retry_if_exception(_is_unavailable),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    return await call()
+                except grpc.aio.AioRpcError as exc:
+                    error = error_from_status(exc.code(), exc.details())
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                        raise _Unavailable(error) from None
+                    raise error from None
+        raise AssertionError("unreachable")
+
+    async def _call(self, call):
+        try:
+            return await self._retrying(call)
+        except _Unavailable as exc:
+            raise exc.error from None
+
+    async def put(
+        self, task_id: str | bytes, slot: str, data: bytes, grant: task_pb2.RelayGrant | None = None
+    ) -> str:
+        """Stores `data` at (task_id, slot); returns its sha256 hex. The slot must be empty (write-once)."""
+        tid = canonical_task_id(task_id)
+        digest = await _sha256(data)
+        view = memoryview(data)
+        step = self._chunk_bytes
+
+        async def requests(auth: relay_pb2.RelayAuth) -> AsyncIterator[relay_pb2.PutRequest]:
+            header = relay_pb2.PutHeader(task_id=tid, slot=slot, sha256=digest.hex(), size=len(data), auth=auth)
+            yield relay_pb2.PutRequest(header=header)
+            for off in range(0, len(view), step):
+                yield relay_pb2.PutRequest(chunk=bytes(view[off : off + step]))
+
+        async def call() -> relay_pb2.PutResponse:
+            auth = build_auth(self._key, self._domain, PUT, tid, slot, digest, grant)
+            return await self._stub.Put(requests(auth), timeout=self._timeout)
+
+        response = await self._call(call)
+        if response.sha256 != digest.hex() or response.size != len(data):
+            raise ContentMismatchError(
+                f"relay stored {response.size} bytes with sha256 {response.sha256} for slot {slot!r}, "
+                f"sent {len(data)} bytes with sha256 {digest.hex()}"
+            )
+        log.debug("relay_client_put", task_id=tid, slot=slot, size=len(data))
+        return response.sha256
+
+    async def get(self, task_id: str | bytes, slot: str, grant: task_pb2.RelayGrant | None = None) -> bytes:
+        """The blob at (task_id, slot), checked against the size and sha256 the relay declares."""
+        tid = canonical_task_id(task_id)
+
+        async def call() -> bytes:
+            auth = build_auth(self._key, self._domain, GET, tid, slot, grant=grant)
+            stream = self._stub.Get(relay_pb2.GetRequest(task_id=tid, slot=slot, auth=auth), timeout=self._timeout)
+            first = await stream.read()
+            if first is grpc.aio.EOF or first.WhichOneof("part") != "info":
+                raise InvalidRequestError(f"relay answered Get of slot {slot!r} without BlobInfo first")
+            size = first.info.size
+            buf = bytearray(size)
+            got = 0
+            async for msg in stream:
+                chunk = msg.chunk
+                if got + len(chunk) > size:
+                    raise ContentMismatchError(f"relay sent more than the declared {size} bytes for slot {slot!r}")
+                buf[got : got + len(chunk)] = chunk
+                got += len(chunk)
+            if got != size:
+                raise ContentMismatchError(f"relay sent {got} bytes for slot {slot!r}, declared {size}")
+            digest = await _sha256(buf)
+            if digest.hex() != first.info.sha256:
+                raise ContentMismatchError(
+                    f"bytes of slot {slot!r} do not match the relay's sha256 {first.info.sha256} (got {digest.hex()})"
+                )
+            return bytes(buf)
+
+        return await self._call(call)
