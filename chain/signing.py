@@ -36,17 +36,21 @@ from eth_utils import keccak, to_checksum_address
 
 __all__ = [
     "DEV_DOMAIN",
+    "INVALID_ARGS_HASH",
     "Domain",
     "SignatureError",
     "address_of",
     "cancel_signer",
+    "compact_signature",
     "compute_task_id",
     "load_or_create_key",
     "node_control_signer",
     "register_signer",
     "relay_grant_signer",
     "relay_request_signer",
+    "result_digest",
     "result_signer",
+    "sd_result_hash",
     "sign_cancel",
     "sign_node_control",
     "sign_register",
@@ -54,10 +58,14 @@ __all__ = [
     "sign_relay_request",
     "sign_result",
     "sign_task",
+    "task_digest",
     "task_signer",
 ]
 
 ZERO_ADDRESS = "0x" + "00" * 20
+
+# The result hash a node signs when it finds the task's args invalid (settled like any validated result).
+INVALID_ARGS_HASH: bytes = keccak(b"helium:invalid-args")
 
 
 class SignatureError(ValueError):
@@ -151,6 +159,11 @@ def _recover(domain: Domain, primary: str, message: dict, signature: bytes) -> s
         raise SignatureError(f"cannot recover {primary} signature: {exc}") from exc
 
 
+def _digest(domain: Domain, primary: str, message: dict) -> bytes:
+    signable = encode_typed_data(domain.as_dict(), {primary: _TYPES[primary]}, message)
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
 def address_of(key: LocalAccount | bytes) -> str:
     return key.address if isinstance(key, LocalAccount) else Account.from_key(key).address
 
@@ -216,6 +229,47 @@ def result_signer(domain: Domain, task_id: bytes, result_hash: bytes, node: str,
         "node": to_checksum_address(node),
     }
     return _recover(domain, "Result", msg, signature)
+
+
+def sd_result_hash(phashes: Sequence[int]) -> bytes:
+    """The result hash of an SD result: keccak256(abi.encodePacked(uint64[] phashes)).
+
+    Solidity's packed encoding of an array pads every element to 32 bytes, so this is the keccak of the
+    concatenated 32-byte big-endian words (NodeStaking recomputes it from the pHashes of slash evidence).
+    """
+    out = bytearray()
+    for i, p in enumerate(phashes):
+        if not 0 <= int(p) < 1 << 64:
+            raise SignatureError(f"phashes[{i}] must be a uint64, got {p}")
+        out += int(p).to_bytes(32, "big")
+    return keccak(bytes(out))
+
+
+def task_digest(domain: Domain, task_id: bytes, args_hash: bytes, fee: int, nonce: int, deadline: int) -> bytes:
+    """The 32-byte EIP-712 digest of a Task (what TaskLedger.hashTask returns)."""
+    return _digest(domain, "Task", _task_msg(task_id, args_hash, fee, nonce, deadline))
+
+
+def result_digest(domain: Domain, task_id: bytes, result_hash: bytes, node: str) -> bytes:
+    """The 32-byte EIP-712 digest of a Result (what TaskLedger.hashResult returns)."""
+    msg = {
+        "taskId": _b32(task_id, "task_id"),
+        "resultHash": _b32(result_hash, "result_hash"),
+        "node": to_checksum_address(node),
+    }
+    return _digest(domain, "Result", msg)
+
+
+def compact_signature(signature: bytes) -> tuple[bytes, bytes]:
+    """Splits a 65-byte (r, s, v) signature into its EIP-2098 compact form (r, vs), as the contracts take it."""
+    if len(signature) != 65:
+        raise SignatureError(f"signature must be 65 bytes, got {len(signature)}")
+    r, s, v = signature[:32], signature[32:64], signature[64]
+    if v not in (27, 28, 0, 1):
+        raise SignatureError(f"signature v must be 27 or 28, got {v}")
+    parity = (v - 27) if v >= 27 else v
+    vs = (int.from_bytes(s, "big") | (parity << 255)).to_bytes(32, "big")
+    return bytes(r), vs
 
 
 # --- Cancel, Register, NodeControl ----------------------------------------------------------------
