@@ -132,7 +132,7 @@ class RelayClient:
             size = first.info.size
             buf = bytearray(size)
             got = 0
-            async for msg in stream:
+            while (msg := await stream.read()) is not grpc.aio.EOF:
                 chunk = msg.chunk
                 if got + len(chunk) > size:
                     raise ContentMismatchError(f"relay sent more than the declared {size} bytes for slot {slot!r}")
