@@ -32,7 +32,9 @@ def _put_requests(task: str, slot: str, data: bytes, auth, sha=None, size=None):
 
 
 async def _raw_put(relay, key, task, slot, data, *, grant=None, sha=None, size=None, now=None, auth=None):
-    digest = bytes.fromhex(sha) if sha else hashlib.sha256(data).digest()
+    digest = hashlib.sha256(data).digest()
+    if sha:
+        digest = bytes.fromhex(sha) if len(sha) == 64 else bytes(32)
     auth = auth or build_auth(key, DEV_DOMAIN, PUT, task, slot, digest, grant, now=now)
     return await relay.stub.Put(iter(_put_requests(task, slot, data, auth, sha, size)), timeout=10)
 
