@@ -1,0 +1,74 @@
+"""Image helpers of the SD executor: PNG bytes, perceptual hashes, the result hash, ControlNet inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+from helium.tasks import TaskArgsError
+from helium.tasks.sd import CANNY_DEFAULTS, decode_data_url
+from worker.errors import InvalidArgsError
+
+__all__ = ["canny", "control_image", "encode_png", "phash64", "sd_result_hash"]
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """Deterministic PNG bytes (no text chunks or timestamps)."""
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def phash64(png: bytes) -> int:
+    """The 64-bit DCT perceptual hash of a PNG, from its decoded pixels (what another node can recompute)."""
+    with Image.open(io.BytesIO(png)) as img:
+        return int(str(imagehash.phash(img.convert("RGB"))), 16)
+
+
+def image_record(index: int, png: bytes, phash: int, width: int, height: int) -> dict:
+    return {"index": index, "phash": f"{phash:016x}", "sha256": hashlib.sha256(png).hexdigest(),
+            "width": width, "height": height}
+
+
+def sd_result_hash(phashes: list[int] | tuple[int, ...]) -> bytes:
+    """keccak256 over the pHashes; `chain.signing.sd_result_hash` when the chain package has it."""
+    try:
+        from chain.signing import sd_result_hash as chain_hash
+    except ImportError:
+        chain_hash = None
+    if chain_hash is not None:
+        return chain_hash(list(phashes))
+    from eth_abi.packed import encode_packed
+    from eth_utils import keccak
+
+    return keccak(encode_packed(["uint64[]"], [list(phashes)]))
+
+
+def canny(image: Image.Image, low: float, high: float) -> Image.Image:
+    import cv2
+
+    edges = cv2.Canny(np.asarray(image.convert("RGB")), low, high)
+    return Image.fromarray(np.stack([edges] * 3, axis=-1))
+
+
+def control_image(dataurl: str, method: str, args: dict) -> Image.Image:
+    """The ControlNet conditioning image from the task's data URL, preprocessed as asked."""
+    try:
+        data = decode_data_url(dataurl)
+    except TaskArgsError as e:
+        raise InvalidArgsError(str(e)) from None
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InvalidArgsError(f"controlnet.image_dataurl does not decode as an image: {e}") from None
+    image = image.convert("RGB")
+    if method == "canny":
+        low = args.get("low_threshold", CANNY_DEFAULTS["low_threshold"])
+        high = args.get("high_threshold", CANNY_DEFAULTS["high_threshold"])
+        image = canny(image, low, high)
+    return image
