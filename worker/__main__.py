@@ -1,0 +1,93 @@
+"""`helium worker` (also `python -m worker`): serve this host's GPUs to a coordinator.
+
+Settings precedence: flags > HELIUM_* environment > [worker] table of --config > defaults
+(see worker.config.WorkerConfig). Prints one `ready node=<address> ...` line per node on stdout
+once it is registered; logs go to stderr (readable, or JSON with --log-json).
+
+Exit status: 0 drained cleanly (SIGTERM / SIGINT, or the coordinator's Drain); 1 refused by the
+coordinator (bad signature, no stake), disconnected (kicked out, slashed) or unreachable after the
+bounded reconnects; 2 bad settings or no usable device / executor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import structlog
+
+from helium.config import ConfigError, load_settings
+from worker.config import WorkerConfig
+from worker.node import EXIT_SETUP, run_workers
+
+__all__ = ["build_parser", "configure_logging", "main"]
+
+
+def build_parser(prog: str = "helium worker") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Serve this host's GPUs (or CPU / Apple MPS) to a coordinator.")
+    a = p.add_argument
+    a("--coordinator", metavar="HOST:PORT", help="coordinator gRPC address (env HELIUM_COORDINATOR)")
+    a("--data-dir", metavar="DIR", help="where node keys live: DIR/keys/node-<gpu>.key")
+    a("--gpus", metavar="0,1,...", help="CUDA device indexes to serve, one node (key, stream) each")
+    a("--device", choices=("cuda", "mps", "cpu"), help="force the device kind (default: cuda > mps > cpu)")
+    a("--backend", choices=("transformers", "vllm"), help="GPT backend")
+    a("--model-budget-bytes", type=int, metavar="N", help="memory the model cache may hold")
+    a("--executor", choices=("real", "instant"),
+      help="real: the GPT/SD executors; instant: a TEST DOUBLE that runs no model (tests and benchmarks only)")
+    a("--heartbeat-interval", type=float, metavar="SECONDS", help="used when the coordinator names none")
+    a("--connect-timeout", type=float, metavar="SECONDS", help="bound of one connection attempt")
+    a("--reconnect-max-attempts", type=int, metavar="N")
+    a("--reconnect-max-time", type=float, metavar="SECONDS")
+    a("--drain-timeout", type=float, metavar="SECONDS", help="how long a drain waits for the task in hand")
+    a("--tls-ca", metavar="FILE", help="PEM CA bundle that signed the coordinator's certificate")
+    a("--tls-server-name", metavar="NAME", help="host name to check the certificate against")
+    a("--insecure", action="store_true", default=None, help="allow plaintext to a non-loopback coordinator")
+    a("--config", metavar="FILE", help="TOML settings file (env HELIUM_CONFIG); [worker] table")
+    a("--log-json", action="store_true", default=None, help="JSON log lines")
+    a("--log-level", choices=("debug", "info", "warning", "error"))
+    a("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port")
+    return p
+
+
+def configure_logging(json_logs: bool = False, level: str = "info") -> None:
+    """structlog to stderr: readable on a terminal, one JSON object per line with json_logs."""
+    renderer = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(
+        colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def load_config(args: argparse.Namespace) -> WorkerConfig:
+    flags = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
+    return load_settings(WorkerConfig, flags, section="worker", config_file=args.config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"helium worker: {exc}", file=sys.stderr)
+        return EXIT_SETUP
+    configure_logging(config.log_json, config.log_level)
+    try:
+        return asyncio.run(run_workers(config))
+    except KeyboardInterrupt:  # a signal before the handlers were installed
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

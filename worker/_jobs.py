@@ -1,0 +1,393 @@
+"""The node's work: one assignment at a time, executed in a thread, delivered through an outbox.
+
+`JobRunner` turns each `WorkAssignment` into a `Job` for the executor of its
+task type, runs it off the event loop, stores its blobs in the relay, signs the
+result hash, and keeps the Result (or ErrorReport) in `outbox` until the
+coordinator acknowledges it. The session re-sends the outbox after every
+reconnect; a cancelled assignment sends nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import grpc
+from google.protobuf import json_format
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from chain import signing
+from helium.tasks import TaskArgsError
+from helium.v1 import card_pb2, task_pb2, worker_pb2
+from worker import metrics
+from worker.errors import ConnectError, ExecutionCrashError, ExecutorError
+from worker.executors.base import Executor, Job, Outcome
+
+if TYPE_CHECKING:
+    from worker.session import WorkerNode
+
+__all__ = ["INVALID_ARGS_HASH", "JobRunner"]
+
+# The result hash an invalid-args verdict is signed over: keccak(b"helium:invalid-args").
+INVALID_ARGS_HASH: bytes = signing.INVALID_ARGS_HASH
+
+_TASK_TYPES = {"gpt": task_pb2.TASK_TYPE_GPT, "sd": task_pb2.TASK_TYPE_SD}
+_CANCELLED_MEMORY = 4096
+
+
+_OUTCOMES = {
+    worker_pb2.ERROR_KIND_INVALID_ARGS: "invalid_args",
+    worker_pb2.ERROR_KIND_OUT_OF_MEMORY: "out_of_memory",
+    worker_pb2.ERROR_KIND_CRASH: "crash",
+}
+
+
+def _type_name(a: worker_pb2.WorkAssignment) -> str:
+    return {task_pb2.TASK_TYPE_GPT: "gpt", task_pb2.TASK_TYPE_SD: "sd"}.get(a.type, "unknown")
+
+
+@dataclass
+class _Running:
+    assignment: worker_pb2.WorkAssignment
+    cancel: threading.Event = field(default_factory=threading.Event)
+    seq: int = 0
+    model: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.assignment.assignment_id
+
+
+def _task_id_bytes(task_id: str) -> bytes:
+    raw = bytes.fromhex(task_id.removeprefix("0x"))
+    if len(raw) != 32:
+        raise ValueError(f"task_id must be 32 bytes of hex, got {task_id!r}")
+    return raw
+
+
+def _relay_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectError):
+        return exc.retryable
+    if isinstance(exc, TimeoutError):
+        return True
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+    return bool(getattr(exc, "retryable", False))
+
+
+class JobRunner:
+    def __init__(self, node: WorkerNode, executors: list[Executor] | tuple[Executor, ...]) -> None:
+        self.node = node
+        self.executors: dict[str, Executor] = {}
+        for ex in executors:
+            if ex.task_type not in _TASK_TYPES:
+                raise ValueError(f"executor task_type must be gpt or sd, got {ex.task_type!r}")
+            if ex.task_type in self.executors:
+                raise ValueError(f"two executors for task_type {ex.task_type!r} on one node")
+            self.executors[ex.task_type] = ex
+        # assignment_id -> the Result or ErrorReport waiting for its Ack, oldest first.
+        self.outbox: OrderedDict[str, worker_pb2.ConnectRequest] = OrderedDict()
+        self.started = False
+        self.completed = 0
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._current: _Running | None = None
+        self._queue: asyncio.Queue[worker_pb2.WorkAssignment] | None = None
+        self._delivered: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loaded: tuple[str, ...] = ()
+        self._free_vram = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        self._delivered = asyncio.Event()
+        self._delivered.set()
+        self._task = asyncio.create_task(self._work_loop(), name=f"jobs-{self.node.address}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def idle(self) -> None:
+        """Returns once no assignment is running or queued."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    async def delivered(self) -> None:
+        """Returns once every Result and ErrorReport has been acknowledged."""
+        if self._delivered is not None:
+            await self._delivered.wait()
+
+    # --- what the node advertises ---------------------------------------------------------------
+
+    def node_info(self) -> worker_pb2.NodeInfo:
+        """NodeInfo from the executors' capabilities and the device; runs in a thread (it may scan caches)."""
+        node, profile = self.node, self.node.profile
+        backends: set[str] = set()
+        dtypes: set[str] = set()
+        quant: set[int] = set()
+        loaded: set[str] = set()
+        cached: set[str] = set()
+        types = []
+        for task_type, ex in sorted(self.executors.items()):
+            caps = ex.capabilities()
+            types.append(_TASK_TYPES[task_type])
+            backends.update(caps.backends)
+            dtypes.update(caps.dtypes)
+            quant.update(caps.quantize_bits)
+            loaded.update(caps.loaded_models)
+            cached.update(caps.cached_models)
+        self._loaded = tuple(sorted(loaded))
+        self._free_vram = profile.free_vram_bytes()
+        return worker_pb2.NodeInfo(
+            address=node.address,
+            card=card_pb2.Card(name=profile.card_name, vram_bytes=profile.vram_bytes),
+            free_vram_bytes=self._free_vram,
+            backends=sorted(backends),
+            loaded_models=self._loaded,
+            cached_models=sorted(cached),
+            worker_version=node.worker_version,
+            task_types=types,
+            dtypes=sorted(dtypes),
+            quantize_bits=sorted(quant),
+            device=profile.device,
+        )
+
+    def _refresh(self) -> None:
+        """Re-reads what is loaded and the free memory after a job (in the job's thread)."""
+        try:
+            loaded = {m for ex in self.executors.values() for m in ex.capabilities().loaded_models}
+            self._loaded = tuple(sorted(loaded))
+        except Exception as exc:  # stale capabilities must not turn a good result into a crash
+            self.node.log.warning("capabilities_failed", error=str(exc))
+        self._free_vram = self.node.profile.free_vram_bytes()
+
+    def heartbeat(self) -> worker_pb2.Heartbeat:
+        return worker_pb2.Heartbeat(free_vram_bytes=self._free_vram, loaded_models=self._loaded,
+                                    running_assignments=self.running_ids())
+
+    def running_ids(self) -> list[str]:
+        ids = [self._current.id] if self._current is not None else []
+        if self._queue is not None:
+            ids.extend(a.assignment_id for a in self._queue._queue)  # type: ignore[attr-defined]
+        return ids
+
+    # --- messages from the coordinator ----------------------------------------------------------
+
+    def assign(self, a: worker_pb2.WorkAssignment) -> None:
+        assert self._queue is not None
+        log = self.node.log.bind(task_id=a.task_id, assignment_id=a.assignment_id)
+        if a.assignment_id in self.outbox or a.assignment_id in self.running_ids():
+            log.info("assignment_duplicate")  # sent again after a reconnect: it is in hand already
+            return
+        if self.node.draining:
+            log.warning("assignment_while_draining")
+        log.info("assignment_received", type=task_pb2.TaskType.Name(a.type), queued=self._queue.qsize())
+        self._queue.put_nowait(a)
+
+    def acked(self, assignment_id: str) -> None:
+        if self.outbox.pop(assignment_id, None) is not None:
+            self.node.log.debug("result_acked", assignment_id=assignment_id)
+        if not self.outbox and self._delivered is not None:
+            self._delivered.set()
+
+    def cancel(self, assignment_id: str, reason: str = "") -> None:
+        self.node.log.info("assignment_cancelled", assignment_id=assignment_id, reason=reason)
+        self._cancelled[assignment_id] = None
+        while len(self._cancelled) > _CANCELLED_MEMORY:
+            self._cancelled.popitem(last=False)
+        if self._current is not None and self._current.id == assignment_id:
+            self._current.cancel.set()
+        self.acked(assignment_id)  # whatever was waiting for it is no longer wanted
+
+    def cancel_all(self) -> None:
+        if self._current is not None:
+            self._current.cancel.set()
+        if self._queue is not None:
+            while not self._queue.empty():
+                self._cancelled[self._queue.get_nowait().assignment_id] = None
+                self._queue.task_done()
+
+    # --- execution ------------------------------------------------------------------------------
+
+    async def _work_loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            a = await self._queue.get()
+            try:
+                if a.assignment_id not in self._cancelled:
+                    await self._execute(a)
+            except Exception:  # never let one assignment kill the node
+                self.node.log.exception("assignment_failed_internally", assignment_id=a.assignment_id)
+            finally:
+                self._queue.task_done()
+
+    async def _execute(self, a: worker_pb2.WorkAssignment) -> None:
+        log = self.node.log.bind(task_id=a.task_id, assignment_id=a.assignment_id)
+        running = _Running(a)
+        self._current = running
+        self.node.send(worker_pb2.ConnectRequest(started=worker_pb2.Started(assignment_id=a.assignment_id)))
+        deadline_timer = self._deadline_timer(running)
+        t0 = time.monotonic()
+        try:
+            outcome = await self._run_executor(running)
+            exec_ms = int((time.monotonic() - t0) * 1000)
+            if running.cancel.is_set():
+                log.info("assignment_dropped", why="cancelled")
+                metrics.record_assignment(self.node.address, _type_name(a), "cancelled")
+                return
+            msg = await self._result(a, outcome, exec_ms)
+            log.info("task_executed", exec_ms=exec_ms, result_hash="0x" + outcome.result_hash.hex())
+            metrics.observe_task(self.node.address, _type_name(a), running.model, exec_ms / 1000,
+                                 completion_tokens=outcome.completion_tokens, images=outcome.images)
+            metrics.record_assignment(self.node.address, _type_name(a), "submitted")
+        except (ExecutorError, TaskArgsError) as exc:
+            if running.cancel.is_set():
+                log.info("assignment_dropped", why="cancelled")
+                return
+            kind = getattr(exc, "kind", worker_pb2.ERROR_KIND_INVALID_ARGS)
+            log.warning("task_failed", kind=worker_pb2.ErrorKind.Name(kind), error=str(exc))
+            metrics.record_assignment(self.node.address, _type_name(a), _OUTCOMES.get(kind, "crash"))
+            msg = self._error(a, kind, str(exc))
+        except Exception as exc:  # a bug in an executor or the relay is a crash, never a verdict
+            if running.cancel.is_set():
+                return
+            log.exception("task_crashed", error=str(exc))
+            metrics.record_assignment(self.node.address, _type_name(a), "crash")
+            msg = self._error(a, worker_pb2.ERROR_KIND_CRASH, f"{type(exc).__name__}: {exc}")
+        finally:
+            if deadline_timer is not None:
+                deadline_timer.cancel()
+            self._current = None
+            self.completed += 1
+        self._deliver(a.assignment_id, msg)
+
+    def _deliver(self, assignment_id: str, msg: worker_pb2.ConnectRequest) -> None:
+        if assignment_id in self._cancelled:
+            return
+        assert self._delivered is not None
+        self.outbox[assignment_id] = msg
+        self._delivered.clear()
+        self.node.send(msg)
+
+    def _deadline_timer(self, running: _Running) -> asyncio.TimerHandle | None:
+        deadline_ms = running.assignment.deadline_ms
+        if deadline_ms <= 0 or self._loop is None:
+            return None
+        delay = max(0.0, deadline_ms / 1000 - time.time())
+
+        def expire() -> None:
+            self.node.log.warning("assignment_deadline_passed", assignment_id=running.id)
+            running.cancel.set()
+
+        return self._loop.call_later(delay, expire)
+
+    async def _run_executor(self, running: _Running) -> Outcome:
+        a = running.assignment
+        args = a.args
+        if args.WhichOneof("kind") is None:  # too large to inline: the canonical JSON is in the relay
+            raw = await self._relay_call("get", a, "input")
+            args = json_format.Parse(raw, task_pb2.TaskArgs())
+        kind = args.WhichOneof("kind")
+        executor = self.executors.get(kind or "")
+        if executor is None:
+            raise ExecutionCrashError(f"no {kind or 'unknown'} executor on this node")
+        spec = getattr(args, kind)
+        running.model = spec.model if kind == "gpt" else spec.base_model.name
+        on_delta = self._delta_sink(running) if a.stream_deltas else None
+        job = Job(task_id=a.task_id, assignment_id=a.assignment_id, spec=spec,
+                  on_delta=on_delta, is_cancelled=running.cancel.is_set)
+
+        def work() -> Outcome:
+            try:
+                return executor.run(job)
+            finally:
+                self._refresh()
+
+        outcome = await asyncio.to_thread(work)
+        if len(outcome.result_hash) != 32:
+            raise ExecutionCrashError(f"executor returned a {len(outcome.result_hash)}-byte result_hash, not 32")
+        return outcome
+
+    def _delta_sink(self, running: _Running):
+        loop = self._loop
+        assert loop is not None
+
+        def emit(chunk: dict) -> None:
+            if running.cancel.is_set():
+                return
+            seq, running.seq = running.seq, running.seq + 1
+            delta = task_pb2.TokenDelta(task_id=running.assignment.task_id, node=self.node.address, seq=seq,
+                                        chunk_json=json.dumps(chunk, separators=(",", ":")))
+            self.node.send(worker_pb2.ConnectRequest(delta=delta))
+
+        return lambda chunk: loop.call_soon_threadsafe(emit, chunk)
+
+    async def _relay_call(self, method: str, a: worker_pb2.WorkAssignment, slot: str, data: bytes = b""):
+        grant = a.grant if a.HasField("grant") else None
+        retrying = AsyncRetrying(stop=stop_after_attempt(3), wait=wait_random_exponential(multiplier=0.2, max=2.0),
+                                 retry=retry_if_exception(_relay_retryable), reraise=True)
+        timeout = self.node.config.rpc_timeout.total_seconds()
+        async for attempt in retrying:
+            with attempt:
+                relay = await self.node.relay()
+                if method == "get":
+                    got = await asyncio.wait_for(relay.get(a.task_id, slot, grant=grant), timeout)
+                    metrics.record_relay_bytes(self.node.address, "in", len(got))
+                    return got
+                try:
+                    stored = await asyncio.wait_for(relay.put(a.task_id, slot, data, grant=grant), timeout)
+                    metrics.record_relay_bytes(self.node.address, "out", len(data))
+                    return stored
+                except Exception as exc:
+                    if type(exc).__name__ != "BlobExistsError":
+                        raise
+                    # Stored by an earlier attempt whose answer was lost; slots are write-once.
+                    self.node.log.info("relay_slot_exists", task_id=a.task_id, slot=slot)
+                    return None
+        raise AssertionError("unreachable")
+
+    async def _result(self, a: worker_pb2.WorkAssignment, outcome: Outcome, exec_ms: int) -> worker_pb2.ConnectRequest:
+        node = self.node
+        base = f"result/{node.address}"
+        slots = []
+        for blob in outcome.blobs:
+            slot = f"{base}/{blob.suffix}" if blob.suffix else base
+            await self._relay_call("put", a, slot, blob.data)
+            slots.append(slot)
+        inline = outcome.output
+        if len(inline) > node.config.max_inline_output_bytes:
+            await self._relay_call("put", a, f"{base}/output", inline)
+            slots.append(f"{base}/output")
+            inline = b""
+        assert node.domain is not None
+        signature = signing.sign_result(node.key, node.domain, _task_id_bytes(a.task_id), outcome.result_hash)
+        stats = worker_pb2.ExecStats(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+                                     images=outcome.images, steps=outcome.steps, exec_ms=exec_ms)
+        result = worker_pb2.Result(assignment_id=a.assignment_id, task_id=a.task_id, result_hash=outcome.result_hash,
+                                   signature=signature, inline_output=inline, output_slots=slots, stats=stats,
+                                   phashes=list(outcome.phashes))
+        return worker_pb2.ConnectRequest(result=result)
+
+    def _error(self, a: worker_pb2.WorkAssignment, kind: int, message: str) -> worker_pb2.ConnectRequest:
+        node = self.node
+        signature = b""
+        if kind == worker_pb2.ERROR_KIND_INVALID_ARGS and node.domain is not None:
+            signature = signing.sign_result(node.key, node.domain, _task_id_bytes(a.task_id), INVALID_ARGS_HASH)
+        report = worker_pb2.ErrorReport(assignment_id=a.assignment_id, task_id=a.task_id, kind=kind,
+                                        message=message[:4000], signature=signature)
+        return worker_pb2.ConnectRequest(error=report)

@@ -1,0 +1,161 @@
+"""Test doubles of the executor, for tests, simulations and benchmarks only.
+
+None of these runs a model. They make the network's behaviour reproducible
+without a GPU: an honest node (`InstantExecutor`), a slow one that times out
+(`SlowExecutor`), a cheat (`LyingExecutor`) and a failing one
+(`FailingExecutor`). Each implements `worker.executors.base.Executor`.
+
+The honest hash is `keccak(b"helium:instant:" + canonical_args)`, so three
+honest doubles given the same task agree, and a different seed (part of the
+canonical args) gives a different hash. SD doubles also return one 64-bit
+pHash per image derived from that hash; a liar's pHashes are far from them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from eth_utils import keccak
+from google.protobuf.message import Message
+
+from helium.tasks import canonical_args
+from helium.v1 import task_pb2, worker_pb2
+from worker.errors import ExecutionCrashError, ExecutorError, InvalidArgsError, OutOfMemoryError
+from worker.executors.base import Capabilities, Job, Outcome, OutputBlob
+
+__all__ = [
+    "FailingExecutor",
+    "InstantExecutor",
+    "LyingExecutor",
+    "SlowExecutor",
+    "instant_result_hash",
+]
+
+
+def _args_of(task_type: str, spec: Message) -> task_pb2.TaskArgs:
+    args = task_pb2.TaskArgs()
+    getattr(args, task_type).CopyFrom(spec)
+    return args
+
+
+def instant_result_hash(task_type: str, spec: Message, salt: bytes = b"") -> bytes:
+    """The hash an InstantExecutor (with this salt) returns for this task."""
+    return keccak(b"helium:instant:" + salt + canonical_args(_args_of(task_type, spec)))
+
+
+class InstantExecutor:
+    """An honest node that computes nothing: deterministic hash and output at once (plus `delay` seconds).
+
+    `task_type` is "gpt" or "sd". `salt` changes the hash (LyingExecutor uses it). SD outcomes store one
+    small blob per image (suffix "0", "1"...) unless `blobs=False`.
+    """
+
+    def __init__(self, task_type: str = "gpt", *, delay: float = 0.0, salt: bytes = b"", blobs: bool = True,
+                 loaded_models: tuple[str, ...] = (), cached_models: tuple[str, ...] = ()) -> None:
+        if task_type not in ("gpt", "sd"):
+            raise ValueError(f"task_type must be gpt or sd, got {task_type!r}")
+        self.task_type = task_type
+        self.delay = delay
+        self.salt = salt
+        self.blobs = blobs
+        self.loaded_models = loaded_models
+        self.cached_models = cached_models
+        self.jobs: list[Job] = []
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(task_type=self.task_type, backends=("instant",),
+                            dtypes=("auto", "bfloat16", "float16", "float32"), quantize_bits=(4, 8),
+                            loaded_models=self.loaded_models, cached_models=self.cached_models)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _wait(self, job: Job) -> None:
+        end = time.monotonic() + self.delay
+        while (left := end - time.monotonic()) > 0:
+            if job.is_cancelled():
+                return
+            time.sleep(min(left, 0.02))
+
+    def run(self, job: Job) -> Outcome:
+        with self._lock:
+            self.jobs.append(job)
+        self._wait(job)
+        digest = instant_result_hash(self.task_type, job.spec, self.salt)
+        if self.task_type == "gpt":
+            return self._gpt(job, digest)
+        return self._sd(job, digest)
+
+    def _gpt(self, job: Job, digest: bytes) -> Outcome:
+        spec = job.spec
+        text = f"instant {digest.hex()[:16]}"
+        if job.on_delta is not None:
+            base = {"id": f"chatcmpl-{job.task_id[2:18]}", "object": "chat.completion.chunk", "model": spec.model}
+            job.on_delta({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+            for word in text.split(" "):
+                job.on_delta({**base, "choices": [{"index": 0, "delta": {"content": word + " "}}]})
+            job.on_delta({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        doc = {
+            "id": f"chatcmpl-{job.task_id[2:18]}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": spec.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len(spec.messages), "completion_tokens": 2, "total_tokens": len(spec.messages) + 2},
+        }
+        return Outcome(result_hash=digest, output=json.dumps(doc, separators=(",", ":")).encode(),
+                       prompt_tokens=len(spec.messages), completion_tokens=2)
+
+    def _sd(self, job: Job, digest: bytes) -> Outcome:
+        cfg = job.spec.task_config
+        n = cfg.num_images if cfg.HasField("num_images") and cfg.num_images > 0 else 1
+        steps = cfg.steps if cfg.HasField("steps") else 20
+        phashes = tuple(int.from_bytes(keccak(digest + bytes([i]))[:8], "big") for i in range(n))
+        blobs = tuple(OutputBlob(suffix=str(i), data=b"instant-image:" + f"{p:016x}".encode(), content_type="image/png")
+                      for i, p in enumerate(phashes)) if self.blobs else ()
+        manifest = {"images": [{"index": i, "phash": f"{p:016x}"} for i, p in enumerate(phashes)]}
+        return Outcome(result_hash=digest, output=json.dumps(manifest, separators=(",", ":")).encode(),
+                       blobs=blobs, images=n, steps=steps * n, phashes=phashes)
+
+
+class SlowExecutor(InstantExecutor):
+    """An honest node that takes `seconds` per task (and stops early when the task is cancelled)."""
+
+    def __init__(self, seconds: float, task_type: str = "gpt", **kwargs) -> None:
+        super().__init__(task_type, delay=seconds, **kwargs)
+
+
+class LyingExecutor(InstantExecutor):
+    """A cheat: answers at once with a hash (and pHashes) no honest node produces."""
+
+    def __init__(self, task_type: str = "gpt", *, salt: bytes = b"lie", **kwargs) -> None:
+        super().__init__(task_type, salt=salt, **kwargs)
+
+
+_ERRORS: dict[int, type[ExecutorError]] = {
+    worker_pb2.ERROR_KIND_INVALID_ARGS: InvalidArgsError,
+    worker_pb2.ERROR_KIND_OUT_OF_MEMORY: OutOfMemoryError,
+    worker_pb2.ERROR_KIND_CRASH: ExecutionCrashError,
+}
+
+
+class FailingExecutor(InstantExecutor):
+    """Fails every task with the error of `kind` (a worker_pb2.ErrorKind value), after `delay` seconds."""
+
+    def __init__(self, kind: int = worker_pb2.ERROR_KIND_CRASH, task_type: str = "gpt", *,
+                 message: str = "", **kwargs) -> None:
+        if kind not in _ERRORS:
+            raise ValueError(f"kind must be an ErrorKind other than UNSPECIFIED, got {kind}")
+        super().__init__(task_type, **kwargs)
+        self.kind = kind
+        self.message = message or f"test double failure ({worker_pb2.ErrorKind.Name(kind)})"
+
+    def run(self, job: Job) -> Outcome:
+        with self._lock:
+            self.jobs.append(job)
+        self._wait(job)
+        raise _ERRORS[self.kind](self.message)
