@@ -13,7 +13,8 @@ weights, on any machine. A model builds in well under a second.
     build_tiny_models(root, seed=0) -> dict       every kind, under root/TINY_NAMES[kind]
 
 Kinds: sd15, sdxl, sdxl-refiner, controlnet, controlnet-xl, lora, lora-xl, vae,
-textual-inversion, sd15-100m (a ~100M-parameter UNet, for benchmarks).
+textual-inversion, sd15-safety (with a safety checker that flags every image),
+sd15-100m (a ~100M-parameter UNet, for benchmarks).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ TINY_NAMES: dict[str, str] = {
     "lora-xl": "helium-tiny/lora-xl",
     "vae": "helium-tiny/vae",
     "textual-inversion": "helium-tiny/textual-inversion",
+    "sd15-safety": "helium-tiny/sd15-safety",
     "sd15-100m": "helium-tiny/sd15-100m",
 }
 KINDS = tuple(TINY_NAMES)
@@ -176,23 +178,45 @@ def _unet_xl(*, refiner: bool):
     return UNet2DConditionModel(**_xl_unet_kwargs(refiner=refiner))
 
 
-def _build_sd15(dest: Path, *, big: bool = False) -> None:
+def _build_sd15(dest: Path, *, big: bool = False, safety: bool = False) -> None:
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextModel
 
     tok = _tokenizer()
     unet = _unet_sd15((128, 256, 512), layers=2, heads=8) if big else _unet_sd15()
+    checker, processor = _safety_checker() if safety else (None, None)
     pipe = StableDiffusionPipeline(
         vae=_vae(),
         text_encoder=CLIPTextModel(_text_config(tok, projection=False)),
         tokenizer=tok,
         unet=unet,
         scheduler=_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+        safety_checker=checker,
+        feature_extractor=processor,
+        requires_safety_checker=safety,
     )
     pipe.save_pretrained(dest)
+
+
+def _safety_checker():
+    """A tiny safety checker whose concept thresholds flag every image (so the switch is visible)."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    config = CLIPConfig(
+        text_config={"hidden_size": _HIDDEN, "intermediate_size": 64, "num_attention_heads": 4,
+                     "num_hidden_layers": 1, "vocab_size": 99,
+                     "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1},
+        vision_config={"hidden_size": _HIDDEN, "intermediate_size": 64, "num_attention_heads": 4,
+                       "num_hidden_layers": 1, "image_size": 32, "patch_size": 8},
+        projection_dim=_HIDDEN,
+    )
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-2.0)
+        checker.special_care_embeds_weights.fill_(-2.0)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return checker, processor
 
 
 def _build_sdxl(dest: Path) -> None:
@@ -296,6 +320,7 @@ def _build_vae(dest: Path) -> None:
 _BUILDERS = {
     "sd15": lambda d: _build_sd15(d),
     "sd15-100m": lambda d: _build_sd15(d, big=True),
+    "sd15-safety": lambda d: _build_sd15(d, safety=True),
     "sdxl": _build_sdxl,
     "sdxl-refiner": _build_sdxl_refiner,
     "controlnet": lambda d: _build_controlnet(d, xl=False),
@@ -311,6 +336,9 @@ def build_tiny_sd(kind: str, dest: str | Path, *, seed: int = 0) -> Path:
     """Build one tiny model of `kind` into the directory `dest` (created) and return it."""
     if kind not in _BUILDERS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     dest = Path(dest)
     with _seeded(seed):
         _BUILDERS[kind](dest)

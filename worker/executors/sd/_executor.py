@@ -240,18 +240,19 @@ class SdExecutor:
                         generator=gens,
                         callback_on_step_end=self._callback(job, "refiner", counter),
                     )
-            images.extend(out.images)
+            nsfw = getattr(out, "nsfw_content_detected", None) or [False] * len(out.images)
+            images.extend(zip(out.images, nsfw, strict=True))
             steps_per_image = counter["base"] + counter["refiner"]
         return images, steps_per_image
 
     def _outcome(self, task: sd_pb2.SdTask, images, steps: int) -> Outcome:
         blobs, phashes, records = [], [], []
-        for i, image in enumerate(images):
+        for i, (image, nsfw) in enumerate(images):
             png = encode_png(image)
             ph = phash64(png)
             phashes.append(ph)
             blobs.append(OutputBlob(suffix=str(i), data=png, content_type="image/png"))
-            records.append(image_record(i, png, ph, image.width, image.height))
+            records.append(image_record(i, png, ph, image.width, image.height) | {"nsfw": bool(nsfw)})
         manifest = {"images": records}
         return Outcome(
             result_hash=sd_result_hash(phashes),

@@ -9,6 +9,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from chain.signing import sd_result_hash
 from helium.tasks import TaskArgsError
 from helium.tasks.sd import CANNY_DEFAULTS, decode_data_url
 from worker.errors import InvalidArgsError
@@ -32,20 +33,6 @@ def phash64(png: bytes) -> int:
 def image_record(index: int, png: bytes, phash: int, width: int, height: int) -> dict:
     return {"index": index, "phash": f"{phash:016x}", "sha256": hashlib.sha256(png).hexdigest(),
             "width": width, "height": height}
-
-
-def sd_result_hash(phashes: list[int] | tuple[int, ...]) -> bytes:
-    """keccak256 over the pHashes; `chain.signing.sd_result_hash` when the chain package has it."""
-    try:
-        from chain.signing import sd_result_hash as chain_hash
-    except ImportError:
-        chain_hash = None
-    if chain_hash is not None:
-        return chain_hash(list(phashes))
-    from eth_abi.packed import encode_packed
-    from eth_utils import keccak
-
-    return keccak(encode_packed(["uint64[]"], [list(phashes)]))
 
 
 def canny(image: Image.Image, low: float, high: float) -> Image.Image:
