@@ -1,0 +1,187 @@
+"""Transaction machinery of the chain client: bounded RPC retries, revert decoding, one sender's nonces.
+
+Every RPC goes through ``Rpc.call``: a deadline per attempt (``rpc_timeout``) and tenacity retries, bounded
+(``rpc_attempts``), of transient transport errors only; a JSON-RPC error answer is not retried.
+``TxSender`` signs EIP-1559 transactions for one key under an asyncio lock with a local nonce. Resending the
+same signed bytes is idempotent; when the node refuses a nonce, the sender resyncs from the chain's pending
+count and re-signs once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+import structlog
+from eth_abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
+from eth_utils import function_signature_to_4byte_selector, keccak
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from web3 import AsyncWeb3
+from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
+
+from chain._artifacts import load_artifact
+from chain.errors import ChainTimeout, ChainUnavailable, ContractRevert
+from chain.models import ClientSettings
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+TRANSIENT = (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ConnectionError, OSError)
+_ERROR_STRING = bytes.fromhex("08c379a0")
+_PANIC = bytes.fromhex("4e487b71")
+_NONCE_WORDS = ("nonce too low", "nonce too high", "invalid nonce", "nonce has already been used", "expected nonce")
+_KNOWN_WORDS = ("already known", "known transaction", "already imported")
+
+
+def _error_table(names: tuple[str, ...]) -> dict[bytes, tuple[str, list[str], list[str]]]:
+    table: dict[bytes, tuple[str, list[str], list[str]]] = {}
+    for name in names:
+        for item in load_artifact(name).abi:
+            if item["type"] != "error":
+                continue
+            types = [i["type"] for i in item["inputs"]]
+            sel = function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})")
+            table[sel] = (item["name"], types, [i["name"] or f"arg{n}" for n, i in enumerate(item["inputs"])])
+    return table
+
+
+_ERRORS = _error_table(("TaskLedger", "NodeStaking", "NetworkStats"))
+
+
+def decode_revert(data: bytes) -> tuple[str, dict[str, Any]]:
+    """(error name, args) of revert data; ("", {}) when the data is empty or unknown."""
+    if len(data) < 4:
+        return "", {}
+    sel, body = data[:4], data[4:]
+    try:
+        if sel == _ERROR_STRING:
+            return "Error", {"message": abi_decode(["string"], body)[0]}
+        if sel == _PANIC:
+            return "Panic", {"code": abi_decode(["uint256"], body)[0]}
+        if sel in _ERRORS:
+            name, types, names = _ERRORS[sel]
+            return name, dict(zip(names, abi_decode(types, body), strict=True))
+    except Exception:  # malformed revert data: report it undecoded
+        pass
+    return "", {}
+
+
+def revert_from(exc: Exception) -> ContractRevert:
+    raw = getattr(exc, "data", None)
+    data = bytes.fromhex(raw[2:]) if isinstance(raw, str) and raw.startswith("0x") else b""
+    name, args = decode_revert(data)
+    shown = ", ".join(f"{k}={v.hex() if isinstance(v, bytes) else v}" for k, v in args.items())
+    return ContractRevert(f"reverted: {name or exc}({shown})", error=name, args=args, data=data)
+
+
+class Rpc:
+    """Deadlines and bounded retries around every JSON-RPC request."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self._settings = settings
+
+    async def call(self, fn: Callable[[], Awaitable[T]], what: str) -> T:
+        timeout = self._settings.rpc_timeout.total_seconds()
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._settings.rpc_attempts),
+                wait=wait_exponential_jitter(initial=0.1, max=2.0),
+                retry=retry_if_exception_type(TRANSIENT),
+                reraise=True,
+            ):
+                with attempt:
+                    return await asyncio.wait_for(fn(), timeout)
+        except (ContractCustomError, ContractLogicError) as exc:
+            raise revert_from(exc) from exc
+        except TRANSIENT as exc:
+            raise ChainUnavailable(f"{what}: rpc failed after {self._settings.rpc_attempts} attempts: {exc!r}") from exc
+        raise AssertionError("unreachable")
+
+
+class TxSender:
+    """Signs and sends the transactions of one key; safe under concurrency (one lock, a local nonce)."""
+
+    def __init__(self, w3: AsyncWeb3, account: LocalAccount, chain_id: int, rpc: Rpc, settings: ClientSettings):
+        self.w3 = w3
+        self.account = account
+        self.address = account.address
+        self._chain_id = chain_id
+        self._rpc = rpc
+        self._settings = settings
+        self._lock = asyncio.Lock()
+        self._nonce: int | None = None
+
+    async def _fees(self) -> tuple[int, int]:
+        block = await self._rpc.call(lambda: self.w3.eth.get_block("latest"), "get_block")
+        base = int(block.get("baseFeePerGas") or 0)
+        tip = self._settings.priority_fee_wei
+        return min(self._settings.max_fee_per_gas_wei, 2 * base + tip), min(tip, self._settings.max_fee_per_gas_wei)
+
+    async def preflight(self, to: str | None, data: bytes, value: int = 0) -> None:
+        """eth_call the transaction: raises ContractRevert (decoded) instead of spending gas on a revert."""
+        tx: dict[str, Any] = {"from": self.address, "data": data, "value": value}
+        if to is not None:
+            tx["to"] = to
+        await self._rpc.call(lambda: self.w3.eth.call(tx), "preflight")
+
+    async def send(self, to: str | None, data: bytes, *, gas: int, value: int = 0) -> bytes:
+        """Signs and sends; returns the transaction hash. Resyncs the nonce once if the node refuses it."""
+        gas = min(gas, self._settings.max_gas)
+        async with self._lock:
+            for resync in (False, True):
+                if self._nonce is None or resync:
+                    self._nonce = await self._rpc.call(
+                        lambda: self.w3.eth.get_transaction_count(self.address, "pending"), "nonce"
+                    )
+                max_fee, tip = await self._fees()
+                tx: dict[str, Any] = {
+                    "type": 2, "chainId": self._chain_id, "nonce": self._nonce, "gas": gas, "value": value,
+                    "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip, "data": data,
+                }  # fmt: skip
+                if to is not None:
+                    tx["to"] = to
+                raw = bytes(self.account.sign_transaction(tx).raw_transaction)
+                tx_hash = keccak(raw)
+                try:
+                    await self._rpc.call(lambda raw=raw: self.w3.eth.send_raw_transaction(raw), "send")
+                except (Web3RPCError, ValueError) as exc:
+                    msg = str(exc).lower()
+                    if any(w in msg for w in _KNOWN_WORDS) or await self._landed(tx_hash):
+                        self._nonce += 1
+                        return tx_hash
+                    if not resync and any(w in msg for w in _NONCE_WORDS):
+                        log.warning("chain_nonce_resync", sender=self.address, nonce=self._nonce, error=str(exc))
+                        continue
+                    self._nonce = None
+                    raise
+                except ChainUnavailable:
+                    self._nonce = None  # unknown whether it landed: ask the chain next time
+                    raise
+                self._nonce += 1
+                log.debug("chain_tx_sent", sender=self.address, tx=tx_hash.hex(), nonce=tx["nonce"], gas=gas)
+                return tx_hash
+        raise AssertionError("unreachable")
+
+    async def _landed(self, tx_hash: bytes) -> bool:
+        try:
+            await self.w3.eth.get_transaction(tx_hash)
+            return True
+        except (TransactionNotFound, Web3RPCError, ValueError):
+            return False
+
+    async def wait(self, tx_hash: bytes, timeout: float) -> dict:  # noqa: ASYNC109 (a deadline, polled)
+        """The receipt of `tx_hash`, polled until `timeout` seconds have passed (then ChainTimeout)."""
+        deadline = time.monotonic() + timeout
+        poll = self._settings.poll_interval.total_seconds()
+        while True:
+            try:
+                return await self._rpc.call(lambda: self.w3.eth.get_transaction_receipt(tx_hash), "receipt")
+            except TransactionNotFound:
+                pass
+            if time.monotonic() >= deadline:
+                raise ChainTimeout(f"no receipt for 0x{tx_hash.hex()} within {timeout:.1f}s")
+            await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))

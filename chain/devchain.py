@@ -1,0 +1,185 @@
+"""The embedded dev chain: an in-process EVM (py-evm through eth-tester) whose state persists in a directory.
+
+``await DevChain.open(data_dir)`` on an empty directory creates dev keys (admin, coordinator, creator,
+faucet), a genesis block that funds them, deploys the contracts (coordinator = the dev coordinator key),
+and gives the creator a ledger deposit; on a directory that has a chain it reopens it at its head, with
+every balance, stake, deposit and settled task as it was, and keeps mining from there.
+
+Files in `data_dir`: ``evm.sqlite`` (the py-evm key-value store), ``devchain.json`` (chain id, dev keys,
+contract addresses; mode 0600), ``lock`` (one process at a time).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_tester import EthereumTester
+from web3 import AsyncWeb3
+
+from chain._evm import EmbeddedProvider, open_backend, open_store
+from chain.client import ChainClient
+from chain.deploy import ETHER, DeploySettings, deploy_contracts
+from chain.errors import DevChainError
+from chain.models import ClientSettings, ContractAddresses, Receipt
+from chain.signing import Domain
+
+__all__ = ["DEV_CHAIN_ID", "DevChain", "DevKeys"]
+
+log = structlog.get_logger(__name__)
+DEV_CHAIN_ID = 1337
+_ACCOUNT_FUNDS = 1_000_000 * ETHER
+_FAUCET_FUNDS = 1_000_000_000 * ETHER
+_CREATOR_DEPOSIT = 10_000 * ETHER
+
+
+@dataclass(frozen=True)
+class DevKeys:
+    admin: LocalAccount
+    coordinator: LocalAccount
+    creator: LocalAccount  # a funded creator / gateway key, with a ledger deposit
+    faucet: LocalAccount  # funds node keys (fund_and_stake)
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: "0x" + bytes(getattr(self, k).key).hex() for k in ("admin", "coordinator", "creator", "faucet")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, str]) -> DevKeys:
+        return cls(**{k: Account.from_key(d[k]) for k in ("admin", "coordinator", "creator", "faucet")})
+
+    @classmethod
+    def create(cls) -> DevKeys:
+        return cls(admin=Account.create(), coordinator=Account.create(), creator=Account.create(), faucet=Account.create())
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _lock_dir(data: Path) -> int:
+    data.mkdir(parents=True, exist_ok=True)
+    lock_fd = os.open(data / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(lock_fd)
+        raise DevChainError(f"dev chain {data} is open in another process") from exc
+    return lock_fd
+
+
+def _read_meta(data: Path, chain_id: int) -> dict[str, Any]:
+    meta_path = data / "devchain.json"
+    if meta_path.exists():
+        return json.loads(meta_path.read_text())
+    if (data / "evm.sqlite").exists():
+        raise DevChainError(f"dev chain {data}: evm.sqlite without devchain.json; delete the directory")
+    meta = {"chain_id": chain_id, "keys": DevKeys.create().as_dict(), "addresses": None}
+    _write_json(meta_path, meta)
+    return meta
+
+
+class DevChain:
+    """An embedded, persistent EVM with the Helium contracts deployed. Use ``await DevChain.open(dir)``."""
+
+    def __init__(self, data_dir: Path, provider: EmbeddedProvider, keys: DevKeys, addresses: ContractAddresses,
+                 chain_id: int, lock_fd: int) -> None:  # fmt: skip
+        self.data_dir = data_dir
+        self.provider = provider
+        self.w3 = AsyncWeb3(provider)
+        self.keys = keys
+        self.addresses = addresses
+        self.chain_id = chain_id
+        self.domain = Domain(chain_id=chain_id, verifying_contract=addresses.ledger)
+        self._lock_fd = lock_fd
+        self._faucet: ChainClient | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        data_dir: str | os.PathLike,
+        *,
+        deploy_settings: DeploySettings = DeploySettings(),
+        chain_id: int = DEV_CHAIN_ID,
+    ) -> DevChain:
+        data = Path(data_dir)
+        lock_fd = _lock_dir(data)
+        try:
+            return await cls._open_locked(data, deploy_settings, chain_id, lock_fd)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+
+    @classmethod
+    async def _open_locked(cls, data: Path, deploy_settings: DeploySettings, chain_id: int, lock_fd: int) -> DevChain:
+        meta_path = data / "devchain.json"
+        meta = _read_meta(data, chain_id)
+        keys = DevKeys.from_dict(meta["keys"])
+        chain_id = int(meta["chain_id"])
+        kv, db = open_store(data / "evm.sqlite")
+        funded = {bytes.fromhex(k.address[2:]): _ACCOUNT_FUNDS for k in (keys.admin, keys.coordinator, keys.creator)}
+        funded[bytes.fromhex(keys.faucet.address[2:])] = _FAUCET_FUNDS
+        backend, created = open_backend(db, chain_id, funded, [bytes(keys.faucet.key)])
+        kv.commit()
+        provider = EmbeddedProvider(EthereumTester(backend), kv, chain_id)
+        if meta["addresses"] is None:
+            w3 = AsyncWeb3(provider)
+            addresses = await deploy_contracts(w3, keys.admin, keys.coordinator.address, deploy_settings)
+            meta["addresses"] = addresses.as_dict()
+            _write_json(meta_path, meta)
+            chain = cls(data, provider, keys, addresses, chain_id, lock_fd)
+            await chain.client(keys.creator).deposit(keys.creator, _CREATOR_DEPOSIT)
+            log.info("devchain_created", data_dir=str(data), chain_id=chain_id, **addresses.as_dict())
+            return chain
+        addresses = ContractAddresses(**meta["addresses"])
+        chain = cls(data, provider, keys, addresses, chain_id, lock_fd)
+        log.info("devchain_reopened", data_dir=str(data), chain_id=chain_id, created=created,
+                 block=await chain.w3.eth.block_number)  # fmt: skip
+        return chain
+
+    def client(self, key: LocalAccount | bytes | str | None = None, settings: ClientSettings | None = None) -> ChainClient:
+        """A ChainClient over this chain, sending as `key` (default: the dev coordinator key)."""
+        account = key if isinstance(key, LocalAccount) else Account.from_key(key) if key else self.keys.coordinator
+        return ChainClient(self.w3, account, self.addresses, self.chain_id, settings or ClientSettings())
+
+    async def fund(self, address: str, amount: int) -> Receipt:
+        """Sends `amount` wei from the faucet."""
+        if self._faucet is None:
+            self._faucet = self.client(self.keys.faucet)
+        return await self._faucet.send_value(address, amount)
+
+    async def fund_and_stake(self, node_key: LocalAccount | bytes | str, stake: int | None = None) -> Receipt:
+        """Funds a node key (stake + 1 token for gas) and stakes `stake` (default: the minimum stake) from it,
+        so a dev worker can join."""
+        account = node_key if isinstance(node_key, LocalAccount) else Account.from_key(node_key)
+        client = self.client(account)
+        amount = stake if stake is not None else await client.min_stake()
+        await self.fund(account.address, amount + ETHER)
+        return await client.stake(account, amount)
+
+    async def increase_time(self, seconds: int) -> None:
+        await self.provider.make_request("evm_increaseTime", [int(seconds)])
+
+    async def close(self) -> None:
+        self.provider.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    async def __aenter__(self) -> DevChain:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
