@@ -1,0 +1,1 @@
+"""gRPC servicers (thin) and interceptors of the coordinator."""

@@ -1,0 +1,91 @@
+"""TaskService: the applications' gRPC door. Thin: bind context, convert, call the service."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from coordinator.domain import serde
+from coordinator.domain.models import TaskState, TaskType
+from coordinator.errors import InvalidArgument
+from coordinator.service.dispatcher import Dispatcher
+from coordinator.service.events import DeltaEvent
+from coordinator.service.intake import NewTask, TaskIntake
+from helium.v1 import task_pb2, task_pb2_grpc
+
+__all__ = ["TaskServicer"]
+
+# WatchTask ends once the task has its outcome.
+_FINAL = (TaskState.VALIDATED, TaskState.SETTLED, TaskState.ABORTED, TaskState.CANCELLED)
+
+
+def _task_id(value: str) -> str:
+    v = value.lower()
+    if len(v) != 66 or not v.startswith("0x") or any(c not in "0123456789abcdef" for c in v[2:]):
+        raise InvalidArgument(f"task_id must be 0x followed by 64 hex digits, got {value!r}", "task_id")
+    return v
+
+
+class TaskServicer(task_pb2_grpc.TaskServiceServicer):
+    def __init__(self, intake: TaskIntake, dispatcher: Dispatcher, coordinator_address: str, min_fee: int) -> None:
+        self.intake = intake
+        self.dispatcher = dispatcher
+        self.coordinator_address = coordinator_address
+        self.min_fee = min_fee
+
+    async def CreateTask(self, request, context):
+        req = NewTask(request.args, request.creator, request.nonce, request.fee, request.deadline, request.signature)
+        task, _ = await self.intake.create(req)
+        structlog.contextvars.bind_contextvars(task_id=task.task_id)
+        resp = task_pb2.CreateTaskResponse(task_id=task.task_id)
+        if task.type == TaskType.SD:
+            resp.grant.CopyFrom(serde.grant_to_pb(self.dispatcher.grant(task.task_id, task.creator, ("*",), ())))
+        return resp
+
+    async def GetTask(self, request, context):
+        task, assigns = self.dispatcher.get(_task_id(request.task_id))
+        return task_pb2.GetTaskResponse(task=serde.task_to_pb(task, assigns))
+
+    async def WatchTask(self, request, context):
+        task_id = _task_id(request.task_id)
+        events = self.dispatcher.events
+        queue = events.subscribe(task_id)
+        try:
+            task, assigns = self.dispatcher.get(task_id)
+            yield task_pb2.WatchTaskResponse(task=serde.task_to_pb(task, assigns))
+            while task.state not in _FINAL:
+                remaining = context.time_remaining()
+                timeout = None if remaining is None else max(0.0, remaining)
+                event = await asyncio.wait_for(queue.get(), timeout=timeout)
+                if isinstance(event, DeltaEvent):
+                    if request.include_deltas:
+                        yield task_pb2.WatchTaskResponse(delta=task_pb2.TokenDelta(
+                            task_id=task_id, node=event.node, seq=event.seq, chunk_json=event.chunk_json))  # fmt: skip
+                    continue
+                task, assigns = self.dispatcher.get(task_id)
+                yield task_pb2.WatchTaskResponse(task=serde.task_to_pb(task, assigns))
+        finally:
+            events.unsubscribe(task_id, queue)
+
+    async def CancelTask(self, request, context):
+        task = self.intake.cancel(_task_id(request.task_id), request.signature)
+        return task_pb2.CancelTaskResponse(task=serde.task_to_pb(task, []))
+
+    async def ListModels(self, request, context):
+        resp = task_pb2.ListModelsResponse()
+        for info in self.dispatcher.available_models():
+            resp.models.append(task_pb2.ModelInfo(
+                model=info["model"], type=serde.TASK_TYPE_TO_PB[info["type"]],
+                cards=[serde.card_to_pb(c) for c in info["cards"]], nodes=info["nodes"],
+                loaded_nodes=info["loaded_nodes"]))  # fmt: skip
+        return resp
+
+    async def GetNetworkInfo(self, request, context):
+        from helium import __version__
+
+        d = self.dispatcher.domain
+        return task_pb2.GetNetworkInfoResponse(
+            chain_id=d.chain_id, verifying_contract=d.verifying_contract, coordinator=self.coordinator_address,
+            min_fee=str(self.min_fee), version=__version__,
+        )  # fmt: skip

@@ -1,0 +1,1 @@
+"""Coordinator domain objects: plain dataclasses, no protobuf, no SQL."""

@@ -1,0 +1,683 @@
+"""The dispatcher: the live half of the coordinator.
+
+It owns the in-memory view of the queue, the tasks in flight and the connected
+nodes, and drives every task through its lifecycle. Every state change is
+written to the store (one transaction) *before* anything is sent or
+acknowledged, so a `kill -9` at any point loses no accepted task and no
+acknowledged result: `recover()` rebuilds this view from the store.
+
+One asyncio loop runs it all; store calls are short synchronous transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import structlog
+
+from chain import signing
+from coordinator.domain.models import (
+    Assignment,
+    AssignmentState,
+    ErrorKind,
+    NodeCaps,
+    NodeRecord,
+    NodeState,
+    Task,
+    TaskState,
+    TaskType,
+)
+from coordinator.errors import FailedPrecondition, NotFound
+from coordinator.service import hooks, validation
+from coordinator.service.events import TaskEvents
+from coordinator.service.messages import (
+    AckMsg,
+    AssignMsg,
+    CancelMsg,
+    DisconnectMsg,
+    DrainMsg,
+    Grant,
+    Outgoing,
+)
+from coordinator.store.base import CoordinatorStore
+
+__all__ = ["Dispatcher", "DispatchSettings", "NodeSession"]
+
+log = structlog.get_logger("coordinator.dispatch")
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    heartbeat_interval_s: float = 5.0
+    lapse_after_missed: int = 3
+    group_size: int = 3
+    quorum: int = 2
+    phash_threshold: int = 5
+    # Args larger than this travel through the relay's `input` slot instead of inline.
+    inline_args_limit: int = 256 * 1024
+    grant_ttl_s: int = 3600
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.heartbeat_interval_s * self.lapse_after_missed * 1000)
+
+
+@dataclass(eq=False)
+class NodeSession:
+    """One live stream of a node."""
+
+    record: NodeRecord
+    outbox: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
+    current: str | None = None  # the open assignment id
+    connected: bool = True
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def address(self) -> str:
+        return self.record.address
+
+    def send(self, msg: Outgoing) -> None:
+        if self.connected:
+            self.outbox.put_nowait(msg)
+
+    @property
+    def free(self) -> bool:
+        return self.connected and self.current is None and self.record.state == NodeState.AVAILABLE
+
+
+@dataclass(eq=False)
+class _InFlight:
+    task: Task
+    assignments: dict[str, Assignment]
+    streamer: str | None = None  # the node whose deltas are forwarded to watchers
+
+    def submissions(self) -> list[validation.Submission]:
+        return [
+            validation.Submission(a.node, a.submission_order, a.result_hash, a.phashes)
+            for a in self.assignments.values()
+            if a.state == AssignmentState.SUBMITTED
+        ]
+
+    def live(self) -> list[Assignment]:
+        return [a for a in self.assignments.values() if a.state in (AssignmentState.LEASED, AssignmentState.RUNNING,
+                                                                      AssignmentState.SUBMITTED)]  # fmt: skip
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: CoordinatorStore,
+        settings: DispatchSettings,
+        *,
+        key,
+        domain: signing.Domain,
+        queue: hooks.TaskQueue,
+        selector: hooks.Selector,
+        pricer: hooks.Pricer,
+        settlement: hooks.SettlementHook,
+        qos: hooks.QosHook | None = None,
+        events: TaskEvents | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.key = key
+        self.domain = domain
+        self.queue = queue
+        self.selector = selector
+        self.pricer = pricer
+        self.settlement = settlement
+        self.qos = qos
+        self.events = events or TaskEvents()
+        self.clock = clock
+        self.nodes: dict[str, NodeSession] = {}
+        self.inflight: dict[str, _InFlight] = {}
+        self._needs_node: dict[str, int] = {}  # task id -> missing assignments (replacements)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.on_validated: list[Callable[[Task], None]] = []
+        self.on_outcome: list[Callable[[str, Task, Sequence[Assignment]], None]] = []
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # --- startup and loops --------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Rebuilds the queue and the tasks in flight from the store after a (re)start."""
+        now = self.now_ms()
+        for task in self.store.queued_tasks():
+            self.queue.push(task)
+        for task in self.store.active_tasks():
+            assigns = {a.assignment_id: a for a in self.store.assignments_for(task.task_id)}
+            for a in list(assigns.values()):
+                if a.state.open:  # give the node time to reconnect and resend
+                    assigns[a.assignment_id] = replace(a, lease_expires_ms=now + self.settings.lease_ms)
+            flight = _InFlight(task, assigns)
+            self.inflight[task.task_id] = flight
+            self._refresh_need(flight)
+        log.info("recovered", queued=len(self.queue), inflight=len(self.inflight))
+
+    async def run(self) -> None:
+        """Dispatch and housekeeping until `stop()`."""
+        tick = max(0.05, self.settings.heartbeat_interval_s / 4)
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=tick)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                self._expire_leases()
+                self._expire_deadlines()
+                self._dispatch_round()
+            except Exception:
+                log.exception("dispatch_round_failed")
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- tasks ----------------------------------------------------------------------------------
+
+    def enqueue(self, task: Task) -> None:
+        """Stores a new task and queues it (the caller has validated it)."""
+        self.queue.check_room()
+        self.store.create_task(task)
+        self.queue.push(task)
+        self.events.publish_task(task)
+        log.info("task_queued", task_id=task.task_id, type=task.type.value, fee=str(task.fee))
+        self.wake()
+
+    def get(self, task_id: str) -> tuple[Task, list[Assignment]]:
+        flight = self.inflight.get(task_id)
+        if flight is not None:
+            return flight.task, sorted(flight.assignments.values(), key=lambda a: a.leased_ms)
+        task = self.store.get_task(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        return task, self.store.assignments_for(task_id)
+
+    def cancel(self, task_id: str, reason: str = "cancelled by its creator") -> Task:
+        task, _ = self.get(task_id)
+        if task.state != TaskState.QUEUED:
+            raise FailedPrecondition(f"task {task_id} is {task.state.value}; only a queued task can be cancelled")
+        task = replace(task, state=TaskState.CANCELLED, reason=reason, updated_ms=self.now_ms())
+        self.store.save_task(task)
+        self.queue.remove(task_id)
+        self.events.publish_task(task)
+        log.info("task_cancelled", task_id=task_id)
+        return task
+
+    # --- nodes ----------------------------------------------------------------------------------
+
+    def attach(self, address: str, caps: NodeCaps) -> NodeSession:
+        """A node passed registration: (re)attach its stream. A newer stream replaces an older one."""
+        now = self.now_ms()
+        old = self.nodes.get(address)
+        if old is not None:
+            self._detach(old, "replaced by a new stream")
+        stored = self.store.get_node(address)
+        state = stored.state if stored else NodeState.AVAILABLE
+        if state in (NodeState.DISCONNECTED, NodeState.BUSY, NodeState.QUIT):
+            state = NodeState.AVAILABLE
+        record = NodeRecord(address, caps, state, stored.qos if stored else {}, now, stored.reason if stored else "")
+        self.store.save_node(record)
+        session = NodeSession(record)
+        for flight in self.inflight.values():
+            for a in flight.assignments.values():
+                if a.node == address and a.state.open:
+                    session.current = a.assignment_id
+        self.nodes[address] = session
+        log.info("node_attached", node=address, card=str(caps.card), state=state.value)
+        self.wake()
+        return session
+
+    def detach(self, session: NodeSession, reason: str) -> None:
+        if self.nodes.get(session.address) is session:
+            self._detach(session, reason)
+
+    def _detach(self, session: NodeSession, reason: str) -> None:
+        session.connected = False
+        session.closed.set()
+        if self.nodes.get(session.address) is session:
+            del self.nodes[session.address]
+        log.info("node_detached", node=session.address, reason=reason)
+
+    def heartbeat(self, session: NodeSession, caps: NodeCaps, running: Sequence[str]) -> None:
+        """Renews the leases of the node's running assignments; an assignment the node no longer runs
+        (it restarted) lapses at once."""
+        now = self.now_ms()
+        session.record = replace(session.record, caps=caps, last_seen_ms=now)
+        if session.current is None:
+            return
+        flight, a = self._find(session.current)
+        if a is None or flight is None:
+            session.current = None
+            return
+        if a.assignment_id in running:
+            flight.assignments[a.assignment_id] = replace(a, lease_expires_ms=now + self.settings.lease_ms)
+        elif now - a.leased_ms > self.settings.heartbeat_interval_s * 2000:
+            # The node is alive but does not run it: it lost the assignment (restart).
+            self._lapse(flight, a, "node no longer runs the assignment")
+
+    def set_node_state(self, address: str, state: NodeState, reason: str = "") -> NodeRecord:
+        session = self.nodes.get(address)
+        record = session.record if session else self.store.get_node(address)
+        if record is None:
+            raise NotFound(f"node {address} not found")
+        record = record.with_state(state, reason)
+        self.store.save_node(record)
+        if session is not None:
+            session.record = record
+            if state.banned:
+                session.send(DisconnectMsg(state, reason))
+        log.info("node_state", node=address, state=state.value, reason=reason)
+        self.wake()
+        return record
+
+    def node_view_state(self, record: NodeRecord) -> NodeState:
+        session = self.nodes.get(record.address)
+        if record.state == NodeState.AVAILABLE:
+            if session is None:
+                return NodeState.DISCONNECTED
+            if session.current is not None:
+                return NodeState.BUSY
+        return record.state
+
+    def drain_all(self, reason: str) -> None:
+        for session in list(self.nodes.values()):
+            session.send(DrainMsg(reason))
+
+    # --- dispatch -------------------------------------------------------------------------------
+
+    def _views(self, sessions) -> list[hooks.NodeView]:
+        now = self.now_ms()
+        out = []
+        for s in sessions:
+            if self.qos is not None:
+                if self.qos.verdict(s.record, now) != "ok":
+                    continue
+                out.append(hooks.NodeView(s.record, self.qos.qos(s.record, now)))
+            else:
+                out.append(hooks.NodeView(s.record))
+        return out
+
+    def registered_views(self) -> list[hooks.NodeView]:
+        records = [n for n in self.store.list_nodes() if n.state not in (NodeState.QUIT,) and not n.state.banned]
+        return [hooks.NodeView(r) for r in records]
+
+    def _dispatch_round(self) -> None:
+        free = self._views(s for s in self.nodes.values() if s.free)
+        if not free:
+            return
+        for task_id, missing in list(self._needs_node.items()):
+            flight = self.inflight.get(task_id)
+            if flight is None or missing <= 0:
+                self._needs_node.pop(task_id, None)
+                continue
+            used = frozenset(a.node for a in flight.assignments.values())
+            group = self.selector.pick(flight.task, free, missing, used)
+            if group:
+                self._assign(flight, group)
+                free = [n for n in free if n not in group]
+                if not free:
+                    return
+        size = self.settings.group_size
+        if len(free) < size:
+            return
+        for task in self.queue:
+            group = self.selector.pick(task, free, size, frozenset())
+            if not group:
+                continue
+            self._dispatch(task, group)
+            free = [n for n in free if n not in group]
+            if len(free) < size:
+                return
+
+    def _new_assignment(self, task: Task, node: str, now: int) -> Assignment:
+        return Assignment(
+            assignment_id="a-" + secrets.token_hex(8), task_id=task.task_id, node=node,
+            state=AssignmentState.LEASED, leased_ms=now, lease_expires_ms=now + self.settings.lease_ms,
+        )  # fmt: skip
+
+    def _dispatch(self, task: Task, group: Sequence[hooks.NodeView]) -> None:
+        now = self.now_ms()
+        card = group[0].record.caps.card if task.type == TaskType.GPT else None
+        task = replace(task, state=TaskState.DISPATCHED, card=card, updated_ms=now)
+        assigns = [self._new_assignment(task, n.address, now) for n in group]
+        self.store.dispatch_task(task, assigns)
+        self.queue.remove(task.task_id)
+        flight = _InFlight(task, {a.assignment_id: a for a in assigns})
+        self.inflight[task.task_id] = flight
+        for a in assigns:
+            self._send_assignment(flight, a)
+        self.events.publish_task(task)
+        log.info("task_dispatched", task_id=task.task_id, nodes=[n.address for n in group])
+
+    def _assign(self, flight: _InFlight, group: Sequence[hooks.NodeView]) -> None:
+        now = self.now_ms()
+        task = flight.task
+        if task.type == TaskType.GPT and task.card is None:
+            task = flight.task = replace(task, card=group[0].record.caps.card)
+        new = [self._new_assignment(task, n.address, now) for n in group]
+        self.store.save_assignments(new, task)
+        for a in new:
+            flight.assignments[a.assignment_id] = a
+            self._send_assignment(flight, a)
+        self._refresh_need(flight)
+        log.info("task_reassigned", task_id=task.task_id, nodes=[n.address for n in group])
+
+    def _send_assignment(self, flight: _InFlight, a: Assignment) -> None:
+        session = self.nodes.get(a.node)
+        if session is None:
+            return
+        session.current = a.assignment_id
+        task = flight.task
+        inline = len(task.args) <= self.settings.inline_args_limit
+        grant = None
+        if task.type == TaskType.SD or not inline:
+            grant = self.grant(task.task_id, a.node, ("input",), (f"result/{a.node}", f"result/{a.node}/*"))
+        session.send(AssignMsg(a, task, grant, inline, task.expires_ms))
+
+    def grant(self, task_id: str, grantee: str, read: Sequence[str], write: Sequence[str]) -> Grant:
+        expires = int(self.clock()) + self.settings.grant_ttl_s
+        sig = signing.sign_relay_grant(self.key, self.domain, bytes.fromhex(task_id[2:]), grantee, read, write, expires)
+        return Grant(task_id, grantee, tuple(read), tuple(write), expires, sig)
+
+    # --- node reports ---------------------------------------------------------------------------
+
+    def _find(self, assignment_id: str) -> tuple[_InFlight | None, Assignment | None]:
+        for flight in self.inflight.values():
+            a = flight.assignments.get(assignment_id)
+            if a is not None:
+                return flight, a
+        return None, None
+
+    def started(self, session: NodeSession, assignment_id: str) -> None:
+        flight, a = self._find(assignment_id)
+        if a is None or flight is None or a.node != session.address or a.state != AssignmentState.LEASED:
+            return
+        a = replace(a, state=AssignmentState.RUNNING, lease_expires_ms=self.now_ms() + self.settings.lease_ms)
+        flight.assignments[a.assignment_id] = a
+        self.store.save_assignments([a])
+
+    def delta(self, session: NodeSession, task_id: str, seq: int, chunk_json: str) -> None:
+        flight = self.inflight.get(task_id)
+        if flight is None or not any(a.node == session.address for a in flight.assignments.values()):
+            return
+        if flight.streamer is None:
+            flight.streamer = session.address
+        if flight.streamer == session.address:
+            self.events.publish_delta(task_id, session.address, seq, chunk_json)
+
+    def submit(
+        self,
+        session: NodeSession,
+        assignment_id: str,
+        result_hash: bytes,
+        signature: bytes,
+        *,
+        output: bytes = b"",
+        output_slots: Sequence[str] = (),
+        phashes: Sequence[int] = (),
+        stats: dict | None = None,
+        error_kind: ErrorKind | None = None,
+        error: str = "",
+    ) -> None:
+        """Stores a node's result (or error report) durably, then acknowledges it.
+
+        A duplicate (a result re-sent after a reconnect) is acknowledged again and changes nothing.
+        """
+        flight, a = self._find(assignment_id)
+        if a is None or flight is None:
+            stored = self.store.get_assignment(assignment_id)
+            if stored is None or stored.node != session.address:
+                log.warning("result_for_unknown_assignment", node=session.address, assignment=assignment_id)
+            session.send(AckMsg(assignment_id))
+            return
+        if a.node != session.address:
+            log.warning("result_from_wrong_node", node=session.address, assignment=assignment_id)
+            return
+        task = flight.task
+        if not a.state.open:
+            session.send(AckMsg(assignment_id))  # duplicate, or late after the lease lapsed
+            self._free(session, assignment_id)
+            return
+        now = self.now_ms()
+        if error_kind in (ErrorKind.OUT_OF_MEMORY, ErrorKind.CRASH):
+            a = replace(a, state=AssignmentState.ERRORED, error_kind=error_kind, error=error[:2000], submitted_ms=now)
+            self._close_assignment(flight, a, timeout=True)
+            session.send(AckMsg(assignment_id))
+            self._free(session, assignment_id)
+            return
+        if error_kind == ErrorKind.INVALID_ARGS:
+            result_hash = validation.INVALID_ARGS_HASH
+        if not self._signature_ok(task, session.address, result_hash, signature):
+            a = replace(a, state=AssignmentState.ERRORED, error="result signature does not verify", submitted_ms=now)
+            self._close_assignment(flight, a, timeout=True)
+            session.send(AckMsg(assignment_id))
+            self._free(session, assignment_id)
+            return
+        order = 1 + sum(1 for x in flight.assignments.values() if x.state == AssignmentState.SUBMITTED)
+        a = replace(
+            a, state=AssignmentState.SUBMITTED, result_hash=result_hash, signature=signature, output=output,
+            output_slots=tuple(output_slots), phashes=tuple(phashes), submission_order=order, submitted_ms=now,
+            stats=stats or {}, error_kind=error_kind, error=error[:2000],
+        )  # fmt: skip
+        flight.assignments[a.assignment_id] = a
+        self._judge(flight, changed=[a])
+        session.send(AckMsg(assignment_id))
+        self._free(session, assignment_id)
+        if error_kind is None:
+            self.pricer.observe(flight.task, a, session.record.caps.card.name)
+
+    def _signature_ok(self, task: Task, node: str, result_hash: bytes, signature: bytes) -> bool:
+        try:
+            tid = bytes.fromhex(task.task_id[2:])
+            return signing.result_signer(self.domain, tid, result_hash, node, signature) == node
+        except (signing.SignatureError, ValueError):
+            return False
+
+    def _free(self, session: NodeSession, assignment_id: str) -> None:
+        if session.current == assignment_id:
+            session.current = None
+            state = session.record.state
+            if state == NodeState.PENDING_PAUSE:
+                self.set_node_state(session.address, NodeState.PAUSED, "paused after its task")
+            elif state == NodeState.PENDING_QUIT:
+                self.set_node_state(session.address, NodeState.QUIT, "quit after its task")
+                session.send(DrainMsg("quit"))
+        self.wake()
+
+    def _judge(self, flight: _InFlight, changed: list[Assignment]) -> None:
+        """Applies the validation rules after a submission, and stores the outcome in one transaction."""
+        task = flight.task
+        now = self.now_ms()
+        s = self.settings
+        decision = validation.decide(
+            task.type.value, flight.submissions(), group_size=s.group_size, quorum=s.quorum,
+            phash_threshold=s.phash_threshold,
+        )  # fmt: skip
+        new_task = None
+        if task.state == TaskState.DISPATCHED and decision.verdict != validation.Verdict.PENDING:
+            new_task = self._decided(flight, decision, now)
+        if decision.accepted is not None:
+            winners = {w.node for w in decision.winners}
+            for a in flight.assignments.values():
+                if a.state == AssignmentState.SUBMITTED and a.matched != (a.node in winners):
+                    a = replace(a, matched=a.node in winners)
+                    flight.assignments[a.assignment_id] = a
+                    if a not in changed:
+                        changed.append(a)
+        changed = [flight.assignments[a.assignment_id] for a in changed]
+        self.store.save_assignments(changed, new_task)
+        if new_task is not None:
+            flight.task = new_task
+            self.events.publish_task(new_task)
+            if new_task.state == TaskState.VALIDATED:
+                log.info("task_validated", task_id=task.task_id, nodes=list(new_task.result_nodes))
+                for cb in self.on_validated:
+                    cb(new_task)
+            else:
+                log.info("task_aborted", task_id=task.task_id, reason=new_task.reason)
+                self._cancel_open(flight, new_task.reason)
+        self._refresh_need(flight)
+        self._maybe_finish(flight)
+
+    def _decided(self, flight: _InFlight, decision: validation.Decision, now: int) -> Task:
+        task = flight.task
+        if decision.verdict == validation.Verdict.VALIDATED:
+            acc = next(a for a in flight.assignments.values() if a.node == decision.accepted.node
+                       and a.state == AssignmentState.SUBMITTED)  # fmt: skip
+            n = len(decision.winners)
+            return replace(
+                task, state=TaskState.VALIDATED, result_hash=acc.result_hash, output=acc.output,
+                result_nodes=tuple(w.node for w in decision.winners), validation=f"quorum {n}/{self.settings.group_size}",
+                validated_ms=now, updated_ms=now,
+            )  # fmt: skip
+        if decision.verdict == validation.Verdict.INVALID_ARGS:
+            return replace(
+                task, state=TaskState.ABORTED, result_hash=validation.INVALID_ARGS_HASH, validation="invalid_args",
+                result_nodes=tuple(w.node for w in decision.winners), updated_ms=now,
+                reason="the nodes' majority reports invalid task arguments",
+            )  # fmt: skip
+        return replace(task, state=TaskState.ABORTED, validation="mismatch", updated_ms=now,
+                       reason="all results differ; no fee is taken")  # fmt: skip
+
+    def _cancel_open(self, flight: _InFlight, reason: str) -> None:
+        changed = []
+        for a in flight.assignments.values():
+            if a.state.open:
+                session = self.nodes.get(a.node)
+                if session is not None:
+                    session.send(CancelMsg(a.assignment_id, a.task_id, reason))
+                    if session.current == a.assignment_id:
+                        session.current = None
+                changed.append(replace(a, state=AssignmentState.EXPIRED, error=reason))
+        for a in changed:
+            flight.assignments[a.assignment_id] = a
+        if changed:
+            self.store.save_assignments(changed)
+        self._needs_node.pop(flight.task.task_id, None)
+
+    def _close_assignment(self, flight: _InFlight, a: Assignment, *, timeout: bool) -> None:
+        flight.assignments[a.assignment_id] = a
+        self.store.save_assignments([a])
+        if timeout and self.qos is not None:
+            session = self.nodes.get(a.node)
+            record = session.record if session else self.store.get_node(a.node)
+            if record is not None:
+                self._save_qos(record, self.qos.on_timeout(record, self.now_ms()))
+        log.info("assignment_closed", task_id=a.task_id, node=a.node, state=a.state.value, error=a.error)
+        self._refresh_need(flight)
+        self._maybe_finish(flight)
+        self.wake()
+
+    def _save_qos(self, record: NodeRecord, qos_state: dict) -> None:
+        record = replace(record, qos=qos_state)
+        session = self.nodes.get(record.address)
+        if session is not None:
+            session.record = replace(session.record, qos=qos_state)
+        self.store.save_node(record)
+
+    def _refresh_need(self, flight: _InFlight) -> None:
+        task_id = flight.task.task_id
+        if flight.task.state != TaskState.DISPATCHED:
+            self._needs_node.pop(task_id, None)
+            return
+        missing = self.settings.group_size - len(flight.live())
+        if missing > 0:
+            self._needs_node[task_id] = missing
+        else:
+            self._needs_node.pop(task_id, None)
+
+    def _maybe_finish(self, flight: _InFlight) -> None:
+        """Once the outcome is final and no assignment is open, hand the task to settlement."""
+        task = flight.task
+        if task.state == TaskState.DISPATCHED or any(a.state.open for a in flight.assignments.values()):
+            return
+        self.inflight.pop(task.task_id, None)
+        self._needs_node.pop(task.task_id, None)
+        assigns = sorted(flight.assignments.values(), key=lambda a: a.leased_ms)
+        if self.qos is not None and task.state == TaskState.VALIDATED:
+            self._score(task, assigns)
+        self.settlement.task_finished(task, assigns)
+        for cb in self.on_outcome:
+            cb("finished", task, assigns)
+
+    def _score(self, task: Task, assigns: Sequence[Assignment]) -> None:
+        now = self.now_ms()
+        for a in assigns:
+            if a.state != AssignmentState.SUBMITTED:
+                continue
+            session = self.nodes.get(a.node)
+            record = session.record if session else self.store.get_node(a.node)
+            if record is not None:
+                self._save_qos(record, self.qos.on_scored(record, a.submission_order, a.matched, now))
+
+    # --- housekeeping ---------------------------------------------------------------------------
+
+    def _lapse(self, flight: _InFlight, a: Assignment, why: str) -> None:
+        a = replace(a, state=AssignmentState.EXPIRED, error=why)
+        session = self.nodes.get(a.node)
+        if session is not None and session.current == a.assignment_id:
+            session.current = None
+            session.send(CancelMsg(a.assignment_id, a.task_id, why))
+        log.info("lease_lapsed", task_id=a.task_id, node=a.node, reason=why)
+        self._close_assignment(flight, a, timeout=True)
+
+    def _expire_leases(self) -> None:
+        now = self.now_ms()
+        for flight in list(self.inflight.values()):
+            for a in list(flight.assignments.values()):
+                if a.state.open and a.lease_expires_ms < now:
+                    self._lapse(flight, a, "lease lapsed: no heartbeat")
+
+    def _expire_deadlines(self) -> None:
+        now = self.now_ms()
+        expired = [t for t in self.queue if t.expires_ms < now]
+        for task in expired:
+            task = replace(task, state=TaskState.ABORTED, reason="deadline passed before dispatch", updated_ms=now)
+            self.store.save_task(task)
+            self.queue.remove(task.task_id)
+            self.events.publish_task(task)
+            self.settlement.task_finished(task, [])
+        for flight in list(self.inflight.values()):
+            if flight.task.state == TaskState.DISPATCHED and flight.task.expires_ms < now:
+                task = replace(flight.task, state=TaskState.ABORTED, reason="deadline passed; no fee is taken",
+                               updated_ms=now)  # fmt: skip
+                self.store.save_task(task)
+                flight.task = task
+                self.events.publish_task(task)
+                self._cancel_open(flight, task.reason)
+                self._maybe_finish(flight)
+
+    # --- views ----------------------------------------------------------------------------------
+
+    def available_models(self) -> list[dict]:
+        """Models that connected, available nodes can serve now (loaded or cached on disk)."""
+        models: dict[tuple[str, TaskType], dict] = {}
+        for s in self.nodes.values():
+            if s.record.state not in (NodeState.AVAILABLE, NodeState.BUSY):
+                continue
+            caps = s.record.caps
+            for t in caps.task_types:
+                for m in set(caps.loaded_models) | set(caps.cached_models):
+                    info = models.setdefault((m, t), {"model": m, "type": t, "cards": set(), "nodes": 0,
+                                                      "loaded_nodes": 0})  # fmt: skip
+                    info["cards"].add(caps.card)
+                    info["nodes"] += 1
+                    info["loaded_nodes"] += m in caps.loaded_models
+        out = []
+        for info in sorted(models.values(), key=lambda i: (i["model"], i["type"].value)):
+            info["cards"] = sorted(info["cards"])
+            out.append(info)
+        return out

@@ -1,0 +1,177 @@
+"""Task intake: every check a new task must pass before it is stored.
+
+Order of checks (each refusal changes nothing): request fields, the task
+arguments (schema and bounds), the creator's signature over the task id, that
+some group of registered nodes could ever run it, that the creator's deposit
+covers this fee plus its pending fees, and room in the queue. Then the task is
+stored durably and queued. No transaction is sent at creation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+
+import structlog
+from eth_utils import is_address, to_checksum_address
+
+from chain import signing
+from coordinator.domain.models import Task, TaskState, TaskType
+from coordinator.errors import (
+    FailedPrecondition,
+    InsufficientDeposit,
+    InvalidArgument,
+    NoCapableNodes,
+    PermissionDenied,
+    Unauthenticated,
+)
+from coordinator.service import hooks
+from coordinator.service.dispatcher import Dispatcher
+from helium.tasks import TaskArgsError, args_hash, canonical_args
+
+__all__ = ["IntakeSettings", "NewTask", "TaskIntake"]
+
+log = structlog.get_logger("coordinator.intake")
+
+_DECIMAL = re.compile(r"^[0-9]{1,78}$")
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    min_fee_wei: int = 1
+    task_timeout_s: float = 15 * 60
+    max_sd_pixels: int = 2048 * 2048
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A CreateTask request, already out of its proto (args stay the typed TaskArgs message)."""
+
+    args: object  # helium.v1.TaskArgs
+    creator: str
+    nonce: int
+    fee: str
+    deadline: int
+    signature: bytes
+
+
+def _parse_args(args) -> tuple[TaskType, str, str, int, int]:
+    """Validates the typed args; returns (type, model, dtype, quantize_bits, min_vram_bytes)."""
+    kind = args.WhichOneof("kind")
+    if kind is None:
+        raise InvalidArgument("args: exactly one of args.gpt or args.sd is required", "args")
+    try:
+        if kind == "gpt":
+            from helium.tasks.gpt import validate_gpt_task
+
+            validate_gpt_task(args.gpt)
+            return (TaskType.GPT, args.gpt.model, args.gpt.dtype or "auto",
+                    args.gpt.quantize_bits if args.gpt.HasField("quantize_bits") else 0, 0)  # fmt: skip
+        from helium.tasks.sd import estimate_vram_bytes, validate_sd_task
+
+        validate_sd_task(args.sd)
+        return TaskType.SD, args.sd.base_model.name, args.sd.dtype or "auto", 0, int(estimate_vram_bytes(args.sd))
+    except TaskArgsError as exc:
+        raise InvalidArgument(f"args.{kind}.{exc}" if not str(exc).startswith("args") else str(exc),
+                              f"args.{kind}.{exc.field}") from exc  # fmt: skip
+
+
+class TaskIntake:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        settings: IntakeSettings,
+        deposits: hooks.DepositCheck,
+        clock=None,
+        input_store=None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.deposits = deposits
+        self._creator_locks: dict[str, asyncio.Lock] = {}
+        self.clock = clock or dispatcher.clock
+        # The relay store: args too large to travel inline go to the task's `input` slot.
+        self.input_store = input_store
+
+    async def create(self, req: NewTask) -> tuple[Task, bool]:
+        """Returns (task, created). Re-sending an identical task is idempotent: (existing, False)."""
+        if not is_address(req.creator):
+            raise InvalidArgument(f"creator must be a 0x-prefixed 20-byte address, got {req.creator!r}", "creator")
+        creator = to_checksum_address(req.creator)
+        if not _DECIMAL.match(req.fee or ""):
+            raise InvalidArgument(f"fee must be a decimal number of wei, got {req.fee!r}", "fee")
+        fee = int(req.fee)
+        if fee < max(1, self.settings.min_fee_wei):
+            raise InvalidArgument(f"fee must be >= {max(1, self.settings.min_fee_wei)} wei, got {fee}", "fee")
+        now = self.clock()
+        if req.deadline <= now:
+            raise InvalidArgument(f"deadline must be in the future, got {req.deadline} (now {int(now)})", "deadline")
+        if len(req.signature) != 65:
+            raise Unauthenticated(f"signature must be 65 bytes, got {len(req.signature)}")
+        task_type, model, dtype, qbits, min_vram = _parse_args(req.args)
+        if not model:
+            raise InvalidArgument("model is required", "model")
+        canon = canonical_args(req.args)
+        ahash = args_hash(req.args)
+        task_id_b = signing.compute_task_id(creator, req.nonce, ahash)
+        task_id = "0x" + task_id_b.hex()
+        try:
+            signer = signing.task_signer(self.dispatcher.domain, task_id_b, ahash, fee, req.nonce, req.deadline,
+                                         req.signature)  # fmt: skip
+        except signing.SignatureError as exc:
+            raise Unauthenticated(f"signature: {exc}") from exc
+        if signer != creator:
+            raise Unauthenticated(f"signature: recovered signer {signer} is not the creator {creator}")
+
+        existing = self.dispatcher.store.get_task(task_id)
+        if existing is not None:
+            return existing, False
+
+        now_ms = int(now * 1000)
+        task = Task(
+            task_id=task_id, type=task_type, state=TaskState.QUEUED, creator=creator, nonce=req.nonce, fee=fee,
+            deadline=req.deadline, args=canon, args_hash=ahash, signature=req.signature, model=model, priority=0.0,
+            created_ms=now_ms, updated_ms=now_ms,
+            expires_ms=now_ms + int(min(self.settings.task_timeout_s, req.deadline - now) * 1000),
+            min_vram_bytes=min_vram, dtype=dtype, quantize_bits=qbits,
+        )  # fmt: skip
+        task = self._priced(task, now_ms)
+        ok, why = self.dispatcher.selector.can_ever_run(task, self.dispatcher.registered_views())
+        if not ok:
+            raise NoCapableNodes(why)
+
+        lock = self._creator_locks.setdefault(creator, asyncio.Lock())
+        async with lock:
+            available = await self.deposits.available(creator)
+            if available is not None:
+                pending = self.dispatcher.store.pending_fees(creator)
+                if available - pending < fee:
+                    raise InsufficientDeposit(
+                        f"fee {fee} wei exceeds the creator's free deposit: {available} deposited, "
+                        f"{pending} reserved by pending tasks"
+                    )
+            if self.input_store is not None and len(canon) > self.dispatcher.settings.inline_args_limit:
+                if not self.input_store.exists(task_id, "input"):
+                    self.input_store.put_bytes(task_id, "input", canon)
+            self.dispatcher.enqueue(task)
+        return task, True
+
+    def _priced(self, task: Task, now_ms: int) -> Task:
+        from dataclasses import replace
+
+        est = self.dispatcher.pricer.estimate_seconds(task)
+        return replace(task, estimate_s=est, priority=self.dispatcher.pricer.priority(replace(task, estimate_s=est),
+                                                                                      now_ms))  # fmt: skip
+
+    def cancel(self, task_id: str, signature: bytes) -> Task:
+        task, _ = self.dispatcher.get(task_id)
+        try:
+            signer = signing.cancel_signer(self.dispatcher.domain, bytes.fromhex(task_id[2:]), signature)
+        except (signing.SignatureError, ValueError) as exc:
+            raise Unauthenticated(f"signature: {exc}") from exc
+        if signer != task.creator:
+            raise PermissionDenied(f"only the creator {task.creator} may cancel task {task_id}")
+        if task.state != TaskState.QUEUED:
+            raise FailedPrecondition(f"task {task_id} is {task.state.value}; only a queued task can be cancelled")
+        return self.dispatcher.cancel(task_id)

@@ -1,0 +1,105 @@
+"""The coordinator's store contract.
+
+Every write method is ONE transaction: it either happens whole or not at all,
+and a refused write (duplicate id, an illegal state transition) changes nothing.
+Task state changes are checked against `TASK_TRANSITIONS`; writing a task in its
+current state only updates its fields.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+
+from coordinator.domain.models import Assignment, NodeRecord, Task, TaskState
+
+__all__ = ["CoordinatorStore"]
+
+
+class CoordinatorStore(abc.ABC):
+    # --- tasks -----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_task(self, task: Task) -> None:
+        """Stores a new QUEUED task. Raises `AlreadyExists` if its id, or its (creator, nonce), is taken."""
+
+    @abc.abstractmethod
+    def get_task(self, task_id: str) -> Task | None: ...
+
+    @abc.abstractmethod
+    def save_task(self, task: Task) -> None:
+        """Writes `task` over the stored one; raises `FailedPrecondition` on an illegal transition
+        and `NotFound` when it does not exist."""
+
+    @abc.abstractmethod
+    def dispatch_task(self, task: Task, assignments: Sequence[Assignment]) -> None:
+        """Moves a QUEUED task to DISPATCHED and stores its assignments, in one transaction."""
+
+    @abc.abstractmethod
+    def list_tasks(self, states: Iterable[TaskState] = (), limit: int = 100) -> list[Task]:
+        """Newest first; all states when `states` is empty."""
+
+    @abc.abstractmethod
+    def queued_tasks(self) -> list[Task]:
+        """Every QUEUED task, highest priority first (ties: oldest first)."""
+
+    @abc.abstractmethod
+    def active_tasks(self) -> list[Task]:
+        """Every DISPATCHED task, and every VALIDATED task that still has an open assignment."""
+
+    @abc.abstractmethod
+    def pending_fees(self, creator: str) -> int:
+        """Sum of the fees of the creator's tasks that may still be charged (queued, dispatched,
+        validated and not yet settled)."""
+
+    @abc.abstractmethod
+    def count_tasks_by_state(self) -> dict[TaskState, int]: ...
+
+    # --- assignments -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def save_assignments(self, assignments: Sequence[Assignment], task: Task | None = None) -> None:
+        """Inserts or replaces `assignments`, and writes `task` (checked like `save_task`) in the same
+        transaction when given."""
+
+    @abc.abstractmethod
+    def get_assignment(self, assignment_id: str) -> Assignment | None: ...
+
+    @abc.abstractmethod
+    def assignments_for(self, task_id: str) -> list[Assignment]:
+        """In lease order."""
+
+    @abc.abstractmethod
+    def open_assignments(self) -> list[Assignment]:
+        """Every LEASED or RUNNING assignment."""
+
+    # --- nodes -----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def save_node(self, node: NodeRecord) -> None: ...
+
+    @abc.abstractmethod
+    def get_node(self, address: str) -> NodeRecord | None: ...
+
+    @abc.abstractmethod
+    def list_nodes(self) -> list[NodeRecord]: ...
+
+    # --- small durable values (estimator state, settlement journal cursor...) ---------------------
+
+    @abc.abstractmethod
+    def get_value(self, key: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def put_value(self, key: str, value: str) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Releases resources."""
+
+
+def check_transition(old: Task, new: Task) -> None:
+    """Raises FailedPrecondition unless old.state -> new.state is allowed (or unchanged)."""
+    from coordinator.domain.models import TASK_TRANSITIONS
+    from coordinator.errors import FailedPrecondition
+
+    if old.state != new.state and new.state not in TASK_TRANSITIONS[old.state]:
+        raise FailedPrecondition(f"task {old.task_id} cannot go from {old.state} to {new.state}")
