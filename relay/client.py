@@ -116,7 +116,6 @@ class RelayClient:
                 f"relay stored {response.size} bytes with sha256 {response.sha256} for slot {slot!r}, "
                 f"sent {len(data)} bytes with sha256 {digest.hex()}"
             )
-        log.debug("relay_client_put", task_id=tid, slot=slot, size=len(data))
         return response.sha256
 
     async def get(self, task_id: str | bytes, slot: str, grant: task_pb2.RelayGrant | None = None) -> bytes:
@@ -130,21 +129,22 @@ class RelayClient:
             if first is grpc.aio.EOF or first.WhichOneof("part") != "info":
                 raise InvalidRequestError(f"relay answered Get of slot {slot!r} without BlobInfo first")
             size = first.info.size
-            buf = bytearray(size)
+            parts: list[bytes] = []
             got = 0
+            h = hashlib.sha256()
             while (msg := await stream.read()) is not grpc.aio.EOF:
                 chunk = msg.chunk
-                if got + len(chunk) > size:
-                    raise ContentMismatchError(f"relay sent more than the declared {size} bytes for slot {slot!r}")
-                buf[got : got + len(chunk)] = chunk
                 got += len(chunk)
+                if got > size:
+                    raise ContentMismatchError(f"relay sent more than the declared {size} bytes for slot {slot!r}")
+                h.update(chunk)  # inline: overlaps with gRPC receiving the next chunks
+                parts.append(chunk)
             if got != size:
                 raise ContentMismatchError(f"relay sent {got} bytes for slot {slot!r}, declared {size}")
-            digest = await _sha256(buf)
-            if digest.hex() != first.info.sha256:
+            if h.hexdigest() != first.info.sha256:
                 raise ContentMismatchError(
-                    f"bytes of slot {slot!r} do not match the relay's sha256 {first.info.sha256} (got {digest.hex()})"
+                    f"bytes of slot {slot!r} do not match the relay's sha256 {first.info.sha256} (got {h.hexdigest()})"
                 )
-            return bytes(buf)
+            return b"".join(parts)
 
         return await self._call(call)

@@ -133,6 +133,10 @@ class BlobStore(ABC):
     def delete_task(self, task_id: str | bytes) -> int:
         """Removes every blob of a task (retention/cleanup by the owner, never via the RPC). Returns the count."""
 
+    def close(self) -> None:
+        """Releases background resources; the store is not used afterwards."""
+        return None
+
     # --- plain in-process API (the coordinator puts task inputs with these, no gRPC) --------------------
 
     def put_bytes(self, task_id: str | bytes, slot: str, data: bytes) -> BlobInfo:

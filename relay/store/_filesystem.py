@@ -2,15 +2,19 @@
 
 Layout under ``root``::
 
-    <task hex>/<slot with '/' as '+'>.blob     the bytes, exactly as written
-    <task hex>/<slot with '/' as '+'>.sha256   sidecar: "<sha256 hex> <size>\\n" (a cache; derivable from .blob)
-    .tmp/<random>                              staging for writes in progress
+    <tt>/<task hex>+<slot, '/' as '+'>.blob     the bytes, exactly as written (tt: first 2 hex of the task)
+    <tt>/<task hex>+<slot, '/' as '+'>.sha256   sidecar "<sha256 hex> <size>\\n": a cache, derivable from .blob
+    .tmp/<random>                               staging for writes in progress
 
 A write streams into a staging file on the same filesystem, checks size and sha256, fsyncs, then is
 published with ``link()`` (which, unlike ``rename()``, refuses to replace an existing slot, so two
 writers of one slot cannot both win), and the directory is fsynced. Staging lives in one directory so
 leftovers of a crash are swept at start-up; ``rename``/``link`` within one filesystem stay atomic.
-The sidecar is written after the blob; a blob whose sidecar was lost to a crash is re-hashed on read.
+Blobs sit flat in 256 shard directories rather than one directory per task, so a task's first write
+costs one directory fsync, not two. While a large write streams in, its bytes are flushed to disk in
+the background every few MiB, so the final fsync has little left to do.
+The sidecar is written after the blob, without fsync; a blob whose sidecar is missing or damaged
+(a crash in between) is re-hashed on read.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ import errno
 import hashlib
 import os
 import secrets
-import shutil
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import structlog
@@ -35,6 +39,7 @@ __all__ = ["FilesystemBlobStore"]
 log = structlog.get_logger("relay.store")
 
 _TMP = ".tmp"
+_FLUSH_EVERY_BYTES = 4 << 20
 
 
 def _fsync_dir(path: Path) -> None:
@@ -59,6 +64,8 @@ class _FsWriter(BlobWriter):
         self._tmp = store._tmp_dir / f"{secrets.token_hex(12)}"
         self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._done = False
+        self._flush: Future | None = None
+        self._flushed_at = 0
 
     def write(self, chunk: bytes) -> None:
         if self._done or self._fd is None:
@@ -79,6 +86,14 @@ class _FsWriter(BlobWriter):
         while view:
             view = view[os.write(self._fd, view) :]
         self._written = n
+        if n - self._flushed_at >= _FLUSH_EVERY_BYTES and (self._flush is None or self._flush.done()):
+            self._flushed_at = n
+            self._flush = self._store._flusher.submit(os.fdatasync, self._fd)
+
+    def _wait_flush(self) -> None:
+        if self._flush is not None:
+            flush, self._flush = self._flush, None
+            flush.result()
 
     def commit(self) -> BlobInfo:
         if self._done:
@@ -94,6 +109,7 @@ class _FsWriter(BlobWriter):
                     f"blob {self._slot!r} bytes do not match declared sha256 {self._sha256.hex()} (got {digest.hex()})"
                 )
             assert self._fd is not None
+            self._wait_flush()
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
@@ -106,6 +122,10 @@ class _FsWriter(BlobWriter):
         return info
 
     def abort(self) -> None:
+        try:
+            self._wait_flush()  # never close an fd a flush thread still uses
+        except OSError:
+            pass
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -143,6 +163,8 @@ class FilesystemBlobStore(BlobStore):
         self._tmp_dir = self.root / _TMP
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # only for the no-hard-link fallback of _publish
+        self._flusher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="relay-flush")
+        self._shards: set[str] = set()
         swept = 0
         for leftover in self._tmp_dir.iterdir():
             leftover.unlink(missing_ok=True)
@@ -152,13 +174,16 @@ class FilesystemBlobStore(BlobStore):
 
     # --- paths ---------------------------------------------------------------------------------------
 
-    def _task_dir(self, task_id: str | bytes) -> Path:
-        return self.root / canonical_task_id(task_id)[2:]
-
     def _paths(self, task_id: str | bytes, slot: str) -> tuple[str, str, Path, Path]:
         tid, s = canonical_task_id(task_id), canonical_slot(slot)
-        base = self.root / tid[2:] / s.replace("/", "+")
-        return tid, s, base.with_name(base.name + ".blob"), base.with_name(base.name + ".sha256")
+        base = f"{tid[2:]}+{s.replace('/', '+')}"
+        shard = self.root / tid[2:4]
+        return tid, s, shard / f"{base}.blob", shard / f"{base}.sha256"
+
+    def _task_files(self, task_id: str | bytes) -> list[Path]:
+        tid = canonical_task_id(task_id)
+        shard = self.root / tid[2:4]
+        return sorted(shard.glob(f"{tid[2:]}+*")) if shard.is_dir() else []
 
     # --- writes --------------------------------------------------------------------------------------
 
@@ -175,10 +200,12 @@ class FilesystemBlobStore(BlobStore):
 
     def _publish(self, tmp: Path, info: BlobInfo) -> None:
         _, _, blob, sidecar = self._paths(info.task_id, info.slot)
-        task_dir = blob.parent
-        if not task_dir.exists():
-            task_dir.mkdir(exist_ok=True)
-            _fsync_dir(self.root)
+        shard = blob.parent
+        if shard.name not in self._shards:
+            if not shard.exists():
+                shard.mkdir(exist_ok=True)
+                _fsync_dir(self.root)
+            self._shards.add(shard.name)
         exists = BlobExistsError(f"slot {info.slot!r} of task {info.task_id} is already written (slots are write-once)")
         try:
             os.link(tmp, blob)
@@ -193,16 +220,14 @@ class FilesystemBlobStore(BlobStore):
                 os.rename(tmp, blob)
         else:
             os.unlink(tmp)
+        _fsync_dir(shard)
         self._write_sidecar(sidecar, info)
-        _fsync_dir(task_dir)
 
     def _write_sidecar(self, sidecar: Path, info: BlobInfo) -> None:
         tmp = self._tmp_dir / f"{secrets.token_hex(12)}.sc"
         with open(tmp, "w") as f:
             f.write(f"{info.sha256_hex} {info.size}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, sidecar)
+        os.replace(tmp, sidecar)  # no fsync: a lost or torn sidecar is rebuilt from the blob
 
     # --- reads ---------------------------------------------------------------------------------------
 
@@ -242,14 +267,18 @@ class FilesystemBlobStore(BlobStore):
         return self._paths(task_id, slot)[2].exists()
 
     def list_slots(self, task_id: str | bytes) -> list[str]:
-        task_dir = self._task_dir(task_id)
-        if not task_dir.is_dir():
-            return []
-        return sorted(p.name[: -len(".blob")].replace("+", "/") for p in task_dir.glob("*.blob"))
+        prefix = len(canonical_task_id(task_id)) - 1  # "<64 hex>+"
+        blobs = (p for p in self._task_files(task_id) if p.suffix == ".blob")
+        return sorted(p.name[prefix : -len(".blob")].replace("+", "/") for p in blobs)
 
     def delete_task(self, task_id: str | bytes) -> int:
-        task_dir = self._task_dir(task_id)
-        count = len(self.list_slots(task_id))
-        shutil.rmtree(task_dir, ignore_errors=True)
-        _fsync_dir(self.root)
-        return count
+        files = self._task_files(task_id)
+        for p in files:
+            p.unlink(missing_ok=True)
+        if files:
+            _fsync_dir(files[0].parent)
+        return sum(p.suffix == ".blob" for p in files)
+
+    def close(self) -> None:
+        """Stops the background flush threads (pending writes finish first)."""
+        self._flusher.shutdown(wait=True)

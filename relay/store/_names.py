@@ -2,7 +2,7 @@
 
 A slot is a relative name of ``/``-separated segments, each made of ``a-z 0-9 . _ -`` (upper case is
 accepted and folded to lower case, so an EIP-55 address names the same slot as its lower-case form),
-never starting with ``.``; no empty segments, no absolute paths, at most 200 characters and 8
+never starting with ``.``; no empty segments, no absolute paths, at most 160 characters and 8
 segments. Examples: ``input``, ``result/0xabc…``, ``result/0xabc…/0``.
 """
 
@@ -14,7 +14,7 @@ from relay.errors import InvalidRequestError, InvalidSlotError
 
 __all__ = ["MAX_SLOT_CHARS", "MAX_SLOT_SEGMENTS", "canonical_slot", "canonical_task_id", "result_slot"]
 
-MAX_SLOT_CHARS = 200
+MAX_SLOT_CHARS = 160  # the file name is "<64 hex>+<slot>.sha256", within 255 bytes
 MAX_SLOT_SEGMENTS = 8
 
 _TASK_ID = re.compile(r"0x[0-9a-fA-F]{64}")

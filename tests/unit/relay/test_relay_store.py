@@ -103,7 +103,7 @@ def test_size_limit_before_storing_and_while_streaming(store: FilesystemBlobStor
         ("in put", "invalid character"),
         ("x\x00y", "invalid character"),
         ("", "must not be empty"),
-        ("a" * 201, "longer than 200"),
+        ("a" * 161, "longer than 160"),
     ],
 )
 def test_bad_slot_names_refused(store: FilesystemBlobStore, slot: str, reason: str) -> None:
