@@ -34,8 +34,10 @@ def build_parser(prog: str = "helium worker") -> argparse.ArgumentParser:
     a("--device", choices=("cuda", "mps", "cpu"), help="force the device kind (default: cuda > mps > cpu)")
     a("--backend", choices=("transformers", "vllm"), help="GPT backend")
     a("--model-budget-bytes", type=int, metavar="N", help="memory the model cache may hold")
-    a("--executor", choices=("real", "instant"),
-      help="real: the GPT/SD executors; instant: a TEST DOUBLE that runs no model (tests and benchmarks only)")
+    a("--executor", choices=("real", "instant", "lying"),
+      help="real: the GPT/SD executors. TEST DOUBLES that run no model (tests and benchmarks only): "
+           "instant (honest hashes), lying (wrong hashes)")
+    a("--instant-delay", type=float, metavar="SECONDS", help="test doubles only: time each task takes")
     a("--heartbeat-interval", type=float, metavar="SECONDS", help="used when the coordinator names none")
     a("--connect-timeout", type=float, metavar="SECONDS", help="bound of one connection attempt")
     a("--reconnect-max-attempts", type=int, metavar="N")

@@ -13,9 +13,10 @@ from pathlib import Path
 
 __all__ = ["EXECUTOR_KINDS", "WorkerConfig"]
 
-# "real": the GPT / SD executors of worker.executors; "instant": worker.testing.InstantExecutor,
-# a test double that computes no model at all (benchmarks and tests only).
-EXECUTOR_KINDS = ("real", "instant")
+# "real": the GPT / SD executors of worker.executors. Test doubles that run no model at all
+# (tests, simulations and benchmarks only): "instant" (worker.testing.InstantExecutor, honest) and
+# "lying" (worker.testing.LyingExecutor, returns hashes no honest node produces).
+EXECUTOR_KINDS = ("real", "instant", "lying")
 
 
 def _default_data_dir() -> Path:
@@ -37,6 +38,8 @@ class WorkerConfig:
     # Memory the model cache may hold, in bytes; 0: the executor's own default.
     model_budget_bytes: int = 0
     executor: str = "real"
+    # Test doubles only: how long each instant/lying task takes.
+    instant_delay: timedelta = timedelta(0)
     # Used when the coordinator's Registered message names no interval.
     heartbeat_interval: timedelta = timedelta(seconds=5)
     # Bounds one connection attempt: channel ready, then hello/challenge/register/registered.
@@ -74,6 +77,8 @@ class WorkerConfig:
             raise ValueError(f"device must be cuda, mps or cpu, got {self.device!r}")
         if self.backend not in ("transformers", "vllm"):
             raise ValueError(f"backend must be transformers or vllm, got {self.backend!r}")
+        if self.instant_delay < timedelta(0):
+            raise ValueError(f"instant_delay must be >= 0, got {self.instant_delay}")
         if any(g < 0 for g in self.gpus):
             raise ValueError(f"gpus must be device indexes >= 0, got {self.gpus}")
         if len(set(self.gpus)) != len(self.gpus):

@@ -73,13 +73,15 @@ def _free_host_memory() -> int:
 
 
 def build_executors(config: WorkerConfig, profile: NodeProfile) -> list[Executor]:
-    """The executors of one node. `instant`: the worker.testing doubles. `real`: GptExecutor and SdExecutor,
+    """The executors of one node. `instant` / `lying`: the worker.testing doubles. `real`: GptExecutor and SdExecutor,
     each only if it imports and constructs here (a failure is logged and that type is not advertised);
     with model_budget_bytes they share one ModelCache of that budget, else each keeps its own default."""
-    if config.executor == "instant":
-        from worker.testing import InstantExecutor
+    if config.executor in ("instant", "lying"):
+        from worker.testing import InstantExecutor, LyingExecutor
 
-        return [InstantExecutor("gpt"), InstantExecutor("sd")]
+        double = InstantExecutor if config.executor == "instant" else LyingExecutor
+        delay = config.instant_delay.total_seconds()
+        return [double("gpt", delay=delay), double("sd", delay=delay)]
     from worker.device import detect_device
     from worker.models import ModelCache
 

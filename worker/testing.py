@@ -13,7 +13,9 @@ pHash per image derived from that hash; a liar's pHashes are far from them.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import threading
 import time
 
@@ -23,10 +25,11 @@ from google.protobuf.message import Message
 from helium.tasks import canonical_args
 from helium.v1 import task_pb2, worker_pb2
 from worker.errors import ExecutionCrashError, ExecutorError, InvalidArgsError, OutOfMemoryError
-from worker.executors.base import Capabilities, Job, Outcome, OutputBlob
+from worker.executors.base import Capabilities, Executor, Job, Outcome, OutputBlob
 
 __all__ = [
     "FailingExecutor",
+    "NodeFleet",
     "InstantExecutor",
     "LyingExecutor",
     "SlowExecutor",
@@ -130,10 +133,11 @@ class SlowExecutor(InstantExecutor):
 
 
 class LyingExecutor(InstantExecutor):
-    """A cheat: answers at once with a hash (and pHashes) no honest node produces."""
+    """A cheat: answers with a hash (and pHashes) no honest node produces. Each liar has its own random
+    salt, so two liars disagree too; give them the same `salt` to make them collude."""
 
-    def __init__(self, task_type: str = "gpt", *, salt: bytes = b"lie", **kwargs) -> None:
-        super().__init__(task_type, salt=salt, **kwargs)
+    def __init__(self, task_type: str = "gpt", *, salt: bytes | None = None, **kwargs) -> None:
+        super().__init__(task_type, salt=salt if salt is not None else b"lie:" + os.urandom(8), **kwargs)
 
 
 _ERRORS: dict[int, type[ExecutorError]] = {
@@ -159,3 +163,74 @@ class FailingExecutor(InstantExecutor):
             self.jobs.append(job)
         self._wait(job)
         raise _ERRORS[self.kind](self.message)
+
+
+def _instant_pair(index: int) -> list[Executor]:
+    return [InstantExecutor("gpt"), InstantExecutor("sd")]
+
+
+def _test_card(index: int):
+    from worker.session import NodeProfile
+
+    return NodeProfile(card_name="Test Card 24GB", vram_bytes=24 << 30, device="cuda:0")
+
+
+class NodeFleet:
+    """N in-process nodes against one coordinator, for simulations and benchmarks.
+
+    Each node has a fresh key (no key file), its own stream, the executors `executors(i)` returns
+    (default: honest instant GPT + SD doubles) and the card `profiles(i)` returns (default: one test
+    card). `async with NodeFleet(...) as fleet:` returns once every node is registered; leaving it
+    closes them all. `config` overrides (timeouts, heartbeat) apply to every node.
+    """
+
+    def __init__(self, coordinator: str, n: int, *, executors=_instant_pair, profiles=_test_card,
+                 config=None, register_timeout: float = 30.0, **node_kwargs) -> None:
+        from worker.config import WorkerConfig
+
+        self.coordinator = coordinator
+        self.n = n
+        self.config = config or WorkerConfig(coordinator=coordinator, executor="instant")
+        if self.config.coordinator != coordinator:
+            raise ValueError(f"config.coordinator {self.config.coordinator!r} is not {coordinator!r}")
+        self._executors, self._profiles = executors, profiles
+        self._register_timeout = register_timeout
+        self._node_kwargs = node_kwargs
+        self.nodes: list = []
+        self.tasks: list[asyncio.Task] = []
+
+    async def __aenter__(self) -> NodeFleet:
+        from eth_account import Account
+
+        from worker.session import WorkerNode
+
+        for i in range(self.n):
+            node = WorkerNode(self.config, Account.create(), list(self._executors(i)), profile=self._profiles(i),
+                              **self._node_kwargs)
+            self.nodes.append(node)
+            self.tasks.append(asyncio.create_task(node.run(), name=f"fleet-node-{i}"))
+        waits = [asyncio.create_task(n.registered.wait()) for n in self.nodes]
+        done, pending = await asyncio.wait(waits, timeout=self._register_timeout)
+        failed = [t for t in self.tasks if t.done()]
+        if pending or failed:
+            for w in pending:
+                w.cancel()
+            await self.close()
+            errors = [repr(t.exception()) for t in failed if not t.cancelled() and t.exception()]
+            raise TimeoutError(f"{len(pending)} of {self.n} nodes did not register within "
+                               f"{self._register_timeout:g}s; errors: {errors[:3]}")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(n.close() for n in self.nodes), return_exceptions=True)
+        if self.tasks:
+            _, pending = await asyncio.wait(self.tasks, timeout=5)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def drain(self) -> None:
+        await asyncio.gather(*(n.drain("fleet drain") for n in self.nodes), return_exceptions=True)

@@ -164,6 +164,6 @@ def test_settings_precedence_flags_env_toml_defaults(tmp_path):
     cfg = load_settings(WorkerConfig, {"gpus": "3"}, section="worker", config_file=toml, environ=env)
     assert cfg.coordinator == "env:2" and cfg.gpus == (3,) and cfg.device == "cpu"
     assert cfg.heartbeat_interval.total_seconds() == 2 and cfg.executor == "real"
-    with pytest.raises(ValueError, match="executor must be one of real, instant, got 'fast'"):
+    with pytest.raises(ValueError, match="executor must be one of real, instant, lying, got 'fast'"):
         WorkerConfig(executor="fast")
     assert main(["--coordinator", "nohostport", "--data-dir", str(tmp_path)]) == 2

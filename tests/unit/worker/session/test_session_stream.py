@@ -206,3 +206,21 @@ async def test_args_from_relay_and_outputs_to_relay(fake, tmp_path):
         assert result.result_hash == instant_result_hash("sd", sd_args.sd)
         assert all(g is not None and g.grantee == node.address for g in relay.grants)
         assert relay.key is node.key and relay.domain == DOMAIN
+
+
+async def test_fleet_of_in_process_nodes_with_a_liar(fake, tmp_path):
+    from worker.testing import LyingExecutor, NodeFleet
+
+    cfg = fast_config(fake.address, tmp_path)
+    executors = lambda i: [LyingExecutor("gpt") if i == 2 else InstantExecutor("gpt")]  # noqa: E731
+    async with NodeFleet(fake.address, 3, executors=executors, config=cfg) as fleet:
+        streams = [await fake.next_stream() for _ in range(3)]
+        assert {s.info.address for s in streams} == {n.address for n in fleet.nodes}
+        args = gpt_args(seed=5)
+        hashes = {}
+        for s in streams:
+            s.send(assignment=assignment(args, aid=f"a-{s.info.address}"))
+            hashes[s.info.address] = (await s.recv("result")).result_hash
+        liar = fleet.nodes[2].address
+        honest = {h for a, h in hashes.items() if a != liar}
+        assert honest == {instant_result_hash("gpt", args.gpt)} and hashes[liar] not in honest
