@@ -24,6 +24,7 @@ queue. The draws return the very node objects passed in.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import re
 from collections.abc import Collection, Iterable, Sequence
@@ -178,6 +179,7 @@ class TaskRequirements:
 _VERSION_RE = re.compile(r"^\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_version(version: str) -> tuple[int, int, int] | None:
     """(major, minor, patch) of "1.2.3", "1.2", "v1.2.3rc1", "0.1.0+g1234"; None when unparseable."""
     m = _VERSION_RE.match(version or "")
@@ -186,6 +188,7 @@ def parse_version(version: str) -> tuple[int, int, int] | None:
     return int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0)
 
 
+@functools.lru_cache(maxsize=1024)
 def version_compatible(version: str, minimum: str) -> bool:
     """True when `version` has the major version of `minimum` and is not older than it."""
     v, lo = parse_version(version), parse_version(minimum)
