@@ -329,4 +329,5 @@ async def test_cancelled_put_leaves_no_temp_file(relay, keys) -> None:
     call = relay.stub.Put(stalling(), timeout=10)
     assert await _eventually(lambda: relay.temp_files() != []), "the write should be staged while the stream is open"
     call.cancel()
+    release.set()
     assert await _eventually(relay.nothing_stored)
