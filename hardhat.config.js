@@ -9,6 +9,7 @@ module.exports = {
       chainId: 31337,
       hardfork: "prague",
       blockGasLimit: 60000000,
+      accounts: { accountsBalance: "1000000000000000000000000000" },
       throwOnTransactionFailures: false,
       throwOnCallFailures: true,
       loggingEnabled: false,

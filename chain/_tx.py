@@ -33,7 +33,7 @@ T = TypeVar("T")
 TRANSIENT = (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ConnectionError, OSError)
 _ERROR_STRING = bytes.fromhex("08c379a0")
 _PANIC = bytes.fromhex("4e487b71")
-_NONCE_WORDS = ("nonce too low", "nonce too high", "invalid nonce", "nonce has already been used", "expected nonce")
+_NONCE_WORDS = ("nonce too low", "nonce too high", "invalid nonce", "transaction nonce", "nonce has already been used", "expected nonce")
 _KNOWN_WORDS = ("already known", "known transaction", "already imported")
 
 
@@ -72,6 +72,8 @@ def decode_revert(data: bytes) -> tuple[str, dict[str, Any]]:
 
 def revert_from(exc: Exception) -> ContractRevert:
     raw = getattr(exc, "data", None)
+    if isinstance(raw, dict):  # Hardhat nests it: {"message": ..., "data": "0x..."}
+        raw = raw.get("data")
     data = bytes.fromhex(raw[2:]) if isinstance(raw, str) and raw.startswith("0x") else b""
     name, args = decode_revert(data)
     shown = ", ".join(f"{k}={v.hex() if isinstance(v, bytes) else v}" for k, v in args.items())
