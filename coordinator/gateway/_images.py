@@ -1,0 +1,70 @@
+"""OpenAI image-generation parameters onto the SD task definition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+
+from coordinator.gateway.errors import InvalidRequestError
+from coordinator.gateway.protocol import ImageGenerationRequest
+from helium.tasks import TaskArgsError
+from helium.v1 import sd_pb2, task_pb2
+
+__all__ = ["image_request_to_args", "image_task_document"]
+
+_PARAM_OF_FIELD = {
+    "base_model": "model", "task_config.image_width": "size", "task_config.image_height": "size",
+    "task_config.num_images": "n", "task_config.steps": "steps", "task_config.seed": "seed",
+    "task_config.cfg": "cfg", "scheduler.method": "scheduler",
+}
+
+
+def _size(size: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in size.lower().split("x"))
+    except ValueError:
+        raise InvalidRequestError(f"size must be WIDTHxHEIGHT, for example 512x512, got {size!r}",
+                                  param="size") from None
+    if not (64 <= w <= 2048 and 64 <= h <= 2048) or w % 8 or h % 8:
+        raise InvalidRequestError(f"size must be multiples of 8 within 64..2048, got {size!r}", param="size")
+    return w, h
+
+
+def image_task_document(req: ImageGenerationRequest) -> dict[str, Any]:
+    if not req.model:
+        raise InvalidRequestError("model is required (the Stable Diffusion model id)", param="model")
+    w, h = _size(req.size)
+    cfg: dict[str, Any] = {"image_width": w, "image_height": h, "num_images": req.n}
+    for name in ("steps", "seed", "cfg"):
+        if getattr(req, name) is not None:
+            cfg[name] = getattr(req, name)
+    doc: dict[str, Any] = {"base_model": {"name": req.model}, "prompt": req.prompt, "task_config": cfg}
+    if req.negative_prompt:
+        doc["negative_prompt"] = req.negative_prompt
+    if req.scheduler:
+        doc["scheduler"] = {"method": req.scheduler}
+    if req.dtype:
+        doc["dtype"] = req.dtype
+    return doc
+
+
+def image_request_to_args(req: ImageGenerationRequest) -> task_pb2.TaskArgs:
+    doc = image_task_document(req)
+    try:
+        try:
+            from helium.tasks import sd as sd_tasks
+        except ImportError:
+            sd_tasks = None
+        if sd_tasks is not None and hasattr(sd_tasks, "load_sd_task"):
+            task = sd_tasks.load_sd_task(doc)
+            if hasattr(sd_tasks, "validate_sd_task"):
+                sd_tasks.validate_sd_task(task)
+        else:
+            task = json_format.ParseDict(doc, sd_pb2.SdTask())
+    except TaskArgsError as exc:
+        field = exc.field.removeprefix("args.").removeprefix("sd.")
+        raise InvalidRequestError(str(exc), param=_PARAM_OF_FIELD.get(field, field)) from exc
+    except json_format.ParseError as exc:
+        raise InvalidRequestError(str(exc)) from exc
+    return task_pb2.TaskArgs(sd=task)

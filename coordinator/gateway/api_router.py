@@ -1,0 +1,84 @@
+"""Thin HTTP routes of the gateway: read the request, call `GatewayServing`, shape the answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+
+from coordinator import metrics
+from coordinator.gateway.protocol import ChatCompletionRequest, ImageGenerationRequest, ModelList
+from coordinator.gateway.serving import GatewayServing
+
+__all__ = ["router"]
+
+WEB_DIR = Path(__file__).parent / "web"
+router = APIRouter()
+
+
+def _serving(request: Request) -> GatewayServing:
+    return request.app.state.serving
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request,
+                           authorization: str | None = Header(default=None)) -> Response:
+    serving = _serving(request)
+    key = serving.authorize(authorization)
+    if body.stream:
+        headers, events = await serving.stream_chat(body, key)
+        headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    answer, headers = await serving.complete_chat(body, key)
+    return JSONResponse(answer, headers=headers)
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> ModelList:
+    return await _serving(request).models()
+
+
+@router.post("/v1/images/generations")
+async def image_generations(body: ImageGenerationRequest, request: Request,
+                            authorization: str | None = Header(default=None)) -> JSONResponse:
+    serving = _serving(request)
+    key = serving.authorize(authorization)
+    return JSONResponse(await serving.generate_images(body, key))
+
+
+@router.get("/v1/tasks/{task_id}")
+async def get_task(task_id: str, request: Request, authorization: str | None = Header(default=None)) -> dict:
+    serving = _serving(request)
+    serving.authorize(authorization)
+    return await serving.task(task_id)
+
+
+@router.get("/api/network")
+async def network(request: Request) -> dict:
+    return await _serving(request).network()
+
+
+@router.get("/api/tasks")
+async def recent_tasks(request: Request, limit: int = 30) -> dict:
+    return {"tasks": await _serving(request).recent_tasks(limit)}
+
+
+@router.get("/metrics")
+async def prometheus_metrics() -> Response:
+    return Response(metrics.render_latest(), media_type=metrics.CONTENT_TYPE_LATEST)
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/", include_in_schema=False)
+async def network_page() -> FileResponse:
+    return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+
+@router.get("/chat", include_in_schema=False)
+async def chat_page() -> FileResponse:
+    return FileResponse(WEB_DIR / "chat.html", media_type="text/html")

@@ -1,0 +1,45 @@
+"""Gateway settings (flags > HELIUM_* env > TOML [gateway] > defaults, via `helium.config`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+__all__ = ["GatewaySettings"]
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    # Where the gateway keeps its creator key (gateway/creator.key) and API keys (gateway/keys.sqlite).
+    data_dir: Path = Path("~/.helium").expanduser()
+    host: str = "127.0.0.1"
+    # 0 picks a free port; the bound one is reported by `GatewayServer.port`.
+    http_port: int = 8080
+    # The coordinator's gRPC address (standalone gateway); the coordinator passes its own when embedding.
+    coordinator: str = "127.0.0.1:7070"
+    # Admin credential for the network page's read-only data (AdminService List*/GetStats).
+    admin_token: str = ""
+    # Fee per request when the request names none; never below the network's min_fee.
+    default_fee_wei: int = 10**15
+    # Each task's deadline (after it, the task may not be settled).
+    task_deadline: timedelta = timedelta(minutes=15)
+    # How long one HTTP request waits for its validated answer.
+    request_timeout: timedelta = timedelta(minutes=5)
+    # Deadline of each unary coordinator RPC.
+    rpc_timeout: timedelta = timedelta(seconds=10)
+    # Rate limit given to keys created without one.
+    default_rate_per_min: int = 60
+    # Refuse requests without a valid API key (the only sane setting outside tests).
+    require_api_key: bool = True
+    creator_key_file: Path | None = None
+    keys_db: Path | None = None
+
+    @property
+    def creator_key_path(self) -> Path:
+        """The gateway wallet's key file (0600; `chain.signing.load_or_create_key`)."""
+        return self.creator_key_file or Path(self.data_dir).expanduser() / "gateway" / "creator.key"
+
+    @property
+    def keys_db_path(self) -> Path:
+        return self.keys_db or Path(self.data_dir).expanduser() / "gateway" / "keys.sqlite"

@@ -1,0 +1,300 @@
+"""Serving logic of the OpenAI-compatible gateway. Collaborators come in through the constructor.
+
+A chat request becomes a GPT task signed by the gateway wallet (`_mapping`,
+`_wallet`), is sent with CreateTask, and is answered once the coordinator has
+VALIDATED it (early quorum: two matching results of three). Streaming follows
+`_stream` (read its docstring for the verified-streaming behaviour). Each API
+key's fee is reserved before CreateTask and committed or released by a
+background watcher once the task ends, even when the client went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from google.protobuf import json_format
+
+from chain.signing import Domain
+from coordinator import metrics
+from coordinator.gateway._coordinator import CoordinatorClient
+from coordinator.gateway._mapping import chat_request_to_args, parse_fee
+from coordinator.gateway._stream import StreamVerifier
+from coordinator.gateway._wallet import GatewayWallet
+from coordinator.gateway.config import GatewaySettings
+from coordinator.gateway.errors import (
+    GatewayError,
+    GatewayTimeoutError,
+    InvalidRequestError,
+    NotImplementedFeatureError,
+    TaskFailedError,
+)
+from coordinator.gateway.keys import ApiKey, KeyStore, RateLimiter
+from coordinator.gateway.protocol import ChatCompletionRequest, ImageGenerationRequest, ModelCard, ModelList
+from helium.v1 import task_pb2
+
+__all__ = ["GatewayServing", "Submitted"]
+
+log = structlog.get_logger("helium.gateway")
+
+_T = task_pb2
+_DONE_STATES = (_T.TASK_STATE_VALIDATED, _T.TASK_STATE_SETTLED)
+_FAILED_STATES = (_T.TASK_STATE_ABORTED, _T.TASK_STATE_CANCELLED)
+_STATE = {v: k.removeprefix("TASK_STATE_").lower() for k, v in _T.TaskState.items()}
+_ASTATE = {v: k.removeprefix("ASSIGNMENT_STATE_").lower() for k, v in _T.AssignmentState.items()}
+_TYPE = {v: k.removeprefix("TASK_TYPE_").lower() for k, v in _T.TaskType.items()}
+
+
+@dataclass(frozen=True)
+class Submitted:
+    task_id: str
+    fee: int
+    model: str
+
+
+def helium_field(task: task_pb2.Task, streamed_by: str = "") -> dict[str, Any]:
+    """The `helium` object on final answers: which task, which nodes, how it was verified."""
+    return {
+        "task_id": task.task_id,
+        "state": _STATE.get(task.state, "unspecified"),
+        "nodes": list(task.result.nodes),
+        "validation": task.result.validation,
+        "settlement_tx": task.settlement_tx,
+        "streamed_by": streamed_by,
+        "assignments": [
+            {"node": a.node, "state": _ASTATE.get(a.state, "unspecified"), "matched": a.matched,
+             "submission_order": a.submission_order}
+            for a in task.assignments
+        ],
+    }
+
+
+def task_summary(task: task_pb2.Task) -> dict[str, Any]:
+    """A task as the pages and `GET /v1/tasks/{id}` show it."""
+    model = task.args.gpt.model if task.args.WhichOneof("kind") == "gpt" else task.args.sd.base_model.name
+    return {
+        "task_id": task.task_id, "type": _TYPE.get(task.type, "unspecified"), "model": model,
+        "state": _STATE.get(task.state, "unspecified"), "fee": task.fee, "creator": task.creator,
+        "created_at_ms": task.created_at_ms, "updated_at_ms": task.updated_at_ms, "reason": task.reason,
+        **{k: v for k, v in helium_field(task).items() if k not in ("task_id", "state")},
+    }
+
+
+class GatewayServing:
+    def __init__(self, settings: GatewaySettings, coordinator: CoordinatorClient, keys: KeyStore,
+                 wallet: GatewayWallet, limiter: RateLimiter | None = None) -> None:
+        self.settings = settings
+        self.coordinator = coordinator
+        self.keys = keys
+        self.wallet = wallet
+        self.limiter = limiter or RateLimiter()
+        self._network: tuple[float, task_pb2.GetNetworkInfoResponse] | None = None
+        self._background: set[asyncio.Task] = set()
+
+    async def close(self) -> None:
+        for t in list(self._background):
+            t.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    # --- auth -------------------------------------------------------------------------------------
+
+    def authorize(self, authorization: str | None) -> ApiKey | None:
+        """The caller's API key (401 when bad), after its rate limit (429). None when keys are off."""
+        secret = None
+        if authorization and authorization.lower().startswith("bearer "):
+            secret = authorization[7:].strip()
+        if not self.settings.require_api_key and not secret:
+            return None
+        key = self.keys.authenticate(secret)
+        self.limiter.check(key.id, key.rate_per_min)
+        return key
+
+    # --- submission -------------------------------------------------------------------------------
+
+    async def network_info(self) -> task_pb2.GetNetworkInfoResponse:
+        now = time.monotonic()
+        if self._network is None or now - self._network[0] > 60:
+            self._network = (now, await self.coordinator.network_info())
+        return self._network[1]
+
+    async def _submit(self, args: task_pb2.TaskArgs, raw_fee: Any, key: ApiKey | None, model: str) -> Submitted:
+        info = await self.network_info()
+        fee = parse_fee(raw_fee, self.settings.default_fee_wei, int(info.min_fee or 0))
+        domain = Domain(chain_id=int(info.chain_id), verifying_contract=info.verifying_contract)
+        signed = self.wallet.sign(args, fee=fee, deadline=self.settings.task_deadline, domain=domain)
+        if key is not None:
+            self.keys.reserve(key.id, signed.task_id, fee)
+        try:
+            resp = await self.coordinator.create_task(signed.request)
+        except BaseException:
+            if key is not None:
+                self.keys.release(signed.task_id)
+            raise
+        task_id = resp.task_id or signed.task_id
+        log.info("gateway_task_created", task_id=task_id, key=key.id if key else None, fee=fee, model=model)
+        self._spawn(self._account(task_id, signed.task_id if key is not None else None))
+        return Submitted(task_id=task_id, fee=fee, model=model)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _account(self, task_id: str, reservation: str | None) -> None:
+        """Watches one task to its end: commits or releases its key's reservation."""
+        final = None
+        try:
+            async for ev in self.coordinator.watch_task(task_id, include_deltas=False,
+                                                         deadline=self.settings.task_deadline):
+                if ev.HasField("task") and ev.task.state in _DONE_STATES + _FAILED_STATES:
+                    final = ev.task
+                    break
+        except GatewayError as exc:
+            log.warning("gateway_watch_failed", task_id=task_id, error=str(exc))
+        except asyncio.CancelledError:
+            raise
+        if final is None:
+            return  # unknown end: the reservation stays (the safe side)
+        if reservation is not None:
+            (self.keys.commit if final.state in _DONE_STATES else self.keys.release)(reservation)
+
+    # --- chat -------------------------------------------------------------------------------------
+
+    def map_chat(self, req: ChatCompletionRequest) -> task_pb2.TaskArgs:
+        return chat_request_to_args(req)
+
+    async def submit_chat(self, req: ChatCompletionRequest, key: ApiKey | None) -> Submitted:
+        args = self.map_chat(req)
+        return await self._submit(args, req.fee, key, req.model)
+
+    async def wait_validated(self, task_id: str) -> task_pb2.Task:
+        """The task once VALIDATED (or SETTLED); TaskFailedError if aborted, GatewayTimeoutError if late."""
+        timeout = self.settings.request_timeout
+        try:
+            async with asyncio.timeout(timeout.total_seconds()):
+                async for ev in self.coordinator.watch_task(task_id, include_deltas=False, deadline=timeout):
+                    if ev.HasField("task"):
+                        if ev.task.state in _DONE_STATES:
+                            return ev.task
+                        if ev.task.state in _FAILED_STATES:
+                            raise _failed(ev.task)
+        except TimeoutError:
+            raise GatewayTimeoutError(f"task {task_id} was not validated within {timeout}") from None
+        task = await self.coordinator.get_task(task_id)
+        if task.state in _DONE_STATES:
+            return task
+        raise _failed(task) if task.state in _FAILED_STATES else TaskFailedError(
+            f"task {task_id}: watch ended in state {_STATE.get(task.state)}", code="watch_ended")
+
+    async def complete_chat(self, req: ChatCompletionRequest, key: ApiKey | None) -> tuple[dict, dict[str, str]]:
+        started = time.monotonic()
+        sub = await self.submit_chat(req, key)
+        task = await self.wait_validated(sub.task_id)
+        body = json.loads(task.result.output_json)
+        body["helium"] = helium_field(task)
+        metrics.observe_gateway_answer("complete", time.monotonic() - started)
+        return body, _headers(task.task_id, task.result.validation)
+
+    async def stream_chat(self, req: ChatCompletionRequest,
+                          key: ApiKey | None) -> tuple[dict[str, str], AsyncIterator[str]]:
+        """Creates the task now (its errors are HTTP errors), then returns the SSE body."""
+        started = time.monotonic()
+        sub = await self.submit_chat(req, key)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        headers = _headers(sub.task_id, "pending")
+        return headers, self._sse(sub, include_usage, started)
+
+    async def _sse(self, sub: Submitted, include_usage: bool, started: float) -> AsyncIterator[str]:
+        verifier = StreamVerifier(task_id=sub.task_id, model=sub.model)
+        timeout = self.settings.request_timeout
+        first = True
+        try:
+            async with asyncio.timeout(timeout.total_seconds()):
+                async for ev in self.coordinator.watch_task(sub.task_id, include_deltas=True, deadline=timeout):
+                    if ev.HasField("delta"):
+                        d = ev.delta
+                        for chunk in verifier.on_delta(d.node, d.seq, json.loads(d.chunk_json)):
+                            if first:
+                                metrics.observe_gateway_ttft(time.monotonic() - started)
+                                first = False
+                            yield _sse(chunk)
+                        continue
+                    task = ev.task
+                    if task.state in _DONE_STATES:
+                        output = json.loads(task.result.output_json)
+                        chunks = verifier.on_validated(output, helium_field(task, verifier.streamer), include_usage)
+                        for chunk in chunks:
+                            yield _sse(chunk)
+                        yield "data: [DONE]\n\n"
+                        metrics.record_stream_outcome("validated")
+                        metrics.observe_gateway_answer("stream", time.monotonic() - started)
+                        return
+                    if task.state in _FAILED_STATES:
+                        raise _failed(task)
+            raise TaskFailedError(f"task {sub.task_id}: the coordinator ended the watch before validation",
+                                  code="watch_ended")
+        except TimeoutError:
+            exc: GatewayError = GatewayTimeoutError(f"task {sub.task_id} was not validated within {timeout}")
+        except GatewayError as err:
+            exc = err
+        log.warning("gateway_stream_failed", task_id=sub.task_id, error=exc.message, code=exc.code)
+        metrics.record_stream_outcome(exc.code or "error")
+        yield _sse(verifier.error_chunk(exc))
+
+    # --- models, tasks, images --------------------------------------------------------------------
+
+    async def models(self) -> ModelList:
+        cards = []
+        for m in await self.coordinator.list_models():
+            cards.append(ModelCard(
+                id=m.model, type=_TYPE.get(m.type, "unspecified"),
+                cards=[{"name": c.name, "vram_bytes": c.vram_bytes} for c in m.cards],
+                nodes=m.nodes, loaded_nodes=m.loaded_nodes))
+        return ModelList(data=cards)
+
+    async def task(self, task_id: str) -> dict[str, Any]:
+        return task_summary(await self.coordinator.get_task(task_id))
+
+    async def generate_images(self, req: ImageGenerationRequest, key: ApiKey | None) -> dict:
+        from coordinator.gateway._images import image_request_to_args
+
+        image_request_to_args(req)  # a bad request is a 400 even while the route is not served
+        raise NotImplementedFeatureError(
+            "image generation is not served by this gateway yet: the Stable Diffusion task type is not "
+            "wired end to end here; submit an SD task with `helium task submit` instead",
+            param="model")
+
+    # --- network page -----------------------------------------------------------------------------
+
+    async def network(self) -> dict[str, Any]:
+        stats, nodes = await asyncio.gather(self.coordinator.stats(), self.coordinator.list_nodes())
+        return {
+            "stats": json_format.MessageToDict(stats, preserving_proto_field_name=True),
+            "nodes": [json_format.MessageToDict(n, preserving_proto_field_name=True,
+                                                always_print_fields_with_no_presence=True) for n in nodes],
+            "gateway": {"address": self.wallet.address},
+        }
+
+    async def recent_tasks(self, limit: int = 30) -> list[dict[str, Any]]:
+        if not 1 <= limit <= 1000:
+            raise InvalidRequestError(f"limit must be in [1, 1000], got {limit}", param="limit")
+        return [task_summary(t) for t in await self.coordinator.list_tasks(limit)]
+
+
+def _failed(task: task_pb2.Task) -> TaskFailedError:
+    state = _STATE.get(task.state, "unspecified")
+    return TaskFailedError(f"task {task.task_id} was {state}: {task.reason or 'no reason given'}",
+                           code=f"task_{state}")
+
+
+def _headers(task_id: str, validation: str) -> dict[str, str]:
+    return {"x-helium-task-id": task_id, "x-helium-validation": validation or "unknown"}
+
+
+def _sse(obj: dict) -> str:
+    return "data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n\n"

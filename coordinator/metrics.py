@@ -1,0 +1,142 @@
+"""Prometheus metrics of the coordinator process (coordinator, bundled relay, gateway).
+
+Registry: the process's default `prometheus_client.REGISTRY`. One coordinator
+runs per process, and the default registry also carries the process and
+platform collectors an operator expects; the metric objects below are created
+once, at import. The gateway app serves them at `/metrics` (`render_latest`).
+Tests that run several coordinators in one process see the sums, which is
+what a counter should show anyway; assert on deltas, not absolute values.
+
+The coordinator code calls the small helpers below (never the metric objects
+directly), so the label sets stay in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "observe_dispatch_latency",
+    "observe_gateway_answer",
+    "observe_gateway_request",
+    "observe_gateway_ttft",
+    "observe_time_to_quorum",
+    "record_relay_bytes",
+    "record_settlement",
+    "record_slash",
+    "record_stream_outcome",
+    "record_task_created",
+    "record_task_finished",
+    "record_validation",
+    "render_latest",
+    "set_nodes",
+    "set_queue_depth",
+]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+
+QUEUE_DEPTH = Gauge("helium_queue_depth", "Tasks waiting in the priced queue", ["task_type"])
+DISPATCH_LATENCY = Histogram(
+    "helium_dispatch_latency_seconds", "From task creation to its dispatch to a group of nodes",
+    ["task_type"], buckets=_LATENCY_BUCKETS)
+TIME_TO_QUORUM = Histogram(
+    "helium_time_to_quorum_seconds", "From task creation to its validation (early quorum)",
+    ["task_type"], buckets=_LATENCY_BUCKETS)
+TASKS_CREATED = Counter("helium_tasks_created_total", "Tasks accepted by CreateTask", ["task_type"])
+TASKS_FINISHED = Counter("helium_tasks_finished_total", "Tasks reaching a final state", ["task_type", "state"])
+VALIDATIONS = Counter(
+    "helium_validation_outcomes_total",
+    "Validation outcomes: quorum_2_of_3, unanimous, mismatch_aborted, invalid_args_aborted, timeout_aborted",
+    ["task_type", "outcome"])
+SLASHES = Counter("helium_slashes_total", "Nodes slashed for a proven wrong result", ["reason"])
+NODES = Gauge("helium_nodes", "Registered nodes by state and card", ["state", "card"])
+RELAY_BYTES = Counter("helium_relay_bytes_total", "Bytes through the relay", ["direction"])
+SETTLEMENTS = Counter("helium_settlement_batches_total", "Settlement batches sent on chain", ["outcome"])
+SETTLED_TASKS = Counter("helium_settled_tasks_total", "Tasks settled on chain")
+
+GATEWAY_REQUESTS = Counter(
+    "helium_gateway_requests_total", "HTTP requests to the gateway", ["route", "status"])
+GATEWAY_LATENCY = Histogram(
+    "helium_gateway_request_seconds", "Gateway request time, to the response headers", ["route"],
+    buckets=_LATENCY_BUCKETS)
+GATEWAY_ANSWER = Histogram(
+    "helium_gateway_answer_seconds", "Gateway time to the validated answer", ["mode"],
+    buckets=_LATENCY_BUCKETS)
+GATEWAY_TTFT = Histogram(
+    "helium_gateway_ttft_seconds", "Time to the first streamed token through the gateway",
+    buckets=_LATENCY_BUCKETS)
+GATEWAY_STREAM_OUTCOMES = Counter(
+    "helium_gateway_stream_outcomes_total", "Streams ended validated or with a verification error", ["outcome"])
+
+
+def set_queue_depth(task_type: str, depth: int) -> None:
+    QUEUE_DEPTH.labels(task_type=task_type).set(depth)
+
+
+def observe_dispatch_latency(task_type: str, seconds: float) -> None:
+    DISPATCH_LATENCY.labels(task_type=task_type).observe(seconds)
+
+
+def observe_time_to_quorum(task_type: str, seconds: float) -> None:
+    TIME_TO_QUORUM.labels(task_type=task_type).observe(seconds)
+
+
+def record_task_created(task_type: str) -> None:
+    TASKS_CREATED.labels(task_type=task_type).inc()
+
+
+def record_task_finished(task_type: str, state: str) -> None:
+    TASKS_FINISHED.labels(task_type=task_type, state=state).inc()
+
+
+def record_validation(task_type: str, outcome: str) -> None:
+    VALIDATIONS.labels(task_type=task_type, outcome=outcome).inc()
+
+
+def record_slash(reason: str = "wrong_result") -> None:
+    SLASHES.labels(reason=reason).inc()
+
+
+def set_nodes(counts: Mapping[tuple[str, str], int] | Iterable[tuple[tuple[str, str], int]]) -> None:
+    """Replaces the node gauge with {(state, card name): count}; states/cards now absent drop out."""
+    items = counts.items() if isinstance(counts, Mapping) else counts
+    NODES.clear()
+    for (state, card), n in items:
+        NODES.labels(state=state, card=card).set(n)
+
+
+def record_relay_bytes(direction: str, n: int) -> None:
+    """direction: "in" (written to the relay) or "out" (read from it)."""
+    RELAY_BYTES.labels(direction=direction).inc(n)
+
+
+def record_settlement(outcome: str, tasks: int) -> None:
+    """outcome: "sent" or "failed"; `tasks` settled in the batch (counted when sent)."""
+    SETTLEMENTS.labels(outcome=outcome).inc()
+    if outcome == "sent":
+        SETTLED_TASKS.inc(tasks)
+
+
+def observe_gateway_request(route: str, status: int, seconds: float) -> None:
+    GATEWAY_REQUESTS.labels(route=route, status=str(status)).inc()
+    GATEWAY_LATENCY.labels(route=route).observe(seconds)
+
+
+def observe_gateway_answer(mode: str, seconds: float) -> None:
+    """mode: "complete" or "stream"."""
+    GATEWAY_ANSWER.labels(mode=mode).observe(seconds)
+
+
+def observe_gateway_ttft(seconds: float) -> None:
+    GATEWAY_TTFT.observe(seconds)
+
+
+def record_stream_outcome(outcome: str) -> None:
+    GATEWAY_STREAM_OUTCOMES.labels(outcome=outcome).inc()
+
+
+def render_latest(registry=REGISTRY) -> bytes:
+    return generate_latest(registry)
