@@ -13,12 +13,18 @@ from relay.api._translate import translate_errors
 from relay.auth import GET, PUT, ZERO_HASH, RelayAuthenticator
 from relay.errors import InvalidRequestError
 from relay.store import BlobStore, canonical_slot, canonical_task_id, parse_sha256
+from relay.store._aio import read_chunks, write_chunks
 
 __all__ = ["RelayServicer"]
 
 log = structlog.get_logger("relay.api")
 
-_READ_BATCH_BYTES = 4 << 20
+
+async def _chunks(requests: AsyncIterator[relay_pb2.PutRequest]) -> AsyncIterator[bytes]:
+    async for req in requests:
+        if req.WhichOneof("part") != "chunk":
+            raise InvalidRequestError("after the header every PutRequest must be a chunk")
+        yield req.chunk
 
 
 class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
@@ -41,11 +47,7 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         digest = parse_sha256(h.sha256, "header.sha256")
         caller = self._auth.verify(PUT, task_id, h.slot, digest, h.auth if h.HasField("auth") else None)
         with self._store.begin_write(task_id, slot, digest, h.size) as writer:
-            async for req in request_iterator:
-                if req.WhichOneof("part") != "chunk":
-                    raise InvalidRequestError("after the header every PutRequest must be a chunk")
-                writer.write(req.chunk)
-            info = await asyncio.to_thread(writer.commit)
+            info = await write_chunks(writer, _chunks(request_iterator))
         log.info("relay_put", task_id=task_id, slot=slot, node=caller.address, size=info.size)
         return relay_pb2.PutResponse(sha256=info.sha256_hex, size=info.size)
 
@@ -60,10 +62,6 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         with reader:
             info = reader.info
             yield relay_pb2.GetResponse(info=relay_pb2.BlobInfo(sha256=info.sha256_hex, size=info.size))
-            step = self._chunk_bytes
-            batches = reader.chunks(max(step, _READ_BATCH_BYTES))  # one thread hop per batch, not per chunk
-            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
-                view = memoryview(batch)
-                for off in range(0, len(view), step):
-                    yield relay_pb2.GetResponse(chunk=bytes(view[off : off + step]))
+            async for chunk in read_chunks(reader, self._chunk_bytes):
+                yield relay_pb2.GetResponse(chunk=chunk)
         log.info("relay_get", task_id=task_id, slot=slot, node=caller.address, size=info.size)
