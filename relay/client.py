@@ -13,7 +13,8 @@ from eth_account.signers.local import LocalAccount
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from chain.signing import Domain
-from helium.v1 import relay_pb2, relay_pb2_grpc, task_pb2
+from helium.v1 import relay_pb2, task_pb2
+from relay import _wire
 from relay.auth import GET, PUT, build_auth
 from relay.config import DEFAULT_CHUNK_BYTES
 from relay.errors import ContentMismatchError, InvalidRequestError, RelayError, error_from_status
@@ -62,7 +63,16 @@ class RelayClient:
     ) -> None:
         if chunk_bytes <= 0:
             raise ValueError(f"chunk_bytes must be > 0, got {chunk_bytes}")
-        self._stub = relay_pb2_grpc.RelayServiceStub(channel)
+        self._put = channel.stream_unary(
+            "/helium.v1.RelayService/Put",
+            request_serializer=_wire.encode_put_request,
+            response_deserializer=relay_pb2.PutResponse.FromString,
+        )
+        self._get = channel.unary_stream(
+            "/helium.v1.RelayService/Get",
+            request_serializer=relay_pb2.GetRequest.SerializeToString,
+            response_deserializer=_wire.decode_get_response,
+        )
         self._key, self._domain = key, domain
         self._chunk_bytes = chunk_bytes
         self._timeout = timeout.total_seconds()
@@ -100,15 +110,15 @@ class RelayClient:
         view = memoryview(data)
         step = self._chunk_bytes
 
-        async def requests(auth: relay_pb2.RelayAuth) -> AsyncIterator[relay_pb2.PutRequest]:
+        async def requests(auth: relay_pb2.RelayAuth) -> AsyncIterator[relay_pb2.PutRequest | memoryview]:
             header = relay_pb2.PutHeader(task_id=tid, slot=slot, sha256=digest.hex(), size=len(data), auth=auth)
             yield relay_pb2.PutRequest(header=header)
             for off in range(0, len(view), step):
-                yield relay_pb2.PutRequest(chunk=bytes(view[off : off + step]))
+                yield view[off : off + step]  # encoded as PutRequest{chunk} by relay._wire
 
         async def call() -> relay_pb2.PutResponse:
             auth = build_auth(self._key, self._domain, PUT, tid, slot, digest, grant)
-            return await self._stub.Put(requests(auth), timeout=self._timeout)
+            return await self._put(requests(auth), timeout=self._timeout)
 
         response = await self._call(call)
         if response.sha256 != digest.hex() or response.size != len(data):
@@ -124,16 +134,16 @@ class RelayClient:
 
         async def call() -> bytes:
             auth = build_auth(self._key, self._domain, GET, tid, slot, grant=grant)
-            stream = self._stub.Get(relay_pb2.GetRequest(task_id=tid, slot=slot, auth=auth), timeout=self._timeout)
+            stream = self._get(relay_pb2.GetRequest(task_id=tid, slot=slot, auth=auth), timeout=self._timeout)
             first = await stream.read()
-            if first is grpc.aio.EOF or first.WhichOneof("part") != "info":
+            if not isinstance(first, relay_pb2.GetResponse) or first.WhichOneof("part") != "info":
                 raise InvalidRequestError(f"relay answered Get of slot {slot!r} without BlobInfo first")
             size = first.info.size
-            parts: list[bytes] = []
+            parts: list[bytes | memoryview] = []
             got = 0
             h = hashlib.sha256()
             while (msg := await stream.read()) is not grpc.aio.EOF:
-                chunk = msg.chunk
+                chunk = msg if isinstance(msg, memoryview) else msg.chunk
                 got += len(chunk)
                 if got > size:
                     raise ContentMismatchError(f"relay sent more than the declared {size} bytes for slot {slot!r}")

@@ -13,7 +13,8 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from helium.v1 import relay_pb2, relay_pb2_grpc
+from helium.v1 import relay_pb2
+from relay import _wire
 from relay.api import RelayServicer
 from relay.auth import RelayAuthenticator
 from relay.config import RelayConfig, grpc_options
@@ -43,7 +44,19 @@ def add_relay_to_server(server: grpc.aio.Server, config: RelayConfig, store: Blo
         max_grant_cache=config.max_grant_cache,
     )
     servicer = RelayServicer(store, authenticator, config.chunk_bytes)
-    relay_pb2_grpc.add_RelayServiceServicer_to_server(servicer, server)
+    handlers = {
+        "Put": grpc.stream_unary_rpc_method_handler(
+            servicer.Put,
+            request_deserializer=_wire.decode_put_request,
+            response_serializer=relay_pb2.PutResponse.SerializeToString,
+        ),
+        "Get": grpc.unary_stream_rpc_method_handler(
+            servicer.Get,
+            request_deserializer=relay_pb2.GetRequest.FromString,
+            response_serializer=_wire.encode_get_response,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(RELAY_SERVICE_NAME, handlers),))
     return servicer
 
 

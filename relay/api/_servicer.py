@@ -20,15 +20,22 @@ __all__ = ["RelayServicer"]
 log = structlog.get_logger("relay.api")
 
 
-async def _chunks(requests: AsyncIterator[relay_pb2.PutRequest]) -> AsyncIterator[bytes]:
+async def _chunks(requests: AsyncIterator[relay_pb2.PutRequest | memoryview]) -> AsyncIterator[bytes | memoryview]:
     async for req in requests:
-        if req.WhichOneof("part") != "chunk":
+        if isinstance(req, memoryview):  # the fast path of relay._wire
+            yield req
+        elif req.WhichOneof("part") == "chunk":
+            yield req.chunk
+        else:
             raise InvalidRequestError("after the header every PutRequest must be a chunk")
-        yield req.chunk
 
 
 class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
-    """Thin: each RPC validates the names, checks the auth, then streams to or from the store."""
+    """Thin: each RPC validates the names, checks the auth, then streams to or from the store.
+
+    Register it with :func:`relay.server.add_relay_to_server`: chunks travel as raw buffers through the
+    (de)serializers of :mod:`relay._wire`, not as generated messages.
+    """
 
     def __init__(self, store: BlobStore, authenticator: RelayAuthenticator, chunk_bytes: int) -> None:
         self._store = store
@@ -37,10 +44,10 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
 
     @translate_errors
     async def Put(
-        self, request_iterator: AsyncIterator[relay_pb2.PutRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[relay_pb2.PutRequest | memoryview], context: grpc.aio.ServicerContext
     ) -> relay_pb2.PutResponse:
         first = await anext(aiter(request_iterator), None)
-        if first is None or first.WhichOneof("part") != "header":
+        if not isinstance(first, relay_pb2.PutRequest) or first.WhichOneof("part") != "header":
             raise InvalidRequestError("the first PutRequest must be a header")
         h = first.header
         task_id, slot = canonical_task_id(h.task_id), canonical_slot(h.slot)
@@ -54,7 +61,7 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
     @translate_errors
     async def Get(
         self, request: relay_pb2.GetRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[relay_pb2.GetResponse]:
+    ) -> AsyncIterator[relay_pb2.GetResponse | bytes]:
         task_id, slot = canonical_task_id(request.task_id), canonical_slot(request.slot)
         auth = request.auth if request.HasField("auth") else None
         caller = self._auth.verify(GET, task_id, request.slot, ZERO_HASH, auth)
@@ -63,5 +70,5 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
             info = reader.info
             yield relay_pb2.GetResponse(info=relay_pb2.BlobInfo(sha256=info.sha256_hex, size=info.size))
             async for chunk in read_chunks(reader, self._chunk_bytes):
-                yield relay_pb2.GetResponse(chunk=chunk)
+                yield chunk  # encoded as GetResponse{chunk} by relay._wire
         log.info("relay_get", task_id=task_id, slot=slot, node=caller.address, size=info.size)
