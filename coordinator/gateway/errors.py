@@ -143,7 +143,9 @@ def _param_of(message: str) -> str | None:
     head = message.split(" ", 1)[0].rstrip(":")
     if not head or not any(ch.isalpha() for ch in head) or "=" in head:
         return None
-    return head.removeprefix("args.").removeprefix("gpt.")
+    from coordinator.gateway._mapping import request_param_of  # the mapping imports this module
+
+    return request_param_of(head)
 
 
 def error_from_rpc(exc: grpc.RpcError) -> GatewayError:

@@ -104,12 +104,14 @@ class GatewayServing:
     # --- auth -------------------------------------------------------------------------------------
 
     def authorize(self, authorization: str | None) -> ApiKey | None:
-        """The caller's API key (401 when bad), after its rate limit (429). None when keys are off."""
+        """The caller's API key (401 when bad), after its rate limit (429).
+
+        With `require_api_key` off (local development only) no key is checked and None is returned."""
+        if not self.settings.require_api_key:
+            return None
         secret = None
         if authorization and authorization.lower().startswith("bearer "):
             secret = authorization[7:].strip()
-        if not self.settings.require_api_key and not secret:
-            return None
         key = self.keys.authenticate(secret)
         self.limiter.check(key.id, key.rate_per_min)
         return key
