@@ -135,26 +135,34 @@ class RelayClient:
         async def call() -> bytes:
             auth = build_auth(self._key, self._domain, GET, tid, slot, grant=grant)
             stream = self._get(relay_pb2.GetRequest(task_id=tid, slot=slot, auth=auth), timeout=self._timeout)
-            first = await stream.read()
-            if not isinstance(first, relay_pb2.GetResponse) or first.WhichOneof("part") != "info":
-                raise InvalidRequestError(f"relay answered Get of slot {slot!r} without BlobInfo first")
-            size = first.info.size
-            parts: list[bytes | memoryview] = []
-            got = 0
-            h = hashlib.sha256()
-            while (msg := await stream.read()) is not grpc.aio.EOF:
-                chunk = msg if isinstance(msg, memoryview) else msg.chunk
-                got += len(chunk)
-                if got > size:
-                    raise ContentMismatchError(f"relay sent more than the declared {size} bytes for slot {slot!r}")
-                h.update(chunk)  # inline: overlaps with gRPC receiving the next chunks
-                parts.append(chunk)
-            if got != size:
-                raise ContentMismatchError(f"relay sent {got} bytes for slot {slot!r}, declared {size}")
-            if h.hexdigest() != first.info.sha256:
-                raise ContentMismatchError(
-                    f"bytes of slot {slot!r} do not match the relay's sha256 {first.info.sha256} (got {h.hexdigest()})"
-                )
-            return b"".join(parts)
+            try:
+                return await _receive(stream, slot)
+            finally:
+                stream.cancel()  # a no-op once the stream has ended
 
         return await self._call(call)
+
+
+async def _receive(stream, slot: str) -> bytes:
+    """Reads BlobInfo then the chunks of one Get, checking the bytes against the declared size and sha256."""
+    first = await stream.read()
+    if not isinstance(first, relay_pb2.GetResponse) or first.WhichOneof("part") != "info":
+        raise InvalidRequestError(f"relay answered Get of slot {slot!r} without BlobInfo first")
+    size = first.info.size
+    parts: list[bytes | memoryview] = []
+    got = 0
+    h = hashlib.sha256()
+    while (msg := await stream.read()) is not grpc.aio.EOF:
+        chunk = msg if isinstance(msg, memoryview) else msg.chunk
+        got += len(chunk)
+        if got > size:
+            raise ContentMismatchError(f"relay sent more than the declared {size} bytes for slot {slot!r}")
+        h.update(chunk)  # inline: overlaps with gRPC receiving the next chunks
+        parts.append(chunk)
+    if got != size:
+        raise ContentMismatchError(f"relay sent {got} bytes for slot {slot!r}, declared {size}")
+    if h.hexdigest() != first.info.sha256:
+        raise ContentMismatchError(
+            f"bytes of slot {slot!r} do not match the relay's sha256 {first.info.sha256} (got {h.hexdigest()})"
+        )
+    return b"".join(parts)

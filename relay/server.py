@@ -82,11 +82,14 @@ class RelayServer:
     address: str
     store: BlobStore
     grace: float
+    owns_store: bool = True
 
     async def stop(self) -> None:
         """Health goes NOT_SERVING, in-flight calls get `grace` seconds, then the server stops."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace)
+        if self.owns_store:
+            self.store.close()
 
 
 async def start_standalone(config: RelayConfig, store: BlobStore | None = None) -> RelayServer:
@@ -101,6 +104,7 @@ async def start_standalone(config: RelayConfig, store: BlobStore | None = None) 
             f"host {config.host} is not loopback: give --tls-cert and --tls-key, or --insecure for plaintext"
         )
     server = grpc.aio.server(options=grpc_options(config.chunk_bytes))
+    owns_store = store is None
     store = store if store is not None else FilesystemBlobStore(config.data_dir, config.max_blob_bytes)
     add_relay_to_server(server, config, store)
     health_servicer = health.aio.HealthServicer()
@@ -119,7 +123,7 @@ async def start_standalone(config: RelayConfig, store: BlobStore | None = None) 
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     address = _hostport(config.host, port)
     log.info("relay_started", address=address, tls=tls, data_dir=str(config.data_dir))
-    return RelayServer(server, health_servicer, address, store, config.shutdown_grace.total_seconds())
+    return RelayServer(server, health_servicer, address, store, config.shutdown_grace.total_seconds(), owns_store)
 
 
 async def serve_standalone(config: RelayConfig, stop: asyncio.Event | None = None) -> None:

@@ -8,6 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.errors import (
     BlobExistsError,
@@ -174,3 +176,20 @@ def test_delete_task(store: FilesystemBlobStore) -> None:
     store.put_bytes(TASK, "input", b"a")
     store.put_bytes(TASK, "result/x", b"b")
     assert store.delete_task(TASK) == 2 and store.list_slots(TASK) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aZ09._-/\\:~+ \x00.."), max_size=40))
+def test_any_accepted_slot_stays_inside_its_shard(slot: str) -> None:
+    root = Path("/relay-root")
+    store = FilesystemBlobStore.__new__(FilesystemBlobStore)
+    store.root = root
+    try:
+        canonical = canonical_slot(slot)
+    except InvalidSlotError:
+        return
+    assert ".." not in canonical.split("/") and not canonical.startswith("/")
+    _, _, blob, sidecar = store._paths(TASK, slot)
+    for path in (blob, sidecar):
+        assert path.parent == root / TASK[2:4]  # one flat file per slot in the task's shard
+        assert os.path.normpath(path) == str(path)
