@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
-import structlog
-
 from helium.config import ConfigError, load_settings
+from helium.log import configure_logging
 from relay.config import RelayConfig
 from relay.server import serve_standalone
 
@@ -37,21 +35,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _configure_logging(json_logs: bool) -> None:
-    renderer = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer()
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "log_json")}
@@ -60,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, TypeError) as exc:
         print(f"helium relay: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(args.log_json)
+    configure_logging(json_logs=args.log_json)
     try:
         asyncio.run(serve_standalone(config))
     except ValueError as exc:
