@@ -34,7 +34,8 @@ SIZE = 10_000_000
 
 
 def _start_relay(data_dir: Path, coordinator: str, chunk_bytes: int) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, HELIUM_CHUNK_BYTES=str(chunk_bytes))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELIUM_")}
+    env["HELIUM_CHUNK_BYTES"] = str(chunk_bytes)
     cmd = [sys.executable, "-m", "relay", "--port", "0", "--data-dir", str(data_dir)]
     cmd += ["--coordinator-address", coordinator, "--max-blob-bytes", str(64 << 20)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
