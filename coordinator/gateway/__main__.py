@@ -27,9 +27,15 @@ def parse_settings(argv: list[str]) -> GatewaySettings:
     p.add_argument("--http-port", dest="http_port", type=int, help="0 picks a free port")
     p.add_argument("--admin-token", dest="admin_token", help="for the network page (AdminService, read only)")
     p.add_argument("--default-fee-wei", dest="default_fee_wei", type=int)
+    p.add_argument("--tls-ca", dest="tls_ca", help="CA certificate of the coordinator's TLS")
+    p.add_argument("--insecure", action="store_true", default=None, help="allow plaintext off loopback")
+    p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     p.add_argument("--config", help="TOML file; its [gateway] table")
     ns = vars(p.parse_args(argv))
     config = ns.pop("config")
+    from helium.log import configure_logging
+
+    configure_logging(json_logs=ns.pop("log_json"))
     return load_settings(GatewaySettings, ns, section="gateway", config_file=config)
 
 

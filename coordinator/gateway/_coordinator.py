@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 
@@ -19,10 +20,17 @@ __all__ = ["CoordinatorClient"]
 
 class CoordinatorClient:
     def __init__(self, target: str, *, admin_token: str = "", rpc_timeout: timedelta = timedelta(seconds=10),
+                 tls_ca: Path | None = None, insecure: bool = False,
                  channel: grpc.aio.Channel | None = None) -> None:
         self.target = target
-        self._channel = channel or grpc.aio.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+        if channel is None:
+            from coordinator.tls import client_credentials
+
+            options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+            creds = client_credentials(target, tls_ca, insecure)
+            channel = (grpc.aio.secure_channel(target, creds, options=options) if creds
+                       else grpc.aio.insecure_channel(target, options=options))
+        self._channel = channel
         self._tasks = task_pb2_grpc.TaskServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._admin_md = (("authorization", f"Bearer {admin_token}"),) if admin_token else ()

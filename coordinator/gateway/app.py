@@ -53,7 +53,8 @@ def create_app(settings: GatewaySettings, *, coordinator: CoordinatorClient | No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_client = coordinator is None
         client = coordinator or CoordinatorClient(settings.coordinator, admin_token=settings.admin_token,
-                                                  rpc_timeout=settings.rpc_timeout)
+                                                  rpc_timeout=settings.rpc_timeout, tls_ca=settings.tls_ca,
+                                                  insecure=settings.insecure)
         store = keys or KeyStore(settings.keys_db_path)
         purse = wallet or GatewayWallet(settings.creator_key_path, store)
         app.state.serving = GatewayServing(settings, client, store, purse, limiter)
@@ -121,6 +122,10 @@ class GatewayServer:
     @property
     def app(self) -> FastAPI:
         return self._server.config.app
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
     @property
     def url(self) -> str:

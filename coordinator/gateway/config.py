@@ -32,6 +32,9 @@ class GatewaySettings:
     default_rate_per_min: int = 60
     # Refuse requests without a valid API key (the only sane setting outside tests).
     require_api_key: bool = True
+    # CA certificate of the coordinator's TLS; plaintext is allowed to loopback or with `insecure`.
+    tls_ca: Path | None = None
+    insecure: bool = False
     creator_key_file: Path | None = None
     keys_db: Path | None = None
 
