@@ -435,7 +435,8 @@ class WorkerNode:
             if msg is grpc.aio.EOF:
                 code, details = await conn.call.code(), await conn.call.details()
                 err = _status_error_from(code, details, "stream")
-                self.log.warning("stream_ended", code=code.name, details=details)
+                level = self.log.info if self._closing.is_set() or self._draining else self.log.warning
+                level("stream_ended", code=code.name, details=details)
                 if not err.retryable and not self._closing.is_set():
                     self._fatal = err
                 return

@@ -22,6 +22,7 @@ import time
 from eth_utils import keccak
 from google.protobuf.message import Message
 
+from chain.signing import sd_result_hash
 from helium.tasks import canonical_args
 from helium.v1 import task_pb2, worker_pb2
 from worker.errors import ExecutionCrashError, ExecutorError, InvalidArgsError, OutOfMemoryError
@@ -43,9 +44,23 @@ def _args_of(task_type: str, spec: Message) -> task_pb2.TaskArgs:
     return args
 
 
-def instant_result_hash(task_type: str, spec: Message, salt: bytes = b"") -> bytes:
-    """The hash an InstantExecutor (with this salt) returns for this task."""
+def _instant_digest(task_type: str, spec: Message, salt: bytes = b"") -> bytes:
     return keccak(b"helium:instant:" + salt + canonical_args(_args_of(task_type, spec)))
+
+
+def _instant_phashes(spec: Message, digest: bytes) -> tuple[int, ...]:
+    cfg = spec.task_config
+    n = cfg.num_images if cfg.HasField("num_images") and cfg.num_images > 0 else 1
+    return tuple(int.from_bytes(keccak(digest + bytes([i]))[:8], "big") for i in range(n))
+
+
+def instant_result_hash(task_type: str, spec: Message, salt: bytes = b"") -> bytes:
+    """The hash an InstantExecutor (with this salt) returns for this task. SD: `sd_result_hash` of its
+    pHashes, as a real SD node computes it, so SD slash evidence verifies on chain."""
+    digest = _instant_digest(task_type, spec, salt)
+    if task_type == "sd":
+        return sd_result_hash(_instant_phashes(spec, digest))
+    return digest
 
 
 class InstantExecutor:
@@ -88,7 +103,7 @@ class InstantExecutor:
         with self._lock:
             self.jobs.append(job)
         self._wait(job)
-        digest = instant_result_hash(self.task_type, job.spec, self.salt)
+        digest = _instant_digest(self.task_type, job.spec, self.salt)
         if self.task_type == "gpt":
             return self._gpt(job, digest)
         return self._sd(job, digest)
@@ -115,13 +130,13 @@ class InstantExecutor:
 
     def _sd(self, job: Job, digest: bytes) -> Outcome:
         cfg = job.spec.task_config
-        n = cfg.num_images if cfg.HasField("num_images") and cfg.num_images > 0 else 1
+        phashes = _instant_phashes(job.spec, digest)
+        n = len(phashes)
         steps = cfg.steps if cfg.HasField("steps") else 20
-        phashes = tuple(int.from_bytes(keccak(digest + bytes([i]))[:8], "big") for i in range(n))
         blobs = tuple(OutputBlob(suffix=str(i), data=b"instant-image:" + f"{p:016x}".encode(), content_type="image/png")
                       for i, p in enumerate(phashes)) if self.blobs else ()
         manifest = {"images": [{"index": i, "phash": f"{p:016x}"} for i, p in enumerate(phashes)]}
-        return Outcome(result_hash=digest, output=json.dumps(manifest, separators=(",", ":")).encode(),
+        return Outcome(result_hash=sd_result_hash(phashes), output=json.dumps(manifest, separators=(",", ":")).encode(),
                        blobs=blobs, images=n, steps=steps * n, phashes=phashes)
 
 

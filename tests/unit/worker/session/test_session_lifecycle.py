@@ -178,3 +178,23 @@ async def test_registers_over_tls(tmp_path):
             assert stream.info.address == node.address and node.domain == DOMAIN
     finally:
         await server.stop(grace=None)
+
+
+async def test_keepalive_pings_keep_an_idle_stream_with_server_keepalive_options(tmp_path):
+    # A server with gRPC's defaults answers pings more often than every 5 min with GOAWAY too_many_pings
+    # (here after ~3.2 s: 3 strikes of 1 s pings); with server_keepalive_options the idle stream survives.
+    from worker.transport import server_keepalive_options
+
+    server = grpc.aio.server(options=server_keepalive_options(dt.timedelta(milliseconds=500)))
+    coordinator = FakeCoordinator(heartbeat_ms=60_000)  # no heartbeat data: only pings
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(coordinator, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        cfg = fast_config(f"127.0.0.1:{port}", tmp_path, keepalive_time=dt.timedelta(seconds=1),
+                          keepalive_timeout=dt.timedelta(seconds=1))
+        async with WorkerNode(cfg, new_key(), [InstantExecutor()], profile=PROFILE) as node:
+            await asyncio.sleep(4.5)
+            assert node.connected and node.registrations == 1 and coordinator.attempts == 1
+    finally:
+        await server.stop(grace=None)
