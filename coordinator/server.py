@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -74,6 +75,9 @@ class ProtocolParts:
     # Long-running jobs (settlement batches...), started with the server, cancelled at shutdown.
     background: list[Callable[[Dispatcher], Awaitable[None]]] = field(default_factory=list)
     close: Callable[[], Awaitable[None]] | None = None
+    # The key the coordinator signs and sends with, when the chain decides it (embedded: the DevChain's
+    # coordinator-role key); None: <data_dir>/coordinator.key.
+    key: Any = None
 
 
 async def backbone_parts(config: CoordinatorConfig, store, key) -> ProtocolParts:
@@ -116,6 +120,8 @@ class CoordinatorApp:
         self.admin_token = load_admin_token(c)
         self.store = SqliteStore(data / "coordinator.db")
         self.parts = parts = await self.parts_factory(c, self.store, self.key)
+        if parts.key is not None:
+            self.key = parts.key
         settings = DispatchSettings(
             heartbeat_interval_s=c.heartbeat_interval_s, lapse_after_missed=c.lapse_after_missed,
             group_size=c.group_size, quorum=c.quorum, phash_threshold=c.phash_threshold,

@@ -81,6 +81,8 @@ class InstantExecutor:
         self.loaded_models = loaded_models
         self.cached_models = cached_models
         self.jobs: list[Job] = []
+        # Never blocks without a delay: the session may call it on the event loop, skipping a thread hop.
+        self.inline = delay == 0 and type(self).run is InstantExecutor.run
         self._lock = threading.Lock()
         self.closed = False
 
