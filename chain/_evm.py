@@ -46,36 +46,55 @@ _ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")
 
 
 class SqliteKV(BaseDB):
-    """A py-evm key-value database in one SQLite file (table ``kv``)."""
+    """A py-evm key-value database in one SQLite file (table ``kv``), with a bounded write-through cache."""
+
+    CACHE_ENTRIES = 200_000
 
     def __init__(self, path: str | Path) -> None:
+        self._cache: dict[bytes, bytes | None] = {}
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level="DEFERRED")
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
         self._conn.commit()
 
-    def __getitem__(self, key: bytes) -> bytes:
+    def _load(self, key: bytes) -> bytes | None:
+        if key in self._cache:
+            return self._cache[key]
         row = self._conn.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
-        if row is None:
+        value = None if row is None else bytes(row[0])
+        self._remember(key, value)
+        return value
+
+    def _remember(self, key: bytes, value: bytes | None) -> None:
+        if len(self._cache) >= self.CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = value
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self._load(key)
+        if value is None:
             raise KeyError(key)
-        return bytes(row[0])
+        return value
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._conn.execute("INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", (key, value))
+        self._remember(key, bytes(value))
 
     def __delitem__(self, key: bytes) -> None:
         if self._conn.execute("DELETE FROM kv WHERE k = ?", (key,)).rowcount == 0:
             raise KeyError(key)
+        self._remember(key, None)
 
     def _exists(self, key: bytes) -> bool:
-        return self._conn.execute("SELECT 1 FROM kv WHERE k = ?", (key,)).fetchone() is not None
+        return self._load(key) is not None
 
     def commit(self) -> None:
         self._conn.commit()
 
     def rollback(self) -> None:
         self._conn.rollback()
+        self._cache.clear()
 
     def close(self) -> None:
         self._conn.commit()

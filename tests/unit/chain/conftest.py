@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -110,11 +111,12 @@ class ChainEnv:
         return account
 
     async def staked_nodes(self, n: int) -> list[LocalAccount]:
-        nodes = []
-        for _ in range(n):
-            node = await self.funded(TEST_DEPLOY.min_stake + 10 * ETHER)
-            await self.client(node).stake(node, TEST_DEPLOY.min_stake)
-            nodes.append(node)
+        nodes = [Account.create() for _ in range(n)]
+        faucet = self.client(self.faucet)
+        sent = [await faucet.sender_for(None).send(x.address, b"", gas=21_000, value=TEST_DEPLOY.min_stake + ETHER)
+                for x in nodes]  # fmt: skip
+        await asyncio.gather(*(faucet.wait_receipt(tx) for tx in sent))
+        await asyncio.gather(*(self.client(x).stake(x, TEST_DEPLOY.min_stake) for x in nodes))
         return nodes
 
 
