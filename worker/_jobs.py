@@ -336,7 +336,15 @@ class JobRunner:
                                         chunk_json=json.dumps(chunk, separators=(",", ":")))
             self.node.send(worker_pb2.ConnectRequest(delta=delta))
 
-        return lambda chunk: loop.call_soon_threadsafe(emit, chunk)
+        loop_thread = threading.get_ident()
+
+        def sink(chunk: dict) -> None:
+            if threading.get_ident() == loop_thread:  # an inline executor: keep order with the Result
+                emit(chunk)
+            else:
+                loop.call_soon_threadsafe(emit, chunk)
+
+        return sink
 
     async def _relay_call(self, method: str, a: worker_pb2.WorkAssignment, slot: str, data: bytes = b""):
         grant = a.grant if a.HasField("grant") else None
