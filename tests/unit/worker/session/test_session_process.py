@@ -38,9 +38,9 @@ from worker.node import run_workers
 from worker.session import NodeProfile
 from worker.testing import SlowExecutor
 configure_logging()
-cfg = WorkerConfig(coordinator=sys.argv[1], data_dir=sys.argv[2], executor="instant",
+cfg = WorkerConfig(coordinator=sys.argv[1], data_dir=sys.argv[2], executor="instant", gpus=(0, 1),
                    reconnect_initial=timedelta(milliseconds=50), ack_timeout=timedelta(seconds=10))
-profile = lambda c, gpu: NodeProfile(card_name="Fake GPU", vram_bytes=1 << 30, device="cuda:0")
+profile = lambda c, gpu: NodeProfile(card_name="Fake GPU", vram_bytes=1 << 30, device=f"cuda:{gpu}")
 sys.exit(asyncio.run(run_workers(cfg, executor_factory=lambda c, p: [SlowExecutor(1.0)], profile_factory=profile)))
 """
 
@@ -71,13 +71,14 @@ async def _ready_line(proc: asyncio.subprocess.Process, log: Path) -> str:
     return line.decode()
 
 
-async def test_sigterm_drains_the_task_in_hand(fake, tmp_path):
+async def test_sigterm_drains_every_node_and_the_task_in_hand(fake, tmp_path):
     log = tmp_path / "stderr.log"
     proc = await _spawn(["-c", SLOW_WORKER, fake.address, str(tmp_path / "data")], log)
     try:
-        ready = await _ready_line(proc, log)
-        stream = await fake.next_stream()
-        assert f"node={stream.info.address}" in ready
+        ready = [await _ready_line(proc, log), await _ready_line(proc, log)]  # --gpus 0,1: two nodes
+        stream, other = await fake.next_stream(), await fake.next_stream()
+        assert {stream.info.device, other.info.device} == {"cuda:0", "cuda:1"}
+        assert {line.split()[1] for line in ready} == {f"node={s.info.address}" for s in (stream, other)}
         a = assignment()
         stream.send(assignment=a)
         await stream.recv("started")
@@ -90,8 +91,9 @@ async def test_sigterm_drains_the_task_in_hand(fake, tmp_path):
         assert proc.returncode is None  # waits for the ack
         stream.send(ack=worker_pb2.Ack(assignment_id=a.assignment_id))
         assert await asyncio.wait_for(proc.wait(), 10) == 0, _text(log)
-        assert "node_drained" in _text(log)
-        assert fake.attempts == 1
+        assert _text(log).count("node_drained") == 2
+        assert {c.address for c in fake.controls} == {stream.info.address, other.info.address}
+        assert fake.attempts == 2
     finally:
         if proc.returncode is None:
             proc.kill()

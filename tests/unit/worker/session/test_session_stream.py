@@ -147,8 +147,9 @@ async def test_cancel_sends_nothing_and_frees_the_node(fake, tmp_path):
         assert "a-1" not in node.jobs.outbox
 
 
-async def test_stream_deltas_are_forwarded_in_order(fake, tmp_path):
-    async with node_for(fake, tmp_path) as node:
+@pytest.mark.parametrize("executor", [InstantExecutor("gpt"), SlowExecutor(0.05)], ids=["inline", "thread"])
+async def test_stream_deltas_are_forwarded_in_order(fake, tmp_path, executor):
+    async with node_for(fake, tmp_path, [executor]) as node:
         stream = await fake.next_stream()
         a = assignment(stream_deltas=True)
         stream.send(assignment=a)
