@@ -1,0 +1,33 @@
+"""`helium demo` end to end: the embedded network, one streamed chat answer, its quorum and its settlement."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("helium_demo")]
+
+ADDR = r"0x[0-9a-fA-F]{40}"
+
+
+def test_demo_prints_the_answer_task_nodes_validation_and_settlement(tmp_path):
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from helium.cli import main; sys.exit(main(sys.argv[1:]))", "demo",
+         "--data-dir", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=180,
+    )
+    elapsed = time.monotonic() - started
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr[-3000:]
+    assert re.search(r"^task_id=0x[0-9a-f]{64}$", out, re.M)
+    nodes = re.search(r"^nodes=(.*) \(final\)$", out, re.M).group(1).split(",")
+    assert len(nodes) == 3 and len(set(nodes)) == 3 and all(re.fullmatch(ADDR, n) for n in nodes)
+    assert re.search(r"^validation=quorum [23]/3$", out, re.M)
+    assert re.search(r"^settlement_tx=0x[0-9a-f]{64}$", out, re.M)
+    assert "assistant (streamed" in out and "network stopped (exit 0)" in out
+    assert elapsed < 150  # "well under two minutes" on a developer machine; CI's 2 cores get some slack
