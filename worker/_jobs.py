@@ -122,6 +122,10 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def quiet(self) -> bool:
+        """Nothing running, queued or waiting for an ack."""
+        return self._current is None and (self._queue is None or self._queue.empty()) and not self.outbox
+
     async def idle(self) -> None:
         """Returns once no assignment is running or queued."""
         if self._queue is not None:

@@ -43,6 +43,7 @@ import helium
 from chain import signing
 from helium.v1 import worker_pb2, worker_pb2_grpc
 from worker import metrics
+from worker._conn import Conn, status_error, status_error_from
 from worker._jobs import JobRunner
 from worker.config import WorkerConfig
 from worker.errors import ConnectError
@@ -53,14 +54,6 @@ __all__ = ["NodeProfile", "RelayLike", "WorkerNode", "default_relay_factory"]
 
 log = structlog.get_logger("worker")
 
-# Refusals the coordinator means: reconnecting cannot help.
-_FATAL_CODES = {
-    grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.UNIMPLEMENTED,
-}
 _CLOSE_GRACE_S = 2.0
 
 
@@ -98,31 +91,6 @@ def default_relay_factory(channel: grpc.aio.Channel, key: LocalAccount, domain: 
     return RelayClient(channel, key, domain)
 
 
-class _Conn:
-    """One registered stream: a single writer drains `queue` so writes never overlap."""
-
-    def __init__(self, call: Any, channel: grpc.aio.Channel, relay_channel: grpc.aio.Channel | None) -> None:
-        self.call = call
-        self.channel = channel
-        self.relay_channel = relay_channel
-        self.queue: asyncio.Queue[worker_pb2.ConnectRequest | None] = asyncio.Queue()
-        self.relay: RelayLike | None = None
-
-    def send(self, msg: worker_pb2.ConnectRequest) -> None:
-        self.queue.put_nowait(msg)
-
-    async def write_loop(self) -> None:
-        while True:
-            msg = await self.queue.get()
-            try:
-                if msg is None:
-                    await self.call.done_writing()
-                    return
-                await self.call.write(msg)
-            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
-                return  # the stream is gone; the reader sees why
-
-
 class WorkerNode:
     """One node: `await node.run()` serves until drained, closed or refused.
 
@@ -157,7 +125,7 @@ class WorkerNode:
         self.registrations = 0
         self.log = log.bind(node=self.address)
         self.jobs = JobRunner(self, executors)
-        self._conn: _Conn | None = None
+        self._conn: Conn | None = None
         self._closing: asyncio.Event | None = None
         self._registered: asyncio.Event | None = None
         self._connected: asyncio.Event | None = None
@@ -331,10 +299,10 @@ class WorkerNode:
             except TimeoutError:
                 raise ConnectError(f"registration with {cfg.coordinator} timed out after {timeout:g}s") from None
             except grpc.aio.AioRpcError as exc:
-                raise _status_error(exc, "register") from exc
+                raise status_error(exc, "register") from exc
             if registered.relay_address and registered.relay_address != cfg.coordinator:
                 relay_channel = self._new_channel(registered.relay_address)
-            conn = _Conn(call, channel, relay_channel)
+            conn = Conn(call, channel, relay_channel)
             await self._serve(conn, registered)
         finally:
             if self._conn is not None:
@@ -370,7 +338,7 @@ class WorkerNode:
     async def _read_handshake(self, call: Any, expected: str) -> worker_pb2.ConnectResponse:
         msg = await call.read()
         if msg is grpc.aio.EOF:
-            raise _status_error_from(await call.code(), await call.details(), expected)
+            raise status_error_from(await call.code(), await call.details(), expected)
         kind = msg.WhichOneof("msg")
         if kind == "disconnect":
             raise self._disconnected(msg.disconnect)
@@ -384,7 +352,7 @@ class WorkerNode:
         return ConnectError(f"coordinator disconnected the node ({state}): {d.reason or 'no reason given'}",
                             retryable=False)
 
-    async def _serve(self, conn: _Conn, registered: worker_pb2.Registered) -> None:
+    async def _serve(self, conn: Conn, registered: worker_pb2.Registered) -> None:
         assert self._closing is not None and self._registered is not None and self._connected is not None
         self.state = registered.state
         self.relay_address = registered.relay_address
@@ -416,30 +384,24 @@ class WorkerNode:
             for t in (*tasks, reader, closer):
                 t.cancel()
 
-    async def _heartbeats(self, conn: _Conn, interval_ms: int) -> None:
+    async def _heartbeats(self, conn: Conn, interval_ms: int) -> None:
         while True:
             await asyncio.sleep(interval_ms / 1000)
             conn.send(worker_pb2.ConnectRequest(heartbeat=self.jobs.heartbeat()))
 
-    async def _read_loop(self, conn: _Conn) -> None:
+    async def _read_loop(self, conn: Conn) -> None:
         assert self._closing is not None
         while True:
             try:
                 msg = await conn.call.read()
             except grpc.aio.AioRpcError as exc:
-                err = _status_error(exc, "stream")
                 self.log.warning("stream_lost", code=exc.code().name, details=exc.details())
-                if not err.retryable:
-                    self._fatal = err
-                return
+                return self._stream_ended(status_error(exc, "stream"))
             if msg is grpc.aio.EOF:
                 code, details = await conn.call.code(), await conn.call.details()
-                err = _status_error_from(code, details, "stream")
                 level = self.log.info if self._closing.is_set() or self._draining else self.log.warning
                 level("stream_ended", code=code.name, details=details)
-                if not err.retryable and not self._closing.is_set():
-                    self._fatal = err
-                return
+                return self._stream_ended(status_error_from(code, details, "stream"))
             kind = msg.WhichOneof("msg")
             if kind == "assignment":
                 self.jobs.assign(msg.assignment)
@@ -462,7 +424,16 @@ class WorkerNode:
             else:
                 self.log.warning("unexpected_message", kind=kind)
 
-    # --- drain ----------------------------------------------------------------------------------
+    def _stream_ended(self, err: ConnectError) -> None:
+        assert self._closing is not None
+        if self._closing.is_set():
+            return
+        if not err.retryable:
+            self._fatal = err
+        elif self._draining and self.jobs.quiet():
+            self._closing.set()  # drained and nothing left to deliver: the coordinator let us go
+
+    # --- drain and control -----------------------------------------------------------------------
 
     async def _drain(self, reason: str, notify: bool) -> None:
         assert self._closing is not None and self._finished is not None
@@ -486,33 +457,38 @@ class WorkerNode:
                 await asyncio.wait_for(self._finished.wait(), _CLOSE_GRACE_S * 3)
         self.log.info("node_drained", reason=reason)
 
-    async def _control(self, action: int) -> None:
+    async def pause(self) -> int | None:
+        """Asks the coordinator (signed) to stop assigning to this node; a busy node finishes first.
+        Returns the node's NodeState as the coordinator answers, or None if it could not be told."""
+        return await self._control(worker_pb2.NODE_ACTION_PAUSE)
+
+    async def resume(self) -> int | None:
+        """Asks the coordinator (signed) to assign to this node again."""
+        return await self._control(worker_pb2.NODE_ACTION_RESUME)
+
+    async def _control(self, action: int) -> int | None:
         """Signed ControlNode (pause / resume / quit) on the node's own key; failures are logged."""
+        name = worker_pb2.NodeAction.Name(action)
         if self.domain is None:
-            return
+            self.log.warning("node_control_skipped", action=name, why="never registered: no signing domain")
+            return None
         ts = int(time.time())
         req = worker_pb2.ControlNodeRequest(address=self.address, action=action, timestamp=ts,
                                             signature=signing.sign_node_control(self.key, self.domain, action, ts))
         conn = self._conn
-        channel = conn.channel if conn else (self._shared_channel or self._new_channel(self.config.coordinator))
+        channel = None
         try:
+            channel = conn.channel if conn else (self._shared_channel or self._new_channel(self.config.coordinator))
             resp = await worker_pb2_grpc.WorkerServiceStub(channel).ControlNode(
                 req, timeout=min(self.config.rpc_timeout.total_seconds(), 10.0))
-            self.log.info("node_control", action=worker_pb2.NodeAction.Name(action),
-                          state=worker_pb2.NodeState.Name(resp.state))
+            self.state = resp.state
+            self.log.info("node_control", action=name, state=worker_pb2.NodeState.Name(resp.state))
+            return resp.state
         except grpc.aio.AioRpcError as exc:
-            self.log.warning("node_control_failed", action=worker_pb2.NodeAction.Name(action),
-                             code=exc.code().name, details=exc.details())
+            self.log.warning("node_control_failed", action=name, code=exc.code().name, details=exc.details())
+        except ConnectError as exc:
+            self.log.warning("node_control_failed", action=name, error=str(exc))
         finally:
-            if conn is None and channel is not self._shared_channel:
+            if conn is None and channel is not None and channel is not self._shared_channel:
                 await channel.close(grace=None)
-
-
-def _status_error_from(code: grpc.StatusCode, details: str | None, during: str) -> ConnectError:
-    retryable = code not in _FATAL_CODES
-    return ConnectError(f"coordinator ended the {during} with {code.name}: {details or 'no details'}",
-                        retryable=retryable)
-
-
-def _status_error(exc: grpc.aio.AioRpcError, during: str) -> ConnectError:
-    return _status_error_from(exc.code(), exc.details(), during)
+        return None

@@ -137,7 +137,10 @@ class FakeCoordinator(worker_pb2_grpc.WorkerServiceServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad control signature")
         self.controls.append(request)
         self.control_seen.set()
-        return worker_pb2.ControlNodeResponse(state=worker_pb2.NODE_STATE_PENDING_QUIT)
+        state = {worker_pb2.NODE_ACTION_PAUSE: worker_pb2.NODE_STATE_PAUSED,
+                 worker_pb2.NODE_ACTION_RESUME: worker_pb2.NODE_STATE_AVAILABLE}.get(
+                     request.action, worker_pb2.NODE_STATE_PENDING_QUIT)
+        return worker_pb2.ControlNodeResponse(state=state)
 
     async def next_stream(self, within: float = 5.0) -> FakeStream:
         return await asyncio.wait_for(self.streams.get(), within)

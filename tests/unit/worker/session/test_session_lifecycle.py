@@ -198,3 +198,12 @@ async def test_keepalive_pings_keep_an_idle_stream_with_server_keepalive_options
             assert node.connected and node.registrations == 1 and coordinator.attempts == 1
     finally:
         await server.stop(grace=None)
+
+
+async def test_pause_and_resume_are_signed_control_requests(fake, tmp_path):
+    async with make_node(fake, tmp_path) as node:
+        assert await node.pause() == worker_pb2.NODE_STATE_PAUSED
+        assert await node.resume() == worker_pb2.NODE_STATE_AVAILABLE
+        assert [c.action for c in fake.controls] == [worker_pb2.NODE_ACTION_PAUSE, worker_pb2.NODE_ACTION_RESUME]
+        assert all(c.address == node.address for c in fake.controls)  # signatures checked by the fake
+        assert node.state == worker_pb2.NODE_STATE_AVAILABLE
