@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+import torch
 from _session_fakes import assignment, fast_config
 from eth_account import Account
 
@@ -19,7 +20,7 @@ from helium.v1 import worker_pb2
 from worker.__main__ import main
 from worker.config import WorkerConfig
 from worker.errors import ConnectError
-from worker.node import build_nodes
+from worker.node import build_nodes, device_profile
 from worker.session import NodeProfile
 from worker.transport import is_loopback, make_channel
 
@@ -169,3 +170,23 @@ def test_settings_precedence_flags_env_toml_defaults(tmp_path):
     with pytest.raises(ValueError, match="executor must be one of real, instant, lying, got 'fast'"):
         WorkerConfig(executor="fast")
     assert main(["--coordinator", "nohostport", "--data-dir", str(tmp_path)]) == 2
+
+
+def test_device_profile_on_cpu_is_honest(tmp_path):
+    p = device_profile(fast_config("127.0.0.1:1", tmp_path, device="cpu"), 0)
+    assert p.device == "cpu" and p.card_name.startswith("cpu:") and p.vram_bytes > 0
+    assert 0 < p.free_vram_bytes() <= p.vram_bytes
+    with pytest.raises(ValueError, match="needs device cuda"):
+        build_nodes(fast_config("127.0.0.1:1", tmp_path, device="cpu", gpus=(0, 1)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_device_profile_reports_each_cuda_card_honestly(tmp_path):
+    gpus = tuple(range(torch.cuda.device_count()))
+    cfg = fast_config("127.0.0.1:1", tmp_path, gpus=gpus)
+    for gpu in gpus:
+        p = device_profile(cfg, gpu)
+        props = torch.cuda.get_device_properties(gpu)
+        assert (p.card_name, p.vram_bytes, p.device) == (props.name, props.total_memory, f"cuda:{gpu}")
+        assert 0 < p.free_vram_bytes() <= p.vram_bytes
