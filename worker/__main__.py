@@ -50,6 +50,7 @@ def build_parser(prog: str = "helium worker") -> argparse.ArgumentParser:
     a("--log-json", action="store_true", default=None, help="JSON log lines")
     a("--log-level", choices=("debug", "info", "warning", "error"))
     a("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port")
+    a("--metrics-host", metavar="ADDR", help="address the metrics server binds (default 127.0.0.1)")
     return p
 
 

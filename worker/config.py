@@ -67,8 +67,9 @@ class WorkerConfig:
     insecure: bool = False
     log_json: bool = False
     log_level: str = "info"
-    # Serves Prometheus metrics on this port; 0: off.
+    # Serves Prometheus metrics on metrics_host:metrics_port; port 0: off.
     metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTOR_KINDS:

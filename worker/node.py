@@ -162,7 +162,7 @@ async def run_workers(
     if config.metrics_port:
         from worker.metrics import start_worker_metrics_server
 
-        port = start_worker_metrics_server(config.metrics_port, host="0.0.0.0")
+        port = start_worker_metrics_server(config.metrics_port, host=config.metrics_host)
         log.info("metrics_serving", port=port)
     try:
         results = await asyncio.gather(*(n.run() for n in nodes), return_exceptions=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import stat
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,17 @@ async def _spawn(args: list[str], log: Path) -> asyncio.subprocess.Process:
                                                     stdout=asyncio.subprocess.PIPE, stderr=err)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.read().decode()
+
+
 def _text(log: Path) -> str:
     return log.read_text()
 
@@ -104,8 +117,10 @@ async def test_sigterm_drains_every_node_and_the_task_in_hand(fake, tmp_path):
 async def test_cli_ready_line_key_file_and_second_signal_exits_at_once(fake, tmp_path):
     log = tmp_path / "stderr.log"
     data = tmp_path / "data"
+    metrics_port = _free_port()
     proc = await _spawn(["-m", "worker", "--coordinator", fake.address, "--data-dir", str(data),
-                         "--executor", "instant", "--device", "cpu", "--log-json"], log)
+                         "--executor", "instant", "--device", "cpu", "--log-json",
+                         "--metrics-port", str(metrics_port)], log)
     try:
         ready = await _ready_line(proc, log)
         key_file = data / "keys" / "node-0.key"
@@ -116,6 +131,9 @@ async def test_cli_ready_line_key_file_and_second_signal_exits_at_once(fake, tmp
         assert stream.info.card.name.startswith("cpu") and stream.info.card.vram_bytes > 0
         stream.send(assignment=assignment())
         await stream.recv("result")  # never acked: a drain would wait for it (ack_timeout)
+        metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{metrics_port}/metrics")
+        assert f'helium_worker_connected{{node="{address}"}} 1.0' in metrics
+        assert f'helium_worker_assignments_total{{node="{address}",outcome="submitted",task_type="gpt"}} 1.0' in metrics
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(fake.control_seen.wait(), 10)
         await asyncio.sleep(0.2)
