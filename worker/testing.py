@@ -195,14 +195,14 @@ def _test_card(index: int):
 class NodeFleet:
     """N in-process nodes against one coordinator, for simulations and benchmarks.
 
-    Each node has a fresh key (no key file), its own stream, the executors `executors(i)` returns
+    Each node has its key from `keys` (for example keys staked beforehand) or a fresh one, its own stream, the executors `executors(i)` returns
     (default: honest instant GPT + SD doubles) and the card `profiles(i)` returns (default: one test
     card). `async with NodeFleet(...) as fleet:` returns once every node is registered; leaving it
     closes them all. `config` overrides (timeouts, heartbeat) apply to every node.
     """
 
     def __init__(self, coordinator: str, n: int, *, executors=_instant_pair, profiles=_test_card,
-                 config=None, register_timeout: float = 30.0, **node_kwargs) -> None:
+                 config=None, keys=None, register_timeout: float = 30.0, **node_kwargs) -> None:
         from worker.config import WorkerConfig
 
         self.coordinator = coordinator
@@ -211,6 +211,9 @@ class NodeFleet:
         if self.config.coordinator != coordinator:
             raise ValueError(f"config.coordinator {self.config.coordinator!r} is not {coordinator!r}")
         self._executors, self._profiles = executors, profiles
+        if keys is not None and len(keys) != n:
+            raise ValueError(f"keys must hold one key per node ({n}), got {len(keys)}")
+        self._keys = keys
         self._register_timeout = register_timeout
         self._node_kwargs = node_kwargs
         self.nodes: list = []
@@ -222,7 +225,8 @@ class NodeFleet:
         from worker.session import WorkerNode
 
         for i in range(self.n):
-            node = WorkerNode(self.config, Account.create(), list(self._executors(i)), profile=self._profiles(i),
+            key = self._keys[i] if self._keys is not None else Account.create()
+            node = WorkerNode(self.config, key, list(self._executors(i)), profile=self._profiles(i),
                               **self._node_kwargs)
             self.nodes.append(node)
             self.tasks.append(asyncio.create_task(node.run(), name=f"fleet-node-{i}"))
@@ -251,3 +255,67 @@ class NodeFleet:
 
     async def drain(self) -> None:
         await asyncio.gather(*(n.drain("fleet drain") for n in self.nodes), return_exceptions=True)
+
+
+async def _fleet(args) -> int:
+    import signal
+    from datetime import timedelta
+
+    from chain.signing import load_or_create_key
+    from worker.config import WorkerConfig
+    from worker.session import NodeProfile
+
+    cards = [c.split("=") for c in args.cards.split(",")]
+    keys = None
+    if args.keys_dir:
+        keys = [load_or_create_key(f"{args.keys_dir}/node-{i}.key") for i in range(args.nodes)]
+
+    def executors(i: int) -> list[Executor]:
+        double = LyingExecutor if i < args.liars else InstantExecutor
+        return [double("gpt", delay=args.delay), double("sd", delay=args.delay)]
+
+    def profiles(i: int):
+        name, gib = cards[i % len(cards)]
+        return NodeProfile(card_name=name, vram_bytes=int(float(gib) * 2**30), device=f"cuda:{i}")
+
+    config = WorkerConfig(coordinator=args.coordinator, executor="instant", tls_ca=args.tls_ca,
+                          insecure=args.insecure, drain_timeout=timedelta(seconds=30))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with NodeFleet(args.coordinator, args.nodes, executors=executors, profiles=profiles, config=config,
+                         keys=keys) as fleet:
+        print(f"ready nodes={args.nodes} coordinator={args.coordinator}", flush=True)
+        runs = asyncio.gather(*fleet.tasks, return_exceptions=True)
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({runs, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            await fleet.drain()
+        waiter.cancel()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m worker.testing`: a fleet of instant test-double nodes in one process (benchmarks, simulations)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m worker.testing", description=main.__doc__)
+    p.add_argument("--coordinator", required=True, metavar="HOST:PORT")
+    p.add_argument("--nodes", type=int, default=30)
+    p.add_argument("--liars", type=int, default=0, help="the first N nodes run LyingExecutor")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds each task takes")
+    p.add_argument("--cards", default="Test Card 24GB=24", help="NAME=GiB,... given to the nodes in turn")
+    p.add_argument("--keys-dir", help="load or create node-<i>.key here (to stake them first); default: fresh keys")
+    p.add_argument("--tls-ca")
+    p.add_argument("--insecure", action="store_true")
+    p.add_argument("--log-level", default="warning")
+    args = p.parse_args(argv)
+    from worker.__main__ import configure_logging
+
+    configure_logging(False, args.log_level)
+    return asyncio.run(_fleet(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

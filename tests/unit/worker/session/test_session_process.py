@@ -208,3 +208,30 @@ def test_device_profile_reports_each_cuda_card_honestly(tmp_path):
         props = torch.cuda.get_device_properties(gpu)
         assert (p.card_name, p.vram_bytes, p.device) == (props.name, props.total_memory, f"cuda:{gpu}")
         assert 0 < p.free_vram_bytes() <= p.vram_bytes
+
+
+async def test_fleet_process_of_test_doubles(fake, tmp_path):
+    log = tmp_path / "stderr.log"
+    proc = await _spawn(["-m", "worker.testing", "--coordinator", fake.address, "--nodes", "3", "--liars", "1",
+                         "--cards", "Card A=24,Card B=80", "--keys-dir", str(tmp_path / "keys")], log)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line.startswith(b"ready nodes=3"), (line, _text(log))
+        streams = [await fake.next_stream() for _ in range(3)]
+        assert sorted(s.info.card.name for s in streams) == ["Card A", "Card A", "Card B"]
+        keyed = {Account.from_key(bytes.fromhex((tmp_path / "keys" / f"node-{i}.key").read_text().strip())).address
+                 for i in range(3)}
+        assert {s.info.address for s in streams} == keyed
+        task = assignment()
+        hashes = []
+        for s in streams:
+            s.send(assignment=task)
+            hashes.append((await s.recv("result")).result_hash)
+            s.send(ack=worker_pb2.Ack(assignment_id=task.assignment_id))
+        assert len(set(hashes)) == 2 and sorted(hashes.count(h) for h in set(hashes)) == [1, 2]  # one liar
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0, _text(log)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
