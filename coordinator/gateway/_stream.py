@@ -18,7 +18,7 @@ received must be a prefix of the validated (majority) content:
   majority's text after a wrong prefix would give the client a blend of both;
   so the client is told plainly that what it saw was not validated (the
   official `openai` client raises `APIError`), with the task id in the message
-  so that the validated answer can be read with a non-streaming request.
+  so that the validated answer can be read at `GET /v1/tasks/{task_id}`.
 
 Deltas from any node other than the first streamer, duplicates, and everything
 after a gap in `seq` are not forwarded: the validated answer fills the rest.
@@ -166,7 +166,7 @@ class StreamVerifier:
     def _fail(self, why: str) -> None:
         raise StreamVerificationError(
             f"task {self.task_id}: {why}; the streamed tokens from node {self.streamer or '?'} were not "
-            "validated by the quorum. Ask again without streaming to get the validated answer."
+            f"validated by the quorum. The validated answer is at GET /v1/tasks/{self.task_id}."
         )
 
     def error_chunk(self, exc: Exception) -> dict[str, Any]:

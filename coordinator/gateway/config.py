@@ -30,6 +30,10 @@ class GatewaySettings:
     rpc_timeout: timedelta = timedelta(seconds=10)
     # Rate limit given to keys created without one.
     default_rate_per_min: int = 60
+    # Refuse (503) a model that no available node has loaded or cached (ListModels), before any fee is
+    # reserved; off, such a task is sent and fails on the nodes.
+    require_listed_model: bool = True
+    models_cache_s: float = 5.0
     # Refuse requests without a valid API key (the only sane setting outside tests).
     require_api_key: bool = True
     # CA certificate of the coordinator's TLS; plaintext is allowed to loopback or with `insecure`.

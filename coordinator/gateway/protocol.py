@@ -123,6 +123,7 @@ class ModelCard(BaseModel):
     owned_by: str = "helium"
     # Helium: the task type, the cards of the nodes that serve it, and how many nodes.
     type: str = "gpt"
+    types: list[str] = Field(default_factory=list)
     cards: list[dict[str, Any]] = Field(default_factory=list)
     nodes: int = 0
     loaded_nodes: int = 0

@@ -32,6 +32,7 @@ from coordinator.gateway.errors import (
     GatewayTimeoutError,
     InvalidRequestError,
     NotImplementedFeatureError,
+    ServiceUnavailableError,
     TaskFailedError,
 )
 from coordinator.gateway.keys import ApiKey, KeyStore, RateLimiter
@@ -94,6 +95,7 @@ class GatewayServing:
         self.wallet = wallet
         self.limiter = limiter or RateLimiter()
         self._network: tuple[float, task_pb2.GetNetworkInfoResponse] | None = None
+        self._models: tuple[float, list[task_pb2.ModelInfo]] | None = None
         self._background: set[asyncio.Task] = set()
 
     async def close(self) -> None:
@@ -172,7 +174,27 @@ class GatewayServing:
 
     async def submit_chat(self, req: ChatCompletionRequest, key: ApiKey | None) -> Submitted:
         args = self.map_chat(req)
+        await self.check_model(req.model, _T.TASK_TYPE_GPT)
         return await self._submit(args, req.fee, key, req.model)
+
+    async def _model_infos(self) -> list[task_pb2.ModelInfo]:
+        now = time.monotonic()
+        if self._models is None or now - self._models[0] > self.settings.models_cache_s:
+            self._models = (now, await self.coordinator.list_models())
+        return self._models[1]
+
+    async def check_model(self, model: str, task_type: int) -> None:
+        """503 before any fee is reserved when no available node has `model` loaded or cached (ListModels)."""
+        if not self.settings.require_listed_model:
+            return
+        if any(m.model == model and m.type == task_type for m in await self._model_infos()):
+            return
+        self._models = None  # a node may have just joined: look again once
+        if any(m.model == model and m.type == task_type for m in await self._model_infos()):
+            return
+        raise ServiceUnavailableError(
+            f"no available node can serve model {model!r} now (see GET /v1/models)", code="model_not_available",
+            param="model")
 
     async def wait_validated(self, task_id: str) -> task_pb2.Task:
         """The task once VALIDATED (or SETTLED); TaskFailedError if aborted, GatewayTimeoutError if late."""
@@ -251,16 +273,28 @@ class GatewayServing:
     # --- models, tasks, images --------------------------------------------------------------------
 
     async def models(self) -> ModelList:
-        cards = []
-        for m in await self.coordinator.list_models():
-            cards.append(ModelCard(
-                id=m.model, type=_TYPE.get(m.type, "unspecified"),
-                cards=[{"name": c.name, "vram_bytes": c.vram_bytes} for c in m.cards],
-                nodes=m.nodes, loaded_nodes=m.loaded_nodes))
-        return ModelList(data=cards)
+        """One entry per model id (OpenAI ids are unique); a model served for several task types lists them all."""
+        self._models = (time.monotonic(), await self.coordinator.list_models())
+        merged: dict[str, ModelCard] = {}
+        for m in sorted(self._models[1], key=lambda m: (m.model, m.type)):
+            cards = [{"name": c.name, "vram_bytes": c.vram_bytes} for c in m.cards]
+            card = merged.get(m.model)
+            if card is None:
+                merged[m.model] = ModelCard(id=m.model, type=_TYPE.get(m.type, "unspecified"),
+                                            types=[_TYPE.get(m.type, "unspecified")], cards=cards,
+                                            nodes=m.nodes, loaded_nodes=m.loaded_nodes)
+                continue
+            card.types.append(_TYPE.get(m.type, "unspecified"))
+            card.cards += [c for c in cards if c not in card.cards]
+            card.nodes, card.loaded_nodes = max(card.nodes, m.nodes), max(card.loaded_nodes, m.loaded_nodes)
+        return ModelList(data=list(merged.values()))
 
     async def task(self, task_id: str) -> dict[str, Any]:
-        return task_summary(await self.coordinator.get_task(task_id))
+        """The task, with its validated output (`output`: the chat.completion) once there is one."""
+        task = await self.coordinator.get_task(task_id)
+        out = task_summary(task)
+        out["output"] = json.loads(task.result.output_json) if task.result.output_json else None
+        return out
 
     async def generate_images(self, req: ImageGenerationRequest, key: ApiKey | None) -> dict:
         from coordinator.gateway._images import image_request_to_args

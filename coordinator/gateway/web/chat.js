@@ -19,14 +19,16 @@ async function loadModels() {
     const body = await r.json();
     if (!r.ok) throw new Error(body.error ? body.error.message : r.statusText);
     const select = $("model");
+    const chosen = select.value || localStorage.getItem("helium-model");
     select.innerHTML = "";
-    for (const m of body.data.filter((m) => m.type === "gpt")) {
+    for (const m of body.data.filter((m) => (m.types || [m.type]).includes("gpt"))) {
       const o = document.createElement("option");
       o.value = m.id;
       const cards = (m.cards || []).map((c) => c.name).join(", ");
       o.textContent = `${m.id} (${m.nodes} nodes${cards ? ", " + cards : ""})`;
       select.appendChild(o);
     }
+    if ([...select.options].some((o) => o.value === chosen)) select.value = chosen;
     $("status").textContent = body.data.length ? "" : "no model is served right now";
   } catch (e) {
     $("status").textContent = "cannot list models: " + e.message;
@@ -123,4 +125,5 @@ $("prompt").addEventListener("keydown", (ev) => {
   if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("send").requestSubmit(); }
 });
 keyInput.addEventListener("change", loadModels);
+$("model").addEventListener("change", () => localStorage.setItem("helium-model", $("model").value));
 loadModels();

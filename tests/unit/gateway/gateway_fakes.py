@@ -168,8 +168,10 @@ class FakeCoordinator(task_pb2_grpc.TaskServiceServicer, admin_pb2_grpc.AdminSer
 
     async def ListModels(self, request, context):
         card = card_pb2.Card(name="cpu", vram_bytes=0)
+        served = ["tiny", "liar", "slow-streamer", "abort", "queue-full", "bad-args"]
         return task_pb2.ListModelsResponse(models=[
-            task_pb2.ModelInfo(model="tiny", type=task_pb2.TASK_TYPE_GPT, cards=[card], nodes=3, loaded_nodes=3)])
+            task_pb2.ModelInfo(model=m, type=task_pb2.TASK_TYPE_GPT, cards=[card], nodes=3, loaded_nodes=3)
+            for m in served] + [task_pb2.ModelInfo(model="tiny", type=task_pb2.TASK_TYPE_SD, cards=[card], nodes=3)])
 
     async def _admin_ok(self, context):
         md = dict(context.invocation_metadata())

@@ -91,7 +91,7 @@ async def test_tools_produce_tool_calls(gateway, api_key):
     ("bad-args", {}, openai.BadRequestError, 400, "invalid_value"),
     ("tiny", {"extra_body": {"fee": 10**30}}, openai.APIStatusError, 402, "insufficient_deposit"),
     ("queue-full", {}, openai.RateLimitError, 429, "queue_full"),
-    ("no-nodes", {}, openai.APIStatusError, 503, "no_capable_nodes"),
+    ("no-nodes", {}, openai.APIStatusError, 503, "model_not_available"),
     ("abort", {}, openai.APIStatusError, 502, "task_aborted"),
 ])
 async def test_error_statuses_use_the_openai_shape(gateway, api_key, model, kw, exc, status, code):
@@ -102,6 +102,27 @@ async def test_error_statuses_use_the_openai_shape(gateway, api_key, model, kw, 
         assert err.value.code == code
     if status == 400:
         assert err.value.param == "top_p"
+
+
+async def test_no_capable_nodes_from_the_coordinator_is_503(settings, fake_coordinator, api_key):
+    import dataclasses
+
+    server = await serve_gateway(dataclasses.replace(settings, require_listed_model=False), fake_coordinator.target)
+    try:
+        with pytest.raises(openai.APIStatusError) as err:
+            await _client(server, api_key).chat.completions.create(model="no-nodes", messages=MSG)
+        assert err.value.status_code == 503 and err.value.code == "no_capable_nodes"
+    finally:
+        await server.stop()
+
+
+async def test_a_task_can_be_read_back_with_its_output(gateway, api_key):
+    done = await _client(gateway, api_key).chat.completions.create(model="tiny", messages=MSG)
+    task_id = done.model_extra["helium"]["task_id"]
+    async with httpx.AsyncClient(base_url=gateway.url, headers={"authorization": f"Bearer {api_key}"}) as http:
+        task = (await http.get(f"/v1/tasks/{task_id}")).json()
+        assert task["state"] == "validated" and task["output"]["choices"][0]["message"]["content"] == "echo 0 seed=0: hello"
+        assert (await http.get("/v1/tasks/0x" + "00" * 32)).status_code == 404
 
 
 async def test_a_schema_error_is_400_naming_the_field(gateway, api_key):
@@ -152,7 +173,9 @@ async def test_rate_limit_is_429_and_spending_limit_is_enforced(gateway, setting
 
 async def test_models_images_pages_and_network_data(gateway, api_key):
     models = await _client(gateway, api_key).models.list()
-    assert [m.id for m in models.data] == ["tiny"] and models.data[0].model_extra["cards"][0]["name"] == "cpu"
+    by_id = {m.id: m for m in models.data}
+    assert len(by_id) == len(models.data) and by_id["tiny"].model_extra["cards"][0]["name"] == "cpu"
+    assert by_id["tiny"].model_extra["types"] == ["gpt", "sd"]
     with pytest.raises(openai.APIStatusError) as err:
         await _client(gateway, api_key).images.generate(model="tiny-sd", prompt="a cat", size="256x256")
     assert err.value.status_code == 501 and "not served" in err.value.message

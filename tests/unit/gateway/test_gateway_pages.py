@@ -33,6 +33,7 @@ async def test_chat_page_streams_and_marks_the_answer_validated_and_network_page
             await page.fill("#key", secret)
             await page.dispatch_event("#key", "change")
             await page.wait_for_selector("#model option[value=tiny]", state="attached", timeout=10_000)
+            await page.select_option("#model", "tiny")
             await page.fill("#prompt", "hello")
             await page.click("#send-button")
             mark = await page.wait_for_selector("[data-testid=validated]", timeout=15_000)
