@@ -19,6 +19,7 @@ The sidecar is written after the blob, without fsync; a blob whose sidecar is mi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -55,6 +56,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _disk_full_is_resource_limit(writer: _FsWriter) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        writer.abort()
+        raise ResourceLimitError(f"relay storage is full; blob {writer._slot!r} refused") from None
+
+
 class _FsWriter(BlobWriter):
     def __init__(self, store: FilesystemBlobStore, task_id: str, slot: str, sha256: bytes, size: int) -> None:
         self._store, self._task_id, self._slot = store, task_id, slot
@@ -83,8 +95,9 @@ class _FsWriter(BlobWriter):
             raise
         self._hash.update(chunk)
         view = memoryview(chunk)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        with _disk_full_is_resource_limit(self):
+            while view:
+                view = view[os.write(self._fd, view) :]
         self._written = n
         if n - self._flushed_at >= _FLUSH_EVERY_BYTES and (self._flush is None or self._flush.done()):
             self._flushed_at = n
@@ -109,8 +122,9 @@ class _FsWriter(BlobWriter):
                     f"blob {self._slot!r} bytes do not match declared sha256 {self._sha256.hex()} (got {digest.hex()})"
                 )
             assert self._fd is not None
-            self._wait_flush()
-            os.fsync(self._fd)
+            with _disk_full_is_resource_limit(self):
+                self._wait_flush()
+                os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
             info = BlobInfo(self._task_id, self._slot, digest, self._written)
