@@ -98,6 +98,7 @@ class JobRunner:
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._current: _Running | None = None
         self._queue: asyncio.Queue[worker_pb2.WorkAssignment] | None = None
+        self._queued: OrderedDict[str, None] = OrderedDict()  # ids waiting in _queue, in order
         self._delivered: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -186,8 +187,7 @@ class JobRunner:
 
     def running_ids(self) -> list[str]:
         ids = [self._current.id] if self._current is not None else []
-        if self._queue is not None:
-            ids.extend(a.assignment_id for a in self._queue._queue)  # type: ignore[attr-defined]
+        ids.extend(self._queued)
         return ids
 
     # --- messages from the coordinator ----------------------------------------------------------
@@ -201,6 +201,7 @@ class JobRunner:
         if self.node.draining:
             log.warning("assignment_while_draining")
         log.info("assignment_received", type=task_pb2.TaskType.Name(a.type), queued=self._queue.qsize())
+        self._queued[a.assignment_id] = None
         self._queue.put_nowait(a)
 
     def acked(self, assignment_id: str) -> None:
@@ -214,6 +215,7 @@ class JobRunner:
         self._cancelled[assignment_id] = None
         while len(self._cancelled) > _CANCELLED_MEMORY:
             self._cancelled.popitem(last=False)
+        self._queued.pop(assignment_id, None)
         if self._current is not None and self._current.id == assignment_id:
             self._current.cancel.set()
         self.acked(assignment_id)  # whatever was waiting for it is no longer wanted
@@ -225,6 +227,7 @@ class JobRunner:
             while not self._queue.empty():
                 self._cancelled[self._queue.get_nowait().assignment_id] = None
                 self._queue.task_done()
+        self._queued.clear()
 
     # --- execution ------------------------------------------------------------------------------
 
@@ -232,6 +235,7 @@ class JobRunner:
         assert self._queue is not None
         while True:
             a = await self._queue.get()
+            self._queued.pop(a.assignment_id, None)
             try:
                 if a.assignment_id not in self._cancelled:
                     await self._execute(a)

@@ -292,7 +292,8 @@ class WorkerNode:
             try:
                 await asyncio.wait_for(channel.channel_ready(), timeout)
             except TimeoutError:
-                raise ConnectError(f"coordinator {cfg.coordinator} not reachable within {timeout:g}s") from None
+                hint = f" (TLS with CA {cfg.tls_ca}: does it sign the server's certificate?)" if cfg.tls_ca else ""
+                raise ConnectError(f"coordinator {cfg.coordinator} not reachable within {timeout:g}s{hint}") from None
             call = worker_pb2_grpc.WorkerServiceStub(channel).Connect()
             try:
                 registered = await asyncio.wait_for(self._handshake(call), timeout)
