@@ -225,3 +225,18 @@ async def test_fleet_of_in_process_nodes_with_a_liar(fake, tmp_path):
         liar = fleet.nodes[2].address
         honest = {h for a, h in hashes.items() if a != liar}
         assert honest == {instant_result_hash("gpt", args.gpt)} and hashes[liar] not in honest
+
+
+async def test_cancel_of_a_queued_assignment_never_starts_it(fake, tmp_path):
+    async with node_for(fake, tmp_path, [SlowExecutor(0.3)]) as node:
+        stream = await fake.next_stream()
+        stream.send(assignment=assignment(aid="a-1"))
+        stream.send(assignment=assignment(aid="a-2"))
+        await stream.recv("started")
+        stream.send(cancel=worker_pb2.CancelAssignment(assignment_id="a-2", reason="quorum reached"))
+        assert (await stream.recv("result")).assignment_id == "a-1"
+        stream.send(assignment=assignment(aid="a-3"))
+        assert (await stream.recv("started")).assignment_id == "a-3"
+        started = [m.started.assignment_id for m in stream.seen if m.WhichOneof("msg") == "started"]
+        assert started == ["a-1", "a-3"]
+        assert node.jobs.running_ids() == ["a-3"]
