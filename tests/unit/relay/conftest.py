@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,43 +9,19 @@ import grpc
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from relay_helpers import MAX_BLOB, TASK, Keys
 
 from chain.signing import DEV_DOMAIN
 from helium.v1 import relay_pb2_grpc
-from relay.auth import creator_grant_slots, make_grant, worker_grant_slots
 from relay.client import RelayClient
 from relay.config import RelayConfig, grpc_options
 from relay.server import add_relay_to_server
 from relay.store import FilesystemBlobStore
 
-MAX_BLOB = 1 << 20  # small limit so the oversize tests stay cheap
-TASK = "0x" + "5a" * 32
-OTHER_TASK = "0x" + "6b" * 32
-
-
-@dataclass
-class Keys:
-    coordinator: LocalAccount
-    creator: LocalAccount
-    worker1: LocalAccount
-    worker2: LocalAccount
-    stranger: LocalAccount
-
 
 @pytest.fixture(scope="session")
 def keys() -> Keys:
     return Keys(*(Account.create() for _ in range(5)))
-
-
-def worker_grant(keys: Keys, worker: LocalAccount, task: str = TASK, expires_in: float = 300, signer=None):
-    read, write = worker_grant_slots(worker.address)
-    signer = signer or keys.coordinator
-    return make_grant(signer, DEV_DOMAIN, task, worker.address, read, write, int(time.time() + expires_in))
-
-
-def creator_grant(keys: Keys, task: str = TASK):
-    read, write = creator_grant_slots()
-    return make_grant(keys.coordinator, DEV_DOMAIN, task, keys.creator.address, read, write, int(time.time() + 300))
 
 
 @dataclass

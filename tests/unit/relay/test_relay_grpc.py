@@ -10,7 +10,7 @@ import time
 
 import grpc
 import pytest
-from conftest import OTHER_TASK, TASK, creator_grant, worker_grant
+from relay_helpers import OTHER_TASK, TASK, creator_grant, worker_grant
 
 from chain.signing import DEV_DOMAIN
 from helium.v1 import relay_pb2

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import TASK, worker_grant
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from relay_helpers import TASK, worker_grant
 
 from chain.signing import DEV_DOMAIN
 from relay.client import RelayClient
