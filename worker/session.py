@@ -294,9 +294,11 @@ class WorkerNode:
             except TimeoutError:
                 hint = f" (TLS with CA {cfg.tls_ca}: does it sign the server's certificate?)" if cfg.tls_ca else ""
                 raise ConnectError(f"coordinator {cfg.coordinator} not reachable within {timeout:g}s{hint}") from None
+            # Fresh capabilities for every registration, read before the handshake clock starts (may scan caches).
+            info = await asyncio.to_thread(self.jobs.node_info)
             call = worker_pb2_grpc.WorkerServiceStub(channel).Connect()
             try:
-                registered = await asyncio.wait_for(self._handshake(call), timeout)
+                registered = await asyncio.wait_for(self._handshake(call, info), timeout)
             except TimeoutError:
                 raise ConnectError(f"registration with {cfg.coordinator} timed out after {timeout:g}s") from None
             except grpc.aio.AioRpcError as exc:
@@ -317,7 +319,7 @@ class WorkerNode:
                 if ch is not None:
                     await ch.close(grace=None)
 
-    async def _handshake(self, call: Any) -> worker_pb2.Registered:
+    async def _handshake(self, call: Any, info: worker_pb2.NodeInfo) -> worker_pb2.Registered:
         await call.write(worker_pb2.ConnectRequest(
             hello=worker_pb2.Hello(address=self.address, worker_version=self.worker_version)))
         first = await self._read_handshake(call, "challenge")
@@ -325,7 +327,6 @@ class WorkerNode:
         if len(challenge.nonce) != 32:
             raise ConnectError(f"challenge.nonce must be 32 bytes, got {len(challenge.nonce)}", retryable=False)
         domain = signing.Domain(challenge.chain_id, challenge.verifying_contract or signing.ZERO_ADDRESS)
-        info = await asyncio.to_thread(self.jobs.node_info)
         info_hash = keccak(info.SerializeToString(deterministic=True))
         signature = signing.sign_register(self.key, domain, challenge.nonce, info_hash)
         await call.write(worker_pb2.ConnectRequest(register=worker_pb2.Register(info=info, signature=signature)))
