@@ -23,14 +23,16 @@ A task id is ``keccak256(abi.encode(creator, nonce, argsHash))``.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import coincurve
+from Crypto.Hash.keccak import new as _keccak_new
 from eth_abi import encode as abi_encode
 from eth_account import Account
-from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
@@ -143,25 +145,92 @@ def _b32(value: bytes | str, field: str) -> bytes:
     return value
 
 
+# --- fast EIP-712 -------------------------------------------------------------------------------
+# Every Helium type has only static fields (bytes32, uint, address) and strings, so the EIP-712
+# digest is computed directly: typeHash and domain separators are cached, fields are packed by
+# hand. `tests/unit/test_signing_fast.py` pins these digests to eth_account's generic encoder.
+
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _keccak(data: bytes) -> bytes:
+    return _keccak_new(digest_bits=256, data=data).digest()
+
+
+def _encode_type(primary: str) -> bytes:
+    fields = ",".join(f"{f['type']} {f['name']}" for f in _TYPES[primary])
+    return f"{primary}({fields})".encode()
+
+
+_TYPE_HASHES = {name: _keccak(_encode_type(name)) for name in _TYPES}
+_DOMAIN_TYPE_HASH = _keccak(b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+
+
+@functools.lru_cache(maxsize=64)
+def _domain_separator(domain: Domain) -> bytes:
+    return _keccak(
+        _DOMAIN_TYPE_HASH
+        + _keccak(domain.name.encode())
+        + _keccak(domain.version.encode())
+        + domain.chain_id.to_bytes(32, "big")
+        + bytes(12)
+        + bytes.fromhex(domain.verifying_contract[2:])
+    )
+
+
+def _field(typ: str, value) -> bytes:
+    if typ == "bytes32":
+        return bytes(value)
+    if typ == "address":
+        raw = bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
+        if len(raw) != 20:
+            raise SignatureError(f"not an address: {value!r}")
+        return bytes(12) + raw
+    if typ == "string":
+        return _keccak(value.encode())
+    if typ.startswith("uint"):
+        if value < 0:
+            raise SignatureError(f"{typ} cannot be negative: {value}")
+        return int(value).to_bytes(32, "big")
+    raise SignatureError(f"unsupported EIP-712 field type {typ}")
+
+
+def _digest(domain: Domain, primary: str, message: dict) -> bytes:
+    struct = _TYPE_HASHES[primary] + b"".join(_field(f["type"], message[f["name"]]) for f in _TYPES[primary])
+    return _keccak(b"\x19\x01" + _domain_separator(domain) + _keccak(struct))
+
+
+@functools.lru_cache(maxsize=1024)
+def _private_key(secret: bytes) -> coincurve.PrivateKey:
+    return coincurve.PrivateKey(secret)
+
+
+@functools.lru_cache(maxsize=65536)
+def _checksum(raw: bytes) -> str:
+    return to_checksum_address(raw)
+
+
 def _sign(key: LocalAccount | bytes, domain: Domain, primary: str, message: dict) -> bytes:
-    private_key = key.key if isinstance(key, LocalAccount) else key
-    signed = Account.sign_typed_data(private_key, domain.as_dict(), {primary: _TYPES[primary]}, message)
-    return bytes(signed.signature)
+    private_key = bytes(key.key) if isinstance(key, LocalAccount) else bytes(key)
+    sig = _private_key(private_key).sign_recoverable(_digest(domain, primary, message), hasher=None)
+    return sig[:64] + bytes([sig[64] + 27])
 
 
 def _recover(domain: Domain, primary: str, message: dict, signature: bytes) -> str:
     if len(signature) != 65:
         raise SignatureError(f"signature must be 65 bytes, got {len(signature)}")
+    v = signature[64]
+    if v not in (27, 28):
+        raise SignatureError(f"signature v must be 27 or 28, got {v}")
+    if int.from_bytes(signature[32:64], "big") > _SECP256K1_N // 2:
+        raise SignatureError("signature s is in the upper half of the curve order (malleable)")
     try:
-        encoded = encode_typed_data(domain.as_dict(), {primary: _TYPES[primary]}, message)
-        return Account.recover_message(encoded, signature=signature)
-    except Exception as exc:  # eth_keys raises several unrelated types for bad bytes
+        pub = coincurve.PublicKey.from_signature_and_message(
+            signature[:64] + bytes([v - 27]), _digest(domain, primary, message), hasher=None
+        )
+    except Exception as exc:  # coincurve raises plain Exceptions for bad points
         raise SignatureError(f"cannot recover {primary} signature: {exc}") from exc
-
-
-def _digest(domain: Domain, primary: str, message: dict) -> bytes:
-    signable = encode_typed_data(domain.as_dict(), {primary: _TYPES[primary]}, message)
-    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+    return _checksum(_keccak(pub.format(compressed=False)[1:])[-20:])
 
 
 def address_of(key: LocalAccount | bytes) -> str:
