@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
-import structlog
-
 from helium.config import ConfigError, load_settings
+from helium.log import configure_logging
 from worker.config import WorkerConfig
 from worker.node import EXIT_SETUP, run_workers
 
-__all__ = ["build_parser", "configure_logging", "main"]
+__all__ = ["build_parser", "load_config", "main"]
 
 
 def build_parser(prog: str = "helium worker") -> argparse.ArgumentParser:
@@ -52,25 +50,6 @@ def build_parser(prog: str = "helium worker") -> argparse.ArgumentParser:
     a("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port")
     a("--metrics-host", metavar="ADDR", help="address the metrics server binds (default 127.0.0.1)")
     return p
-
-
-def configure_logging(json_logs: bool = False, level: str = "info") -> None:
-    """structlog to stderr: readable on a terminal, one JSON object per line with json_logs."""
-    renderer = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(
-        colors=sys.stderr.isatty())
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
 
 
 def load_config(args: argparse.Namespace) -> WorkerConfig:

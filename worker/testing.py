@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--insecure", action="store_true")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
-    from worker.__main__ import configure_logging
+    from helium.log import configure_logging
 
     configure_logging(False, args.log_level)
     return asyncio.run(_fleet(args))

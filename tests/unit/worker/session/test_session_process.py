@@ -35,7 +35,7 @@ PROFILE = NodeProfile(card_name="Fake GPU 24GB", vram_bytes=24 << 30, device="cu
 SLOW_WORKER = """
 import asyncio, sys
 from datetime import timedelta
-from worker.__main__ import configure_logging
+from helium.log import configure_logging
 from worker.config import WorkerConfig
 from worker.node import run_workers
 from worker.session import NodeProfile
