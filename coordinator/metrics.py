@@ -14,6 +14,7 @@ directly), so the label sets stay in one place.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
@@ -23,6 +24,9 @@ __all__ = [
     "observe_gateway_answer",
     "observe_gateway_request",
     "observe_gateway_ttft",
+    "observe_nodes",
+    "observe_queue",
+    "observe_task",
     "observe_time_to_quorum",
     "record_relay_bytes",
     "record_settlement",
@@ -136,6 +140,43 @@ def observe_gateway_ttft(seconds: float) -> None:
 
 def record_stream_outcome(outcome: str) -> None:
     GATEWAY_STREAM_OUTCOMES.labels(outcome=outcome).inc()
+
+
+def observe_task(task: Any) -> None:
+    """One state change of a domain `Task` (coordinator.domain.models), called where it is published.
+
+    queued -> tasks created; dispatched -> dispatch latency (created -> dispatched); validated -> time to
+    quorum and the outcome ("quorum_2_of_3", "quorum_3_of_3"); aborted/cancelled/settled -> finished, with
+    the abort's outcome ("mismatch", "invalid_args", "timeout")."""
+    kind = str(getattr(task.type, "value", task.type))
+    state = str(getattr(task.state, "value", task.state))
+    if state == "queued":
+        record_task_created(kind)
+    elif state == "dispatched":
+        observe_dispatch_latency(kind, max(0, task.updated_ms - task.created_ms) / 1000)
+    elif state == "validated":
+        done_ms = task.validated_ms or task.updated_ms
+        observe_time_to_quorum(kind, max(0, done_ms - task.created_ms) / 1000)
+        record_validation(kind, (task.validation or "quorum").replace(" ", "_").replace("/", "_of_"))
+    elif state in ("aborted", "cancelled", "settled"):
+        record_task_finished(kind, state)
+        if state == "aborted":
+            record_validation(kind, task.validation or "timeout")
+
+
+def observe_queue(queue_depths: Mapping[str, int]) -> None:
+    """{task type: tasks waiting}, e.g. after every push/pop of the priced queue."""
+    for kind, n in queue_depths.items():
+        set_queue_depth(str(getattr(kind, "value", kind)), n)
+
+
+def observe_nodes(records: Iterable[Any]) -> None:
+    """The node gauge from domain `NodeRecord`s (state and card name of each)."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in records:
+        key = (str(getattr(r.state, "value", r.state)), getattr(r.caps.card, "name", "") or "unknown")
+        counts[key] = counts.get(key, 0) + 1
+    set_nodes(counts)
 
 
 def render_latest(registry=REGISTRY) -> bytes:
