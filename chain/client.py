@@ -159,8 +159,9 @@ class ChainClient:
         self, tasks: Sequence[TaskSettlement], slashes: Sequence[SlashEvidence] = ()
     ) -> bytes | None:
         """Sends one settle(tasks, slashes) transaction and returns its hash, or None if nothing is left to
-        send. Tasks already settled on chain are dropped first. A batch the ledger would refuse raises
-        SettlementRejected naming the task (nothing is sent): drop that task and send the rest again."""
+        send. Tasks already settled on chain, and slashes of nodes already slashed (or with no stake), are
+        dropped first. A batch the ledger would refuse raises SettlementRejected naming the task (and the
+        node, when the error names one) before anything is sent: drop that item and send the rest again."""
         tasks = list(tasks)
         if len({(t.creator, t.nonce) for t in tasks}) != len(tasks):
             raise InvalidChainInput("tasks: two settlements share a (creator, nonce)")
@@ -169,6 +170,7 @@ class ChainClient:
         if skipped:
             log.info("chain_settle_skip_settled", task_ids=skipped)
         tasks = [t for t, done in zip(tasks, settled, strict=True) if not done]
+        slashes = await self._pending_slashes(slashes)
         if not tasks and not slashes:
             return None
         fn = self.ledger.functions.settle([t.as_abi() for t in tasks], [s.as_abi() for s in slashes])
@@ -179,10 +181,25 @@ class ChainClient:
         try:
             tx = await self._transact(self.ledger, fn, gas=gas)
         except ContractRevert as exc:
-            task_id = exc.args_dict.get("taskId")
-            raise SettlementRejected(str(exc), task_id=task_id, error=exc.error, args=exc.args_dict, data=exc.data) from exc
+            raise SettlementRejected(
+                str(exc), task_id=exc.args_dict.get("taskId"), node=exc.args_dict.get("node"),
+                error=exc.error, args=exc.args_dict, data=exc.data,
+            ) from exc  # fmt: skip
         log.info("chain_settle_sent", tx=tx.hex(), tasks=len(tasks), slashes=len(slashes), gas=gas)
         return tx
+
+    async def _pending_slashes(self, slashes: Sequence[SlashEvidence]) -> list[SlashEvidence]:
+        """The slashes still to apply: one per node, none for a node already slashed or with no stake left."""
+        out: dict[str, SlashEvidence] = {}
+        for ev in slashes:
+            if ev.node in out:
+                continue
+            info = await self.node_info(ev.node)
+            if info.slashed or info.stake == 0:
+                log.info("chain_slash_skip", node=ev.node, task_id=ev.task_id.hex(), slashed=info.slashed)
+                continue
+            out[ev.node] = ev
+        return list(out.values())
 
     async def slash(self, evidence: SlashEvidence) -> bytes:
         """Sends NodeStaking.slash(evidence) on its own (settle can also carry slashes)."""

@@ -7,7 +7,7 @@ ChainError                      the root: anything the chain client or the dev c
 ├── InvalidChainInput           a batch item or argument is malformed before anything is sent (INVALID_ARGUMENT)
 ├── ContractRevert              a call reverted (preflight eth_call, or a mined transaction with status 0);
 │   │                           carries the decoded custom error: `error` (name) and `args` (dict)
-│   ├── SettlementRejected      a settle batch reverted on a task: `task_id` names it
+│   ├── SettlementRejected      a settle batch reverted on one item: `task_id` (and `node`) name it
 │   └── TransactionReverted     a transaction was mined but reverted: `tx_hash`
 └── DevChainError               the embedded chain's data directory is unusable (INTERNAL)
 ```
@@ -65,11 +65,13 @@ class ContractRevert(ChainError):
 
 
 class SettlementRejected(ContractRevert):
-    """A settlement batch was refused because of one task (`task_id`, or None if the error names none)."""
+    """A settlement batch was refused because of one item: `task_id` (of a task or of slash evidence) and
+    `node`, each None when the contract's error does not name it."""
 
-    def __init__(self, message: str, *, task_id: bytes | None, **kwargs: Any) -> None:
+    def __init__(self, message: str, *, task_id: bytes | None, node: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.task_id = task_id
+        self.node = node
 
 
 class TransactionReverted(ContractRevert):

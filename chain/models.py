@@ -196,7 +196,7 @@ class ClientSettings:
     priority_fee_wei: int = 1_000_000_000
     max_fee_per_gas_wei: int = 200_000_000_000
     settle_base_gas: int = 200_000
-    settle_gas_per_task: int = 150_000
+    settle_gas_per_task: int = 180_000
     settle_gas_per_slash: int = 400_000
     settle_gas_per_phash: int = 2_000
     call_gas: int = 300_000

@@ -159,6 +159,7 @@ async def test_slashes_gpt_in_settle_and_sd_alone(chain_env: ChainEnv) -> None:
     assert "TaskSettled" in names and "Slashed" in names
     info = await client.node_info(c.address)
     assert info.slashed and info.stake == 0
+    assert await client.settle([task], [evidence, evidence]) is None  # a re-send applies nothing twice
     sd = sd_evidence(chain_env.domain, os.urandom(32), [a, b, d],
                      [[0x0F0F_0000_FFFF_1234, 7], [0x0F0F_0000_FFFF_1235, 6], [0xF0F0_FFFF_0000_EDCB, 7]])  # fmt: skip
     await client.wait_receipt(await client.slash(sd))
