@@ -272,6 +272,21 @@ class ChainClient:
         logs = await self._rpc.call(lambda: self.w3.eth.get_logs(params), "get_logs")
         return [e for e in (self._decode(lg) for lg in logs) if e is not None]
 
+    async def find_settled(self, task_ids: Sequence[bytes], from_block: int | None = None) -> set[bytes]:
+        """The ids among `task_ids` that have a TaskSettled event, read from the logs (by task id alone;
+        `is_settled(creator, nonce)` is the cheaper check when the creator and nonce are known)."""
+        if not task_ids:
+            return set()
+        abi = next(i for i in self.ledger.abi if i["type"] == "event" and i["name"] == "TaskSettled")
+        params = {
+            "fromBlock": self.addresses.deploy_block if from_block is None else from_block,
+            "toBlock": "latest",
+            "address": self.addresses.ledger,
+            "topics": [event_abi_to_log_topic(abi), ["0x" + bytes(t).hex() for t in task_ids]],
+        }
+        logs = await self._rpc.call(lambda: self.w3.eth.get_logs(params), "get_logs")
+        return {bytes(lg["topics"][1]) for lg in logs} & {bytes(t) for t in task_ids}
+
     # --- generic sends (the coordinator's key, or any key: dev and tests) ---------------------------------
 
     def sender_for(self, key: LocalAccount | bytes | str | None) -> TxSender:

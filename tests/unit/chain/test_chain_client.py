@@ -118,6 +118,8 @@ async def test_settle_batch_of_100_then_withdraw_credits(chain_env: ChainEnv) ->
                                  tasks[0].results[2].node: 6 * FEE // 25}  # fmt: skip
     # idempotency: a re-send drops what is settled; only new tasks go out
     assert await client.settle(tasks) is None
+    unknown = os.urandom(32)
+    assert await client.find_settled([tasks[0].task_id, tasks[99].task_id, unknown]) == {tasks[0].task_id, tasks[99].task_id}
     extra = make_task(chain_env.domain, creator, 100, FEE, deadline, nodes)
     receipt = await client.wait_receipt(await client.settle([*tasks[:5], extra]))
     assert sum(e.name == "TaskSettled" for e in receipt.events) == 1

@@ -1,0 +1,76 @@
+"""Bounded retries of transient RPC failures, and a send whose answer was lost (it landed once)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import aiohttp
+import pytest
+from eth_account import Account
+
+from chain.client import ChainClient
+from chain.deploy import deploy_contracts
+from chain.errors import ChainUnavailable
+from tests.unit.chain.conftest import HARDHAT_KEYS, TEST_DEPLOY, ChainEnv
+
+
+def _flaky(env: ChainEnv, fail: dict[str, int], lose_answer: set[str] = frozenset()) -> dict[str, int]:
+    """Makes the embedded provider fail `fail[method]` times per method (before executing), and lose the
+    answer of the first call of each method in `lose_answer` (after executing). Returns call counts."""
+    provider = env.w3.provider
+    real = provider.make_request
+    calls: dict[str, int] = {}
+
+    async def make_request(method, params):
+        calls[method] = calls.get(method, 0) + 1
+        if fail.get(method, 0) > 0:
+            fail[method] -= 1
+            raise aiohttp.ClientConnectionError(f"{method}: connection reset")
+        response = await real(method, params)
+        if method in lose_answer:
+            lose_answer.discard(method)
+            raise aiohttp.ServerDisconnectedError()
+        return response
+
+    provider.make_request = make_request
+    provider._request_func_cache = (None, None)
+    return calls
+
+
+async def test_transient_failures_are_retried_then_given_up(embedded_env: ChainEnv) -> None:
+    client = embedded_env.client(rpc_attempts=3, rpc_timeout=timedelta(seconds=5))
+    calls = _flaky(embedded_env, {"eth_call": 2})
+    assert await client.min_stake() == TEST_DEPLOY.min_stake
+    assert calls["eth_call"] == 3
+    _flaky(embedded_env, {"eth_call": 10})
+    with pytest.raises(ChainUnavailable):
+        await client.min_stake()
+
+
+async def test_a_send_whose_answer_was_lost_lands_once(embedded_env: ChainEnv) -> None:
+    (node,) = await embedded_env.staked_nodes(1)
+    client = embedded_env.client()
+    nonce = await embedded_env.w3.eth.get_transaction_count(client.address)
+    calls = _flaky(embedded_env, {}, lose_answer={"eth_sendRawTransaction"})
+    tx = await client.set_busy([node.address], True)
+    receipt = await client.wait_receipt(tx)
+    assert receipt.status == 1 and calls["eth_sendRawTransaction"] == 2
+    assert await embedded_env.w3.eth.get_transaction_count(client.address) == nonce + 1
+    tx2 = await client.set_busy([node.address], False)  # the local nonce stayed right
+    assert (await client.wait_receipt(tx2)).status == 1
+
+
+async def test_connect_by_json_rpc_url(hardhat_url: str) -> None:
+    from web3 import AsyncHTTPProvider, AsyncWeb3
+
+    admin, coordinator = Account.from_key(HARDHAT_KEYS[0]), Account.from_key(HARDHAT_KEYS[1])
+    w3 = AsyncWeb3(AsyncHTTPProvider(hardhat_url))
+    addresses = await deploy_contracts(w3, admin, coordinator.address, TEST_DEPLOY)
+    await w3.provider.disconnect()
+    client = await ChainClient.connect(hardhat_url, coordinator, addresses)
+    try:
+        assert client.domain.chain_id == 31337 and client.domain.verifying_contract == addresses.ledger
+        assert await client.min_stake() == TEST_DEPLOY.min_stake
+        assert (await client.stats()).nodes == 0
+    finally:
+        await client.close()
