@@ -1,0 +1,46 @@
+"""Bench support: an in-process coordinator (no chain) plus simulated worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import tempfile
+from pathlib import Path
+
+from coordinator.config import CoordinatorConfig
+from coordinator.server import CoordinatorApp
+from helium.log import configure_logging
+
+
+@contextlib.asynccontextmanager
+async def coordinator(**config):
+    configure_logging(False, "error")
+    with tempfile.TemporaryDirectory(prefix="helium-bench-") as tmp:
+        app = CoordinatorApp(CoordinatorConfig(data_dir=Path(tmp), port=0, chain="none", **config))
+        await app.start()
+        try:
+            yield app
+        finally:
+            await app.stop(0.5)
+
+
+@contextlib.asynccontextmanager
+async def sim_workers(address: str, nodes: int, *, delay: float = 0.0, card: str = "sim-card", heartbeat: float = 5.0,
+                      timeout: float = 300.0):  # fmt: skip
+    """Starts `nodes` simulated workers in one child process; yields once all are registered."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench._sim", "--coordinator", address, "--nodes", str(nodes), "--delay", str(delay),
+        "--card", card, "--heartbeat", str(heartbeat), stdout=asyncio.subprocess.PIPE)  # fmt: skip
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), timeout)).decode()
+        if not line.startswith("ready"):
+            raise RuntimeError(f"simulated workers did not start: {line!r}")
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
