@@ -209,11 +209,22 @@ class EmbeddedProvider(AsyncEthereumTesterProvider):
             tester.time_travel(max(latest + seconds, tester.get_block_by_number("pending")["timestamp"]))
             return hex(seconds)
         if method == "evm_mine":
+            self._refresh_pending_timestamp()
             tester.mine_blocks(1)
             return "0x0"
+        if method in ("eth_sendRawTransaction", "eth_sendTransaction"):
+            self._refresh_pending_timestamp()
         namespace, _, endpoint = method.partition("_")
         delegator = self.api_endpoints[namespace][endpoint]
         return delegator(tester, params)
+
+    def _refresh_pending_timestamp(self) -> None:
+        """The pending block was opened when the previous one was mined; a transaction sent after an idle
+        spell must see the current time (block.timestamp drives deadlines and delays), never an older one."""
+        chain = self.ethereum_tester.backend.chain
+        now = int(time.time())
+        if chain.header.timestamp < now:
+            chain.header = chain.header.copy(timestamp=now)
 
     def close(self) -> None:
         if self._closed:
