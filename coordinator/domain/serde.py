@@ -5,6 +5,8 @@ Only the API layer calls these; the services never see a `*_pb2` type.
 
 from __future__ import annotations
 
+import functools
+
 from google.protobuf import json_format
 
 from coordinator.domain.models import (
@@ -45,8 +47,14 @@ ERROR_KIND_FROM_PB = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
+def _args_wire(canon: bytes) -> bytes:
+    return json_format.Parse(canon.decode(), task_pb2.TaskArgs()).SerializeToString()
+
+
 def args_from_canonical(canon: bytes) -> task_pb2.TaskArgs:
-    return json_format.Parse(canon.decode(), task_pb2.TaskArgs())
+    """The TaskArgs of canonical args JSON (parsed once per task: each of its assignments reuses it)."""
+    return task_pb2.TaskArgs.FromString(_args_wire(canon))
 
 
 def card_to_pb(card: Card | None) -> card_pb2.Card:

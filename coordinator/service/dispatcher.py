@@ -405,9 +405,10 @@ class Dispatcher:
         flight, a = self._find(assignment_id)
         if a is None or flight is None or a.node != session.address or a.state != AssignmentState.LEASED:
             return
+        # RUNNING is kept in memory only: after a restart LEASED and RUNNING are both "open", so
+        # persisting it would cost a transaction per node per task and change nothing on recovery.
         a = replace(a, state=AssignmentState.RUNNING, lease_expires_ms=self.now_ms() + self.settings.lease_ms)
         flight.assignments[a.assignment_id] = a
-        self.store.save_assignments([a])
 
     def delta(self, session: NodeSession, task_id: str, seq: int, chunk_json: str) -> None:
         flight = self.inflight.get(task_id)

@@ -153,6 +153,9 @@ class SqliteStore(CoordinatorStore):
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        # Nodes are read on every task creation (can a group ever run it?); this process is the only
+        # writer, so a write-through cache of the small nodes table is exact.
+        self._nodes: dict[str, NodeRecord] | None = None
 
     # One transaction per write method.
     def _tx(self):
@@ -268,21 +271,23 @@ class SqliteStore(CoordinatorStore):
                 (node.address, caps_to_json(node.caps), node.state.value, json.dumps(node.qos), node.last_seen_ms,
                  node.reason),
             )  # fmt: skip
+        self._node_cache()[node.address] = node
 
     def _node_from(self, r) -> NodeRecord:
         return NodeRecord(r[0], caps_from_json(r[1]), NodeState(r[2]), json.loads(r[3]), r[4], r[5])
 
+    def _node_cache(self) -> dict[str, NodeRecord]:
+        if self._nodes is None:
+            rows = self._db.execute("SELECT address, caps, state, qos, last_seen_ms, reason FROM nodes").fetchall()
+            self._nodes = {r[0]: self._node_from(r) for r in rows}
+        return self._nodes
+
     def get_node(self, address: str) -> NodeRecord | None:
-        row = self._db.execute(
-            "SELECT address, caps, state, qos, last_seen_ms, reason FROM nodes WHERE address = ?", (address,)
-        ).fetchone()
-        return self._node_from(row) if row else None
+        return self._node_cache().get(address)
 
     def list_nodes(self) -> list[NodeRecord]:
-        rows = self._db.execute(
-            "SELECT address, caps, state, qos, last_seen_ms, reason FROM nodes ORDER BY address"
-        ).fetchall()
-        return [self._node_from(r) for r in rows]
+        cache = self._node_cache()
+        return [cache[k] for k in sorted(cache)]
 
     # --- kv ---
 
