@@ -60,6 +60,8 @@ class DispatchSettings:
     # Args larger than this travel through the relay's `input` slot instead of inline.
     inline_args_limit: int = 256 * 1024
     grant_ttl_s: int = 3600
+    # How many queued tasks one dispatch round looks at.
+    max_scan: int = 2000
 
     @property
     def lease_ms(self) -> int:
@@ -333,7 +335,9 @@ class Dispatcher:
         size = self.settings.group_size
         if len(free) < size:
             return
-        for task in self.queue:
+        # A bounded scan: with many queued tasks that no free group can run, a round stays cheap;
+        # deeper tasks are also the lower-value ones, and aging brings them forward.
+        for task in self.queue.head(self.settings.max_scan):
             group = self.selector.pick(task, free, size, frozenset())
             if not group:
                 continue

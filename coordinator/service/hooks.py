@@ -10,6 +10,7 @@ and batched settlement.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -104,6 +105,10 @@ class TaskQueue:
 
     def __iter__(self) -> Iterator[Task]:
         return iter(list(self._items))
+
+    def head(self, limit: int) -> list[Task]:
+        """The first `limit` tasks in order (a copy: the caller may remove while it walks them)."""
+        return list(itertools.islice(self._items, limit))
 
     def depth_by_type(self) -> dict[TaskType, int]:
         out = {t: 0 for t in TaskType}
