@@ -90,3 +90,18 @@ async def test_worker_kill9_mid_task_lease_lapses_and_another_node_finishes(tmp_
                 p.kill9()
 
 
+
+
+async def test_sigterm_shuts_down_cleanly(tmp_path):
+    """SIGTERM: health goes NOT_SERVING, streams close, and the process exits 0 within its grace."""
+    coord = _coordinator(tmp_path, 0)
+    try:
+        address = (await asyncio.to_thread(coord.wait_for, "ready", 60)).split("grpc=")[1].split()[0]
+        async with grpc.aio.insecure_channel(address) as ch:
+            client = TaskClient(ch, Account.create())
+            with pytest.raises(grpc.aio.AioRpcError):  # no nodes registered yet: refused, not queued
+                await client.submit(gpt_args(), fee=10)
+        code = await asyncio.to_thread(coord.terminate, 30)
+        assert code == 0, coord.tail()
+    finally:
+        coord.kill9()
