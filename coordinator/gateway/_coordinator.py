@@ -36,6 +36,11 @@ class CoordinatorClient:
         self._admin_md = (("authorization", f"Bearer {admin_token}"),) if admin_token else ()
         self._timeout = rpc_timeout.total_seconds()
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The coordinator's channel; its bundled relay (RelayService) is reached through it too."""
+        return self._channel
+
     async def close(self) -> None:
         await self._channel.close()
 

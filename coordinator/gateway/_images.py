@@ -11,7 +11,7 @@ from coordinator.gateway.protocol import ImageGenerationRequest
 from helium.tasks import TaskArgsError
 from helium.v1 import sd_pb2, task_pb2
 
-__all__ = ["image_request_to_args", "image_task_document"]
+__all__ = ["image_request_to_args", "image_task_document", "read_task_images"]
 
 _PARAM_OF_FIELD = {
     "base_model": "model", "task_config.image_width": "size", "task_config.image_height": "size",
@@ -68,3 +68,26 @@ def image_request_to_args(req: ImageGenerationRequest) -> task_pb2.TaskArgs:
     except json_format.ParseError as exc:
         raise InvalidRequestError(str(exc)) from exc
     return task_pb2.TaskArgs(sd=task)
+
+
+async def read_task_images(channel, account, domain, task: task_pb2.Task, grant: task_pb2.RelayGrant) -> list[bytes]:
+    """The validated task's PNGs, read from the relay under a matching node's result slots with the creator's
+    grant; each is checked against the sha256 in the validated manifest."""
+    import hashlib
+    import json
+
+    from relay.client import RelayClient
+
+    manifest = json.loads(task.result.output_json or "{}").get("images") or []
+    if not task.result.nodes:
+        raise InvalidRequestError(f"task {task.task_id} has no matching node to read images from")
+    node = task.result.nodes[0]
+    relay = RelayClient(channel, account, domain)
+    images = []
+    for i, record in enumerate(manifest):
+        index = int(record.get("index", i))
+        data = await relay.get(task.task_id, f"result/{node}/{index}", grant=grant)
+        if record.get("sha256") and hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise ValueError(f"image {index} of task {task.task_id}: sha256 differs from the validated manifest")
+        images.append(data)
+    return images

@@ -21,7 +21,8 @@ received must be a prefix of the validated (majority) content:
   so that the validated answer can be read at `GET /v1/tasks/{task_id}`.
 
 Deltas from any node other than the first streamer, duplicates, and everything
-after a gap in `seq` are not forwarded: the validated answer fills the rest.
+after a gap in `seq` (or from a watch that began after seq 0) are not
+forwarded: the validated answer fills the rest.
 This module is pure logic over dicts; `serving` feeds it the events.
 """
 
@@ -73,8 +74,8 @@ class StreamVerifier:
             return []
         if self._last_seq is not None and seq <= self._last_seq:
             return []
-        if self._last_seq is not None and seq != self._last_seq + 1:
-            self.frozen = True  # a lost delta: the validated answer supplies the rest
+        if seq != (0 if self._last_seq is None else self._last_seq + 1):
+            self.frozen = True  # a lost delta (or the watch began late): the validated answer supplies the rest
             return []
         self._last_seq = seq
         out = []

@@ -35,6 +35,11 @@ class GatewayWallet:
     def address(self) -> str:
         return self._account.address
 
+    @property
+    def account(self):
+        """The creator key (signs relay reads of its own tasks' blobs)."""
+        return self._account
+
     def sign(self, args: task_pb2.TaskArgs, *, fee: int, deadline: timedelta, domain: signing.Domain,
              now: float | None = None) -> SignedTask:
         nonce = self._keys.next_nonce()

@@ -44,7 +44,13 @@ async def image_generations(body: ImageGenerationRequest, request: Request,
                             authorization: str | None = Header(default=None)) -> JSONResponse:
     serving = _serving(request)
     key = serving.authorize(authorization)
-    return JSONResponse(await serving.generate_images(body, key))
+    answer, headers = await serving.generate_images(body, key, base_url=str(request.base_url).rstrip("/"))
+    return JSONResponse(answer, headers=headers)
+
+
+@router.get("/v1/images/{task_id}/{index}.png")
+async def image_file(task_id: str, index: int, request: Request) -> Response:
+    return Response(_serving(request).image_bytes(task_id, index), media_type="image/png")
 
 
 @router.get("/v1/tasks/{task_id}")

@@ -34,6 +34,10 @@ class GatewaySettings:
     # reserved; off, such a task is sent and fails on the nodes.
     require_listed_model: bool = True
     models_cache_s: float = 5.0
+    # POST /v1/images/generations runs SD tasks; off, it answers 501.
+    images_enabled: bool = True
+    # How many images served as URLs (response_format=url) the gateway keeps in memory.
+    image_url_cache: int = 256
     # Refuse requests without a valid API key (the only sane setting outside tests).
     require_api_key: bool = True
     # CA certificate of the coordinator's TLS; plaintext is allowed to loopback or with `insecure`.

@@ -31,6 +31,7 @@ from coordinator.gateway.errors import (
     GatewayError,
     GatewayTimeoutError,
     InvalidRequestError,
+    NotFoundError,
     NotImplementedFeatureError,
     ServiceUnavailableError,
     TaskFailedError,
@@ -56,6 +57,8 @@ class Submitted:
     task_id: str
     fee: int
     model: str
+    grant: task_pb2.RelayGrant | None = None
+    domain: Domain | None = None
 
 
 def helium_field(task: task_pb2.Task, streamed_by: str = "") -> dict[str, Any]:
@@ -96,6 +99,7 @@ class GatewayServing:
         self.limiter = limiter or RateLimiter()
         self._network: tuple[float, task_pb2.GetNetworkInfoResponse] | None = None
         self._models: tuple[float, list[task_pb2.ModelInfo]] | None = None
+        self._images = _Lru(settings.image_url_cache)
         self._background: set[asyncio.Task] = set()
 
     async def close(self) -> None:
@@ -142,7 +146,8 @@ class GatewayServing:
         task_id = resp.task_id or signed.task_id
         log.info("gateway_task_created", task_id=task_id, key=key.id if key else None, fee=fee, model=model)
         self._spawn(self._account(task_id, signed.task_id if key is not None else None))
-        return Submitted(task_id=task_id, fee=fee, model=model)
+        grant = resp.grant if resp.HasField("grant") else None
+        return Submitted(task_id=task_id, fee=fee, model=model, grant=grant, domain=domain)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -296,14 +301,42 @@ class GatewayServing:
         out["output"] = json.loads(task.result.output_json) if task.result.output_json else None
         return out
 
-    async def generate_images(self, req: ImageGenerationRequest, key: ApiKey | None) -> dict:
-        from coordinator.gateway._images import image_request_to_args
+    async def generate_images(self, req: ImageGenerationRequest, key: ApiKey | None,
+                              base_url: str = "") -> tuple[dict, dict[str, str]]:
+        """An SD task; the validated images as base64 PNG (b64_json) or as gateway URLs (url)."""
+        import base64
 
-        image_request_to_args(req)  # a bad request is a 400 even while the route is not served
-        raise NotImplementedFeatureError(
-            "image generation is not served by this gateway yet: the Stable Diffusion task type is not "
-            "wired end to end here; submit an SD task with `helium task submit` instead",
-            param="model")
+        from coordinator.gateway._images import image_request_to_args, read_task_images
+
+        args = image_request_to_args(req)
+        if not self.settings.images_enabled:
+            raise NotImplementedFeatureError(
+                "image generation is switched off on this gateway (images_enabled=false); submit an SD task "
+                "with `helium task submit` instead", param="model")
+        started = time.monotonic()
+        await self.check_model(args.sd.base_model.name, _T.TASK_TYPE_SD)
+        sub = await self._submit(args, req.fee, key, args.sd.base_model.name)
+        task = await self.wait_validated(sub.task_id)
+        if sub.grant is None:
+            raise TaskFailedError(f"task {task.task_id}: the coordinator gave no relay grant to read the images",
+                                  code="no_grant")
+        pngs = await read_task_images(self.coordinator.channel, self.wallet.account, sub.domain, task, sub.grant)
+        if req.response_format == "url":
+            for i, png in enumerate(pngs):
+                self._images.put(f"{task.task_id}/{i}", png)
+            data = [{"url": f"{base_url}/v1/images/{task.task_id}/{i}.png"} for i in range(len(pngs))]
+        else:
+            data = [{"b64_json": base64.b64encode(png).decode()} for png in pngs]
+        metrics.observe_gateway_answer("images", time.monotonic() - started)
+        body = {"created": int(time.time()), "data": data, "helium": helium_field(task)}
+        return body, _headers(task.task_id, task.result.validation)
+
+    def image_bytes(self, task_id: str, index: int) -> bytes:
+        png = self._images.get(f"{task_id}/{index}")
+        if png is None:
+            raise NotFoundError(f"image {index} of task {task_id} is not held by this gateway (it keeps the "
+                                f"last {self._images.capacity} images served as URLs)")
+        return png
 
     # --- network page -----------------------------------------------------------------------------
 
@@ -320,6 +353,25 @@ class GatewayServing:
         if not 1 <= limit <= 1000:
             raise InvalidRequestError(f"limit must be in [1, 1000], got {limit}", param="limit")
         return [task_summary(t) for t in await self.coordinator.list_tasks(limit)]
+
+
+class _Lru:
+    """The last `capacity` images served as URLs, in memory."""
+
+    def __init__(self, capacity: int) -> None:
+        from collections import OrderedDict
+
+        self.capacity = capacity
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+
+    def put(self, key: str, value: bytes) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def get(self, key: str) -> bytes | None:
+        return self._items.get(key)
 
 
 def _failed(task: task_pb2.Task) -> TaskFailedError:

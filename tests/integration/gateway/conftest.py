@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from gateway_tool_model import install_tool_calling_model
+from gateway_tool_model import install_tiny_sd, install_tool_calling_model
 
 from coordinator.demo import DevProcess
 
@@ -11,7 +11,8 @@ def dev(tmp_path_factory):
     """`helium dev` with three real worker processes; the tool-calling tiny model is in their cache too."""
     data = tmp_path_factory.mktemp("gateway-dev")
     tool_model = install_tool_calling_model(data / "hf-cache")
+    sd_model = install_tiny_sd(data / "hf-cache")
     net = DevProcess(data).start()
-    net.tool_model = tool_model
+    net.tool_model, net.sd_model = tool_model, sd_model
     yield net
     assert net.stop() == 0

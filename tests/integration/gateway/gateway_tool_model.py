@@ -55,19 +55,28 @@ def build_tool_calling_model(dest: str | Path) -> Path:
     return dest
 
 
-def install_tool_calling_model(cache_dir: str | Path, repo_id: str = "helium/tiny-tool-caller") -> str:
-    """Puts the model into a Hugging Face hub cache (snapshot + refs/main), so workers list it as cached."""
+def install_into_hf_cache(build, cache_dir: str | Path, repo_id: str) -> str:
+    """Puts the model `build(dest)` makes into a Hugging Face hub cache (snapshot + refs/main), so workers
+    list it as cached and load it by `repo_id` offline."""
     import shutil
-    import tempfile
 
     repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo / "snapshots" / ("0" * 40)
-    if not (snapshot / "config.json").exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            built = build_tool_calling_model(Path(tmp) / "m")
-            snapshot.mkdir(parents=True, exist_ok=True)
-            for f in built.iterdir():
-                shutil.copy2(f, snapshot / f.name)
+    if not snapshot.exists():
+        tmp = repo / "build"
+        build(tmp)
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(tmp), str(snapshot))
         (repo / "refs").mkdir(parents=True, exist_ok=True)
         (repo / "refs" / "main").write_text("0" * 40)
     return repo_id
+
+
+def install_tool_calling_model(cache_dir: str | Path, repo_id: str = "helium/tiny-tool-caller") -> str:
+    return install_into_hf_cache(build_tool_calling_model, cache_dir, repo_id)
+
+
+def install_tiny_sd(cache_dir: str | Path, repo_id: str = "helium/tiny-sd15") -> str:
+    from worker.tiny_sd import build_tiny_sd
+
+    return install_into_hf_cache(lambda dest: build_tiny_sd("sd15", dest), cache_dir, repo_id)

@@ -97,6 +97,26 @@ def test_tools_produce_tool_calls(dev, key):
     assert names == ["get_weather"] and finish == "tool_calls"
 
 
+def test_images_come_back_validated_as_b64_png_and_as_urls(dev, key):
+    import base64
+    import hashlib
+
+    client = _client(dev, key)
+    raw = client.images.with_raw_response.generate(model=dev.sd_model, prompt="a red cube", n=2, size="64x64",
+                                                   extra_body={"steps": 2, "seed": 5})
+    done = raw.parse()
+    assert raw.headers["x-helium-validation"].startswith("quorum")
+    pngs = [base64.b64decode(d.b64_json) for d in done.data]
+    assert len(pngs) == 2 and all(p.startswith(b"\x89PNG") for p in pngs)
+    task = _task(dev, key, done.model_extra["helium"]["task_id"])
+    assert [hashlib.sha256(p).hexdigest() for p in pngs] == [i["sha256"] for i in task["output"]["images"]]
+    urls = client.images.generate(model=dev.sd_model, prompt="a red cube", n=1, size="64x64",
+                                  response_format="url", extra_body={"steps": 2, "seed": 5})
+    fetched = httpx.get(urls.data[0].url, timeout=10)
+    assert fetched.status_code == 200 and fetched.headers["content-type"] == "image/png"
+    assert fetched.content == pngs[0]  # same seed, same first image
+
+
 @pytest.mark.parametrize(("kw", "status", "code"), [
     ({"top_p": 1.5}, 400, None),
     ({"extra_body": {"fee": str(10**30)}}, 402, "insufficient_deposit"),

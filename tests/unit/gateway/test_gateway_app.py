@@ -178,7 +178,7 @@ async def test_models_images_pages_and_network_data(gateway, api_key):
     assert by_id["tiny"].model_extra["types"] == ["gpt", "sd"]
     with pytest.raises(openai.APIStatusError) as err:
         await _client(gateway, api_key).images.generate(model="tiny-sd", prompt="a cat", size="256x256")
-    assert err.value.status_code == 501 and "not served" in err.value.message
+    assert err.value.status_code == 503 and err.value.code == "model_not_available"
     with pytest.raises(openai.BadRequestError):
         await _client(gateway, api_key).images.generate(model="tiny-sd", prompt="a cat", size="huge")
     async with httpx.AsyncClient(base_url=gateway.url) as http:
@@ -188,6 +188,21 @@ async def test_models_images_pages_and_network_data(gateway, api_key):
         assert len(net["nodes"]) == 3 and net["stats"]["nodes_by_card"][0]["key"] == "cpu"
         assert (await http.get("/api/tasks")).json()["tasks"] == [] or True
         assert (await http.get("/api/tasks?limit=0")).status_code == 400
+
+
+async def test_images_switched_off_is_501_after_validation(settings, fake_coordinator, api_key):
+    import dataclasses
+
+    server = await serve_gateway(dataclasses.replace(settings, images_enabled=False), fake_coordinator.target)
+    try:
+        with pytest.raises(openai.APIStatusError) as err:
+            await _client(server, api_key).images.generate(model="tiny", prompt="a cat", size="256x256")
+        assert err.value.status_code == 501 and "switched off" in err.value.message
+        with pytest.raises(openai.BadRequestError) as err:
+            await _client(server, api_key).images.generate(model="tiny", prompt="a cat", size="7x7")
+        assert err.value.param == "size"
+    finally:
+        await server.stop()
 
 
 async def test_metrics_parse_and_move_after_a_task(gateway, api_key):

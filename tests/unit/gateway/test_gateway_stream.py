@@ -85,6 +85,14 @@ def test_other_nodes_duplicates_and_gaps_are_not_forwarded():
     assert _text(sent) + _text(final) == "abcdefghijklmnop"
 
 
+def test_a_watch_that_began_late_forwards_nothing_and_sends_the_validated_answer():
+    answer = _answer("the whole validated answer")
+    v = StreamVerifier(task_id="0xabc", model="tiny")
+    assert _feed(v, deltas_for(answer)[3:], start=3) == []
+    final = v.on_validated(answer, HELIUM)
+    assert _text(final) == "the whole validated answer"
+
+
 def test_n2_choices_are_checked_each():
     answer = _answer("first", "second")
     v = StreamVerifier(task_id="0xabc", model="tiny")
