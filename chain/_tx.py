@@ -24,7 +24,7 @@ from web3 import AsyncWeb3
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
 
 from chain._artifacts import load_artifact
-from chain.errors import ChainTimeout, ChainUnavailable, ContractRevert
+from chain.errors import ChainTimeout, ChainUnavailable, ContractRevert, RpcRefused
 from chain.models import ClientSettings
 
 log = structlog.get_logger(__name__)
@@ -99,6 +99,10 @@ class Rpc:
                     return await asyncio.wait_for(fn(), timeout)
         except (ContractCustomError, ContractLogicError) as exc:
             raise revert_from(exc) from exc
+        except TransactionNotFound:
+            raise
+        except Web3RPCError as exc:
+            raise RpcRefused(f"{what}: {exc}") from exc
         except TRANSIENT as exc:
             raise ChainUnavailable(f"{what}: rpc failed after {self._settings.rpc_attempts} attempts: {exc!r}") from exc
         raise AssertionError("unreachable")
@@ -150,7 +154,7 @@ class TxSender:
                 tx_hash = keccak(raw)
                 try:
                     await self._rpc.call(lambda raw=raw: self.w3.eth.send_raw_transaction(raw), "send")
-                except (Web3RPCError, ValueError) as exc:
+                except RpcRefused as exc:
                     msg = str(exc).lower()
                     if any(w in msg for w in _KNOWN_WORDS) or await self._landed(tx_hash):
                         self._nonce += 1

@@ -5,6 +5,8 @@ ChainError                      the root: anything the chain client or the dev c
 ├── ChainUnavailable            the RPC endpoint failed after bounded retries (UNAVAILABLE, retryable)
 ├── ChainTimeout                a receipt or an RPC did not come back before its deadline (DEADLINE_EXCEEDED, retryable)
 ├── InvalidChainInput           a batch item or argument is malformed before anything is sent (INVALID_ARGUMENT)
+├── RpcRefused                  the endpoint answered a JSON-RPC error that is not a revert: a transaction
+│                               refused (funds, fee, nonce after one resync), a bad request (FAILED_PRECONDITION)
 ├── ContractRevert              a call reverted (preflight eth_call, or a mined transaction with status 0);
 │   │                           carries the decoded custom error: `error` (name) and `args` (dict)
 │   ├── SettlementRejected      a settle batch reverted on one item: `task_id` (and `node`) name it
@@ -26,6 +28,7 @@ __all__ = [
     "ContractRevert",
     "DevChainError",
     "InvalidChainInput",
+    "RpcRefused",
     "SettlementRejected",
     "TransactionReverted",
 ]
@@ -50,6 +53,10 @@ class ChainTimeout(ChainError):
 
 class InvalidChainInput(ChainError, ValueError):
     status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class RpcRefused(ChainError):
+    status = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class ContractRevert(ChainError):

@@ -16,7 +16,7 @@ def test_public_names() -> None:
     assert chain.devchain.__all__ == ["DEV_CHAIN_ID", "DevChain", "DevKeys"]
     assert set(chain.errors.__all__) == {
         "ChainError", "ChainTimeout", "ChainUnavailable", "ContractRevert", "DevChainError", "InvalidChainInput",
-        "SettlementRejected", "TransactionReverted",
+        "RpcRefused", "SettlementRejected", "TransactionReverted",
     }  # fmt: skip
     assert {"SignedResult", "TaskSettlement", "SlashEvidence", "EvidenceResult", "SlashKind", "ClientSettings",
             "ContractAddresses"} <= set(chain.models.__all__)  # fmt: skip

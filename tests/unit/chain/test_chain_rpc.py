@@ -10,7 +10,7 @@ from eth_account import Account
 
 from chain.client import ChainClient
 from chain.deploy import deploy_contracts
-from chain.errors import ChainUnavailable
+from chain.errors import ChainUnavailable, RpcRefused
 from tests.unit.chain.conftest import HARDHAT_KEYS, TEST_DEPLOY, ChainEnv
 
 
@@ -74,3 +74,14 @@ async def test_connect_by_json_rpc_url(hardhat_url: str) -> None:
         assert (await client.stats()).nodes == 0
     finally:
         await client.close()
+
+
+async def test_a_refused_transaction_is_a_chain_error(chain_env: ChainEnv) -> None:
+    broke = Account.create()
+    with pytest.raises(RpcRefused):
+        await chain_env.client(broke, preflight=False).deposit(broke, 10**18)
+    # the sender's nonce is still usable afterwards
+    await chain_env.client(chain_env.faucet).send_value(broke.address, 2 * 10**18)
+    client = chain_env.client(broke)
+    await client.deposit(broke, 10**18)
+    assert await client.deposit_balance(broke.address) == 10**18
