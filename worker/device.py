@@ -145,15 +145,16 @@ def supported_quantize_bits(torch_device: str) -> tuple[int, ...]:
     INT4 models on CPU, but neither is reproducible across processes there: see
     `NONDETERMINISTIC_QUANTIZATION`); CUDA has both; MPS has none in the releases we know of.
     """
+    candidates = [b for b in (4, 8) if not quantization_refusal(torch_device.split(":", 1)[0], b)]
+    if not candidates:
+        return ()
     try:
         import bitsandbytes as bnb
         import torch
     except ImportError:
         return ()
     out = []
-    for bits in (4, 8):
-        if quantization_refusal(torch_device.split(":", 1)[0], bits):
-            continue
+    for bits in candidates:
         try:
             with torch.no_grad():
                 if bits == 8:

@@ -74,9 +74,13 @@ def executor():
     ex.close()
 
 
-def make_task(model: str, **changes):
+def make_task(model: str, *, with_tools: bool = False, **changes):
+    """The example task on a tiny model: float32, no quantization, 24 new tokens, tools only when asked
+    (the tools preamble is ~500 byte-level tokens, slow to prefill on a small CPU)."""
     doc = copy.deepcopy(EXAMPLE)
     doc["model"] = model
+    if not with_tools:
+        doc.pop("tools")
     doc.pop("quantize_bits")
     doc["dtype"] = "float32"
     doc["generation_config"]["max_new_tokens"] = 24
@@ -93,3 +97,15 @@ def job(task, *, task_id: str = "0x" + "ab" * 32, on_delta=None, is_cancelled=No
     if is_cancelled is not None:
         kw["is_cancelled"] = is_cancelled
     return Job(task_id=task_id, assignment_id="a-1", spec=task, **kw)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy CI box OpenMP spin-waiting makes each
+    op up to 100x slower; one thread keeps these tests fast. Restored after the module."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

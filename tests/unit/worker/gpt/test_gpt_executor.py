@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer, GenerationMixin
 
 from helium.v1 import worker_pb2
-from tests.unit.worker.gpt.conftest import TOOL_JSON, job, make_task
+from tests.unit.worker.gpt.conftest import EXAMPLE, TOOL_JSON, job, make_task
 from worker.errors import ExecutionCrashError, InvalidArgsError, ModelNotFoundError, OutOfMemoryError
 from worker.executors.base import Executor
 from worker.executors.gpt import GptExecutor, plain_prompt
@@ -45,7 +45,7 @@ def test_is_an_executor_and_advertises_what_it_runs(executor):
 
 
 def test_example_response_shape_and_every_field_reaches_generate(executor, tiny, generate_calls):
-    task = make_task(tiny["llama-tools"], dtype="bfloat16")
+    task = make_task(tiny["llama-tools"], dtype="bfloat16", with_tools=True, generation_config={"max_new_tokens": 6})
     out, resp = run(executor, task)
     assert set(resp) == {"id", "object", "created", "model", "choices", "usage"}
     assert resp["object"] == "chat.completion" and resp["model"] == tiny["llama-tools"]
@@ -54,11 +54,11 @@ def test_example_response_shape_and_every_field_reaches_generate(executor, tiny,
     assert choice["index"] == 0 and choice["message"]["role"] == "assistant"
     assert choice["finish_reason"] in ("stop", "length")
     assert resp["usage"]["total_tokens"] == resp["usage"]["prompt_tokens"] + resp["usage"]["completion_tokens"]
-    assert out.completion_tokens == resp["usage"]["completion_tokens"] <= 24 and len(out.result_hash) == 32
+    assert out.completion_tokens == resp["usage"]["completion_tokens"] <= 6 and len(out.result_hash) == 32
     (kw,) = generate_calls
     assert {k: kw[k] for k in ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "min_p", "typical_p",
                                "num_beams", "repetition_penalty", "num_return_sequences")} == {
-        "max_new_tokens": 24, "do_sample": True, "temperature": 0.7, "top_p": pytest.approx(0.9), "top_k": 50,
+        "max_new_tokens": 6, "do_sample": True, "temperature": 0.7, "top_p": pytest.approx(0.9), "top_k": 50,
         "min_p": pytest.approx(0.05), "typical_p": 1.0, "num_beams": 1, "repetition_penalty": pytest.approx(1.1),
         "num_return_sequences": 1}
     # Stop strings are ours (decoded-text criteria), not transformers' token-string ones.
@@ -66,7 +66,7 @@ def test_example_response_shape_and_every_field_reaches_generate(executor, tiny,
     # dtype reached from_pretrained; the tools reached the chat template (a long tools preamble).
     loaded = executor.cache.get(next(k for k in executor.cache.keys() if "bfloat16" in k.variant))
     assert loaded.model.dtype == torch.bfloat16
-    no_tools = make_task(tiny["llama-tools"], dtype="bfloat16", tools=None)
+    no_tools = make_task(tiny["llama-tools"], dtype="bfloat16")
     assert resp["usage"]["prompt_tokens"] > json.loads(executor.run(job(no_tools)).output)["usage"]["prompt_tokens"] + 100
 
 
@@ -74,13 +74,24 @@ BASE = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p"
         "repetition_penalty": 1.0, "stop_strings": None, "max_new_tokens": 16}
 
 
+@pytest.fixture(scope="module")
+def base_run(executor, tiny):
+    return executor.run(job(make_task(tiny["llama-tools"], generation_config=BASE)))
+
+
 @pytest.mark.parametrize(("field", "value"), [
     ("temperature", 0.3), ("top_p", 0.05), ("top_k", 2), ("min_p", 0.9), ("typical_p", 0.2),
-    ("repetition_penalty", 5.0), ("num_beams", 3), ("do_sample", False), ("max_new_tokens", 7),
+    ("repetition_penalty", 0.5), ("num_beams", 3), ("do_sample", False), ("max_new_tokens", 7),
 ])
-def test_each_generation_field_changes_the_tokens(executor, tiny, field, value):
-    base_out, _ = run(executor, make_task(tiny["llama-tools"], generation_config=BASE))
-    changed_out, changed = run(executor, make_task(tiny["llama-tools"], generation_config={**BASE, field: value}))
+def test_each_generation_field_changes_the_tokens(executor, tiny, field, value, base_run):
+    base_out = base_run
+    if field == "repetition_penalty":
+        # Random weights give near-zero logits, which a penalty barely moves under sampling: compare greedy runs.
+        base_out = executor.run(job(make_task(tiny["llama-tools"], generation_config={**BASE, "do_sample": False})))
+        value = {"do_sample": False, field: value}
+    else:
+        value = {field: value}
+    changed_out, changed = run(executor, make_task(tiny["llama-tools"], generation_config={**BASE, **value}))
     assert changed_out.result_hash != base_out.result_hash
     if field == "max_new_tokens":
         assert changed["usage"]["completion_tokens"] == 7 and changed["choices"][0]["finish_reason"] == "length"
@@ -134,7 +145,7 @@ def test_stop_string_cuts_text_and_tokens(executor, tiny):
 
 
 def test_tool_calls_parsed_end_to_end(executor, tool_model):
-    out, resp = run(executor, make_task(tool_model, generation_config={"stop_strings": None}))
+    out, resp = run(executor, make_task(tool_model, with_tools=True, generation_config={"stop_strings": None}))
     (choice,) = resp["choices"]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] == "Sure"
@@ -142,15 +153,16 @@ def test_tool_calls_parsed_end_to_end(executor, tool_model):
     assert call["type"] == "function" and call["function"]["name"] == "get_weather"
     assert json.loads(call["function"]["arguments"]) == json.loads(TOOL_JSON)["arguments"]
     # Without tools in the task the same output stays text.
-    _, plain = run(executor, make_task(tool_model, tools=None, generation_config={"stop_strings": None}))
+    _, plain = run(executor, make_task(tool_model, generation_config={"stop_strings": None}))
     assert "<tool_call>" in plain["choices"][0]["message"]["content"]
     assert plain["choices"][0]["finish_reason"] == "stop"
 
 
 @pytest.mark.parametrize("kind", ["llama-tools", "gpt2-plain", "system-prompt"])
 def test_streamed_deltas_add_up_and_result_is_identical(executor, tiny, kind):
-    task = make_task(tiny[kind], generation_config={**BASE, "num_return_sequences": 2, "max_new_tokens": 30,
-                                                    "stop_strings": ["e", "###"]})
+    task = make_task(tiny[kind], with_tools=kind == "llama-tools",
+                     generation_config={**BASE, "num_return_sequences": 2, "max_new_tokens": 30,
+                                        "stop_strings": ["e", "###"]})
     plain, plain_resp = run(executor, task)
     chunks = []
     streamed, resp = run(executor, task, on_delta=chunks.append)
@@ -166,7 +178,8 @@ def test_streamed_deltas_add_up_and_result_is_identical(executor, tiny, kind):
 
 def test_streamed_tool_call(executor, tool_model):
     chunks = []
-    _, resp = run(executor, make_task(tool_model, generation_config={"stop_strings": None}), on_delta=chunks.append)
+    _, resp = run(executor, make_task(tool_model, with_tools=True, generation_config={"stop_strings": None}),
+                  on_delta=chunks.append)
     deltas = [c["choices"][0] for c in chunks]
     assert "".join(d["delta"].get("content", "") for d in deltas) == "Sure"
     assert deltas[-1]["finish_reason"] == "tool_calls"
@@ -174,20 +187,16 @@ def test_streamed_tool_call(executor, tool_model):
 
 
 def test_templates_and_plain_fallback(executor, tiny):
-    gpt2 = make_task(tiny["gpt2-plain"], generation_config={"max_new_tokens": 4})
+    gpt2 = make_task(tiny["gpt2-plain"], with_tools=True, generation_config={"max_new_tokens": 4})
     _, resp = run(executor, gpt2)
     tok = AutoTokenizer.from_pretrained(tiny["gpt2-plain"])
     expected = plain_prompt([{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Hi"}],
-                            [json.loads(json.dumps(t)) for t in make_task(tiny["gpt2-plain"]).tools and
-                             [{"type": "function", "function": {
-                                 "name": "get_weather", "description": "Current weather in a city",
-                                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                                                "required": ["city"]}}}]])
+                            EXAMPLE["tools"])
     assert expected.startswith("Tools:\n") and expected.endswith("System: You are helpful.\n\nUser: Hi\n\nAssistant:")
     assert resp["usage"]["prompt_tokens"] == len(tok(expected)["input_ids"])
     # The system-prompt model puts its default system prompt first when the task has none.
     sys_tok = AutoTokenizer.from_pretrained(tiny["system-prompt"])
-    no_system = make_task(tiny["system-prompt"], messages=[{"role": "user", "content": "Hi"}], tools=None,
+    no_system = make_task(tiny["system-prompt"], messages=[{"role": "user", "content": "Hi"}],
                           generation_config={"max_new_tokens": 2})
     _, r = run(executor, no_system)
     text = "<|system|>\nYou are a tiny test model.</s>\n<|user|>\nHi</s>\n<|assistant|>\n"

@@ -6,7 +6,14 @@ import hashlib
 import json
 import struct
 
-from worker.executors.gpt import HASH_DOMAIN, Choice, build_response, parse_tool_calls, response_id, result_hash
+from worker.executors.gpt import (
+    HASH_DOMAIN,
+    Choice,
+    build_response,
+    parse_tool_calls,
+    response_id,
+    result_hash,
+)
 from worker.executors.gpt._response import StreamEmitter, finish_sequence, make_choice
 
 VOCAB = {i: ch for i, ch in enumerate("abcdefghij#! \n")}
