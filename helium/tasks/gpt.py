@@ -53,6 +53,7 @@ QUANTIZE_BITS = (4, 8)
 
 _PARSE_FIELD = re.compile(r"Failed to parse (\w+) field")
 _UNKNOWN_FIELD = re.compile(r'has no field named "([^"]+)"')
+_AT_PATH = re.compile(r" at GptTask\.([\w.\[\]]+?)\.?$")
 
 
 def load_gpt_task(doc: dict | str | bytes) -> gpt_pb2.GptTask:
@@ -217,6 +218,7 @@ def _describe_parse_error(text: str) -> tuple[str, str]:
         path.append(unknown.group(1))
         field = ".".join(path)
         return field, f"{field} is not a field of the GPT task"
-    field = ".".join(path) or "gpt"
+    at = _AT_PATH.search(text.strip())
+    field = at.group(1) if at else (".".join(path) or "gpt")
     detail = text.rsplit(": ", 1)[-1].split(" at ", 1)[0].rstrip(".")
     return field, f"{field} is malformed: {detail}"
