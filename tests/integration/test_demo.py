@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("helium_demo")]
+# Same xdist group as the gateway integration tests: two embedded networks at once overload a 2-core runner.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gateway_dev")]
 
 ADDR = r"0x[0-9a-fA-F]{40}"
 

@@ -23,7 +23,7 @@ def key(dev) -> str:
 
 
 def _client(dev, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=dev.url + "/v1", api_key=key, max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=dev.url + "/v1", api_key=key, max_retries=0, timeout=300)
 
 
 def _task(dev, key: str, task_id: str) -> dict:
@@ -192,7 +192,7 @@ def test_pages_in_headless_chromium(dev, key):
             page.select_option("#model", dev.model)
             page.fill("#prompt", "Hello, network.")
             page.click("#send-button")
-            mark = page.wait_for_selector("[data-testid=validated]", timeout=60_000)
+            mark = page.wait_for_selector("[data-testid=validated]", timeout=180_000)
             assert "quorum" in mark.inner_text()
             answer = page.locator(".msg.assistant").last
             task_id = answer.get_attribute("data-task-id")
