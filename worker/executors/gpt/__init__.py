@@ -6,7 +6,7 @@ Public face: `GptExecutor` (the `worker.executors.base.Executor` for task_type
 blocks → OpenAI tool_calls) and `render_prompt` (chat template or the plain fallback).
 """
 
-from worker.executors.gpt._executor import BACKENDS, GptExecutor
+from worker.executors.gpt._executor import BACKENDS, GptExecutor, GptRun
 from worker.executors.gpt._prompt import plain_prompt, render_prompt
 from worker.executors.gpt._response import (
     HASH_DOMAIN,
@@ -22,6 +22,7 @@ __all__ = [
     "HASH_DOMAIN",
     "Choice",
     "GptExecutor",
+    "GptRun",
     "build_response",
     "parse_tool_calls",
     "plain_prompt",

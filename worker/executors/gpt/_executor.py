@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import structlog
 
@@ -35,6 +36,7 @@ from worker.errors import (
 )
 from worker.executors.base import Capabilities, Job, Outcome
 from worker.executors.gpt._response import (
+    Choice,
     StreamEmitter,
     build_response,
     finish_sequence,
@@ -43,11 +45,18 @@ from worker.executors.gpt._response import (
 )
 from worker.models import ModelCache
 
-__all__ = ["BACKENDS", "GptExecutor"]
+__all__ = ["BACKENDS", "GptExecutor", "GptRun"]
 
 log = structlog.get_logger(__name__)
 
 BACKENDS = ("auto", "transformers", "vllm")
+
+
+@dataclass(frozen=True)
+class GptRun:
+    outcome: Outcome
+    choices: tuple[Choice, ...]
+    response: dict
 _DEFAULT_BUDGET_FRACTION = 0.8
 
 
@@ -87,6 +96,10 @@ class GptExecutor:
         )
 
     def run(self, job: Job) -> Outcome:
+        return self.execute(job).outcome
+
+    def execute(self, job: Job) -> GptRun:
+        """`run`, keeping the parts: the choices (with their token ids) and the response document."""
         spec = job.spec
         if not isinstance(spec, gpt_pb2.GptTask):
             raise InvalidArgsError(f"gpt: expected a helium.v1.GptTask, got {type(spec).__name__}")
@@ -125,12 +138,13 @@ class GptExecutor:
         log_.info("gpt_task_done", backend=self.backend.name, choices=len(choices),
                   prompt_tokens=len(prep.prompt_ids), completion_tokens=completion,
                   seconds=round(time.monotonic() - started, 3), result_hash=digest.hex())
-        return Outcome(
+        outcome = Outcome(
             result_hash=digest,
             output=json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode(),
             prompt_tokens=len(prep.prompt_ids),
             completion_tokens=completion,
         )
+        return GptRun(outcome, tuple(choices), response)
 
     def close(self) -> None:
         self.cache.clear()
