@@ -188,11 +188,12 @@ async def run(args) -> dict:
                     r["cpu_idle"] = await cpu_share(ps, 6)
                     r["rss_idle"] = ps.memory_info().rss / MIB
                     r["view"] = await idle_counts(address, token)
+                    hb0, t_hb0 = sum(f.stats.get("heartbeats", 0) for f in fleets), time.monotonic()
                     r["lat_idle"] = await latencies(client, reqs[n:], args.warmup, args.phase_budget)
                     r["rss_after"] = ps.memory_info().rss / MIB
                     r["heartbeats"] = sum(f.stats.get("heartbeats", 0) for f in fleets)
+                    r["hb_rate"] = (r["heartbeats"] - hb0) / (time.monotonic() - t_hb0)
                     r["lost"] = sum(f.stats.get("lost", 0) for f in fleets)
-                    r["hb_window_s"] = time.monotonic() - t0
                 finally:
                     for f in fleets:
                         await f.stop()
@@ -230,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     view = r["view"]
     print(f"coordinator view: available={view.get('state:available', 0)} "
           f"idle-card={sum(v for k, v in view.items() if k.startswith('card:idle-card'))}")  # fmt: skip
-    print(f"heartbeats sent by the idle nodes: {r['heartbeats']} in {r['hb_window_s']:.0f} s, "
-          f"streams lost: {r['lost']}")  # fmt: skip
+    print(f"heartbeats sent by the idle nodes: {r['heartbeats']} in all, {r['hb_rate']:.0f}/s during the "
+          f"idle phase (expected {idle / 5:.0f}/s at 5 s), streams lost: {r['lost']}")  # fmt: skip
     print(f"coordinator RSS: empty {r['rss_empty']:.0f} MiB, with {args.workers} workers {r['rss_30']:.0f} MiB, "
           f"with {idle} idle {r['rss_idle']:.0f} MiB ({(r['rss_idle'] - r['rss_30']) * 1024 / max(1, idle):.1f} KiB "
           f"a node), after the tasks {r['rss_after']:.0f} MiB")  # fmt: skip
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, lat in (("30 workers", r["lat_30"]), (f"+{idle} idle", r["lat_idle"])):
         print(f"dispatch submit->validated [{name:>12}] n={len(lat):4d} p50 {percentile(lat, 0.5):8.1f} ms  "
               f"p99 {percentile(lat, 0.99):8.1f} ms")  # fmt: skip
+    print(f"slowest with idle nodes (ms): {[round(x) for x in sorted(r['lat_idle'])[-5:]]}")
     print(f"dispatch_p99_30={p30:.1f} ms dispatch_p99_idle={pidle:.1f} ms (target: within 2x); "
           f"RSS target <= 1536 MiB")  # fmt: skip
     if args.profile:
