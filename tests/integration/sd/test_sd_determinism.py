@@ -37,6 +37,7 @@ def _task(base: str, seed: int, **extra) -> dict:
             **extra}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_three_processes_agree_and_seeds_differ(tmp_path):
     models = tmp_path / "models"

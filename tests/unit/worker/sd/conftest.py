@@ -14,6 +14,18 @@ from worker.executors.sd import SdExecutor, SdExecutorConfig, StepEvent
 from worker.tiny_sd import build_tiny_models
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from threads, and CI runs two pytest workers on two cores:
+    one thread each avoids OpenMP oversubscription (restored after each test)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def sd_models_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("sd-models")

@@ -25,6 +25,9 @@ from worker.tiny_sd import TI_TOKEN, TINY_LORA_FILE
 SD15 = "helium-tiny/sd15"
 SDXL = "helium-tiny/sdxl"
 
+# One pytest-xdist worker runs all SD tests: diffusers is imported and the tiny models built once.
+pytestmark = pytest.mark.xdist_group("sd")
+
 
 def task(base=SD15, *, w=64, h=64, steps=2, seed=1, n=1, **extra) -> dict:
     doc = {"base_model": base, "prompt": "a lighthouse at dusk, oil painting", "negative_prompt": "blurry",
