@@ -110,7 +110,9 @@ class KeyStore:
                                    check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        # WAL + NORMAL: a commit is not fsynced; power loss may drop the last commits (never corrupts).
+        # Nonces stay unique anyway (time floor); a lost reservation only loosens a spending limit once.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         for stmt in filter(str.strip, _SCHEMA.split(";")):
             self._db.execute(stmt)
         with self._tx() as db:

@@ -134,7 +134,9 @@ class GatewayServing:
         info = await self.network_info()
         fee = parse_fee(raw_fee, self.settings.default_fee_wei, int(info.min_fee or 0))
         domain = Domain(chain_id=int(info.chain_id), verifying_contract=info.verifying_contract)
-        signed = self.wallet.sign(args, fee=fee, deadline=self.settings.task_deadline, domain=domain)
+        # EIP-712 signing takes milliseconds of pure Python: keep it off the event loop.
+        signed = await asyncio.to_thread(self.wallet.sign, args, fee=fee, deadline=self.settings.task_deadline,
+                                         domain=domain)
         if key is not None:
             self.keys.reserve(key.id, signed.task_id, fee)
         try:
