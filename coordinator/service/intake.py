@@ -152,8 +152,8 @@ class TaskIntake:
                         f"{pending} reserved by pending tasks"
                     )
             if self.input_store is not None and len(canon) > self.dispatcher.settings.inline_args_limit:
-                if not self.input_store.exists(task_id, "input"):
-                    self.input_store.put_bytes(task_id, "input", canon)
+                if not self.input_store.exists(task_id, "input"):  # fsynced: off the event loop
+                    await asyncio.to_thread(self.input_store.put_bytes, task_id, "input", canon)
             self.dispatcher.enqueue(task)
         return task, True
 
