@@ -157,7 +157,9 @@ class CoordinatorApp:
             WorkerServicer(d, membership, self.key.address, c.relay_address), server
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(d, membership, parts.stats_source), server)
-        add_relay_to_server(server, relay_cfg, self.relay_store)
+        from coordinator import metrics
+
+        add_relay_to_server(server, relay_cfg, self.relay_store, on_bytes=metrics.record_relay_bytes)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME], server)

@@ -27,7 +27,8 @@ log = structlog.get_logger("relay.server")
 RELAY_SERVICE_NAME = relay_pb2.DESCRIPTOR.services_by_name["RelayService"].full_name
 
 
-def add_relay_to_server(server: grpc.aio.Server, config: RelayConfig, store: BlobStore | None = None) -> RelayServicer:
+def add_relay_to_server(server: grpc.aio.Server, config: RelayConfig, store: BlobStore | None = None,
+                        on_bytes=None) -> RelayServicer:  # fmt: skip
     """Registers RelayService on `server` (the bundled mode: the coordinator's own server).
 
     `store` defaults to a FilesystemBlobStore at ``config.data_dir``; pass the one the coordinator
@@ -43,7 +44,7 @@ def add_relay_to_server(server: grpc.aio.Server, config: RelayConfig, store: Blo
         max_nonces=config.max_nonces,
         max_grant_cache=config.max_grant_cache,
     )
-    servicer = RelayServicer(store, authenticator, config.chunk_bytes)
+    servicer = RelayServicer(store, authenticator, config.chunk_bytes, on_bytes)
     handlers = {
         "Put": grpc.stream_unary_rpc_method_handler(
             servicer.Put,

@@ -53,8 +53,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidArgument(f"limit must be <= 1000, got {limit}", "limit")
         states = [serde.TASK_STATE_FROM_PB[s] for s in request.states]
         tasks = self.dispatcher.store.list_tasks(states, limit)
-        return admin_pb2.ListTasksResponse(tasks=[serde.task_to_pb(t, self.dispatcher.get(t.task_id)[1],
-                                                                   with_args=False) for t in tasks])  # fmt: skip
+        return admin_pb2.ListTasksResponse(tasks=[serde.task_to_pb(t, self.dispatcher.get(t.task_id)[1])
+                                                  for t in tasks])  # fmt: skip
 
     async def GetStats(self, request, context):
         d = self.dispatcher

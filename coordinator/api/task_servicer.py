@@ -54,19 +54,29 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         try:
             task, assigns = self.dispatcher.get(task_id)
             yield task_pb2.WatchTaskResponse(task=serde.task_to_pb(task, assigns))
+            sent = -1  # the last delta seq sent: replayed ones are not sent twice
+            if request.include_deltas:
+                for event in self.dispatcher.buffered_deltas(task_id):
+                    yield self._delta(event)
+                    sent = event.seq
             while task.state not in _FINAL:
                 remaining = context.time_remaining()
                 timeout = None if remaining is None else max(0.0, remaining)
                 event = await asyncio.wait_for(queue.get(), timeout=timeout)
                 if isinstance(event, DeltaEvent):
-                    if request.include_deltas:
-                        yield task_pb2.WatchTaskResponse(delta=task_pb2.TokenDelta(
-                            task_id=task_id, node=event.node, seq=event.seq, chunk_json=event.chunk_json))  # fmt: skip
+                    if request.include_deltas and event.seq > sent:
+                        yield self._delta(event)
+                        sent = event.seq
                     continue
                 task, assigns = self.dispatcher.get(task_id)
                 yield task_pb2.WatchTaskResponse(task=serde.task_to_pb(task, assigns))
         finally:
             events.unsubscribe(task_id, queue)
+
+    @staticmethod
+    def _delta(event: DeltaEvent) -> task_pb2.WatchTaskResponse:
+        return task_pb2.WatchTaskResponse(delta=task_pb2.TokenDelta(
+            task_id=event.task_id, node=event.node, seq=event.seq, chunk_json=event.chunk_json))  # fmt: skip
 
     async def CancelTask(self, request, context):
         task = self.intake.cancel(_task_id(request.task_id), request.signature)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from chain import signing
+from coordinator import metrics
 from coordinator.domain.models import (
     Assignment,
     AssignmentState,
@@ -33,7 +34,7 @@ from coordinator.domain.models import (
 )
 from coordinator.errors import FailedPrecondition, NotFound
 from coordinator.service import hooks, validation
-from coordinator.service.events import TaskEvents
+from coordinator.service.events import DeltaEvent, TaskEvents
 from coordinator.service.messages import (
     AckMsg,
     AssignMsg,
@@ -62,6 +63,7 @@ class DispatchSettings:
     grant_ttl_s: int = 3600
     # How many queued tasks one dispatch round looks at.
     max_scan: int = 2000
+    max_buffered_deltas: int = 16384
 
     @property
     def lease_ms(self) -> int:
@@ -96,6 +98,8 @@ class _InFlight:
     task: Task
     assignments: dict[str, Assignment]
     streamer: str | None = None  # the node whose deltas are forwarded to watchers
+    # The streamer's deltas so far, replayed to a watcher that subscribes late (bounded).
+    deltas: list = field(default_factory=list)
 
     def submissions(self) -> list[validation.Submission]:
         return [
@@ -141,6 +145,7 @@ class Dispatcher:
         self._needs_node: dict[str, int] = {}  # task id -> missing assignments (replacements)
         self._wake = asyncio.Event()
         self._stopping = False
+        self._observed_at = 0.0
         self.on_validated: list[Callable[[Task], None]] = []
         self.on_outcome: list[Callable[[str, Task, Sequence[Assignment]], None]] = []
 
@@ -177,8 +182,18 @@ class Dispatcher:
                 self._expire_leases()
                 self._expire_deadlines()
                 self._dispatch_round()
+                self._observe(tick)
             except Exception:
                 log.exception("dispatch_round_failed")
+
+    def _observe(self, every_s: float) -> None:
+        """Queue and node gauges for /metrics, at most once per `every_s` (they cost O(nodes))."""
+        now = self.clock()
+        if now - self._observed_at < every_s:
+            return
+        self._observed_at = now
+        metrics.observe_queue(self.queue.depth_by_type())
+        metrics.observe_nodes(replace(r, state=self.node_view_state(r)) for r in self.store.list_nodes())
 
     def stop(self) -> None:
         self._stopping = True
@@ -421,7 +436,13 @@ class Dispatcher:
         if flight.streamer is None:
             flight.streamer = session.address
         if flight.streamer == session.address:
+            if len(flight.deltas) < self.settings.max_buffered_deltas:
+                flight.deltas.append(DeltaEvent(task_id, session.address, seq, chunk_json))
             self.events.publish_delta(task_id, session.address, seq, chunk_json)
+
+    def buffered_deltas(self, task_id: str) -> list:
+        flight = self.inflight.get(task_id)
+        return list(flight.deltas) if flight is not None else []
 
     def submit(
         self,

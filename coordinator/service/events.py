@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from coordinator import metrics
 from coordinator.domain.models import Task
 
 __all__ = ["DeltaEvent", "TaskEvents"]
@@ -39,6 +40,7 @@ class TaskEvents:
                 del self._watchers[task_id]
 
     def publish_task(self, task: Task) -> None:
+        metrics.observe_task(task)
         for q in self._watchers.get(task.task_id, ()):
             if q.full():
                 try:

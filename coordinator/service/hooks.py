@@ -79,6 +79,7 @@ class TaskQueue:
         self.capacity = capacity
         self._items = SortedKeyList(key=lambda t: (-t.priority, t.created_ms, t.task_id))
         self._by_id: dict[str, Task] = {}
+        self._depth: dict[TaskType, int] = {t: 0 for t in TaskType}
 
     def check_room(self) -> None:
         if len(self._by_id) >= self.capacity:
@@ -90,11 +91,13 @@ class TaskQueue:
         self.check_room()
         self._items.add(task)
         self._by_id[task.task_id] = task
+        self._depth[task.type] += 1
 
     def remove(self, task_id: str) -> Task | None:
         task = self._by_id.pop(task_id, None)
         if task is not None:
             self._items.remove(task)
+            self._depth[task.type] -= 1
         return task
 
     def __contains__(self, task_id: str) -> bool:
@@ -111,10 +114,7 @@ class TaskQueue:
         return list(itertools.islice(self._items, limit))
 
     def depth_by_type(self) -> dict[TaskType, int]:
-        out = {t: 0 for t in TaskType}
-        for task in self._by_id.values():
-            out[task.type] += 1
-        return out
+        return dict(self._depth)
 
 
 class Pricer(Protocol):

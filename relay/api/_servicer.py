@@ -37,7 +37,10 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
     (de)serializers of :mod:`relay._wire`, not as generated messages.
     """
 
-    def __init__(self, store: BlobStore, authenticator: RelayAuthenticator, chunk_bytes: int) -> None:
+    def __init__(self, store: BlobStore, authenticator: RelayAuthenticator, chunk_bytes: int,
+                 on_bytes=None) -> None:  # fmt: skip
+        # Called as on_bytes(direction, n) after each stored/served blob (metrics), when given.
+        self.on_bytes = on_bytes
         self._store = store
         self._auth = authenticator
         self._chunk_bytes = chunk_bytes
@@ -56,6 +59,8 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         with self._store.begin_write(task_id, slot, digest, h.size) as writer:
             info = await write_chunks(writer, _chunks(request_iterator))
         log.info("relay_put", task_id=task_id, slot=slot, node=caller.address, size=info.size)
+        if self.on_bytes is not None:
+            self.on_bytes("in", info.size)
         return relay_pb2.PutResponse(sha256=info.sha256_hex, size=info.size)
 
     @translate_errors
@@ -72,3 +77,5 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
             async for chunk in read_chunks(reader, self._chunk_bytes):
                 yield chunk  # encoded as GetResponse{chunk} by relay._wire
         log.info("relay_get", task_id=task_id, slot=slot, node=caller.address, size=info.size)
+        if self.on_bytes is not None:
+            self.on_bytes("out", info.size)
