@@ -3,22 +3,13 @@ loopback, or when the operator says `--insecure`."""
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import grpc
 
+from helium.net import is_loopback
+
 __all__ = ["client_credentials", "is_loopback", "server_credentials"]
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def server_credentials(host: str, cert: Path | None, key: Path | None, insecure: bool):

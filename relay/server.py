@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import signal
 import sys
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from helium.net import is_loopback
 from helium.v1 import relay_pb2
 from relay import _wire
 from relay.api import RelayServicer
@@ -59,15 +59,6 @@ def add_relay_to_server(server: grpc.aio.Server, config: RelayConfig, store: Blo
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(RELAY_SERVICE_NAME, handlers),))
     return servicer
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _hostport(host: str, port: int) -> str:

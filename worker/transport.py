@@ -15,13 +15,12 @@ keepalive time, and `grpc.keepalive_permit_without_calls` = 1; see
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from datetime import timedelta
 from pathlib import Path
 
 import grpc
 
+from helium.net import is_loopback
 from worker.errors import ConnectError
 
 __all__ = [
@@ -41,22 +40,6 @@ def split_host_port(target: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit():
         raise ValueError(f"address must be HOST:PORT, got {target!r}")
     return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost names and loopback IPs; a name is resolved, and must resolve to loopback only."""
-    if host in ("localhost", "ip6-localhost") or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    addrs = {info[4][0] for info in infos}
-    return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
 
 
 def channel_options(
