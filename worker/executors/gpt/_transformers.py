@@ -85,9 +85,23 @@ class TransformersBackend:
                 f"quantize_bits: {bits}-bit quantization is not supported on device {self.device.kind} "
                 f"({self.device.card}): {why}")
         key = CacheKey(task.model, f"{self.device.torch_device}/{dtype}/q{bits or 0}")
-        return self.cache.get_or_load(key, lambda: self._load(task.model, dtype, bits),
-                                      size_of=lambda b: b.model.get_memory_footprint(),
-                                      estimate=_weights_bytes(task.model, bits))
+
+        def load() -> Loaded:
+            return self.cache.get_or_load(key, lambda: self._load(task.model, dtype, bits),
+                                          size_of=lambda b: b.model.get_memory_footprint(),
+                                          estimate=_weights_bytes(task.model, bits))
+
+        import torch
+
+        try:
+            return load()
+        except torch.OutOfMemoryError:
+            if not self.cache.keys():
+                raise
+            # The budget is an estimate; free every other model and try once more before giving up.
+            log.warning("gpt_load_oom_retry", model=task.model, evicting=len(self.cache.keys()))
+            self.cache.clear()
+            return load()
 
     def prepare(self, task: gpt_pb2.GptTask, loaded: Loaded) -> Prepared:
         prompt_ids = render_prompt(loaded.tokenizer, task)
