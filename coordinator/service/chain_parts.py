@@ -27,7 +27,7 @@ import structlog
 
 from chain.client import ChainClient
 from chain.errors import ChainError
-from chain.models import ContractAddresses
+from chain.models import ClientSettings, ContractAddresses
 from coordinator.domain.models import NodeState
 from coordinator.errors import NotStaked, Unavailable
 from coordinator.service.protocol_hooks import QosTracker, ValuePricer, WeightedSelector
@@ -44,8 +44,13 @@ ADDRESSES_ENV = "HELIUM_CHAIN_ADDRESSES"
 class ChainTuning:
     # A creator's on-chain deposit is re-read at most this often (fees settled since are subtracted).
     deposit_cache_ttl: timedelta = timedelta(seconds=2)
-    # While the chain is unreachable, the last deposit / stake read stays usable this long.
+    # The last deposit / stake read stays usable this long (chain busy or unreachable); must stay well
+    # below the ledger's withdrawal delay (1 h).
     stale_ok: timedelta = timedelta(minutes=5)
+    # eth_call each transaction of the embedded chain before sending it. Off: the embedded EVM is
+    # interpreted and a preflight doubles the CPU of a settlement; a reverted batch is replayed as an
+    # eth_call to name the culprit instead. JSON-RPC chains always preflight (no gas spent on reverts).
+    embedded_preflight: bool = False
     # How often the NetworkStats counters are read for GetStats.
     stats_refresh: timedelta = timedelta(seconds=10)
 
@@ -82,30 +87,63 @@ class ChainStakes:
 
 
 class ChainDeposits:
-    """hooks.DepositCheck: the creator's available deposit on the ledger (cached briefly; fees settled
-    since the read are subtracted, so the cache never overstates it)."""
+    """hooks.DepositCheck: the creator's available deposit on the ledger.
+
+    The first read of a creator waits for the chain; later reads answer from the last value at once and
+    refresh it in the background when it is older than `deposit_cache_ttl`. Fees settled since a read
+    are subtracted from it (counted from the moment the read started, so a settlement racing the read is
+    subtracted even if the read already saw it: the check errs on the side of refusing). A deposit can
+    only shrink by settlement or by a withdrawal, which waits out the ledger's delay, so a value that is
+    seconds old never lets a fee through that settlement could not take.
+    """
 
     def __init__(self, client: ChainClient, tuning: ChainTuning) -> None:
         self.client = client
         self.tuning = tuning
-        self._cache: dict[str, list] = {}  # creator -> [value, read_at, settled_since]
+        self._cache: dict[str, tuple[int, float, int]] = {}  # creator -> (value, read_at, settled total then)
+        self._settled: dict[str, int] = {}
+        self._refreshing: dict[str, asyncio.Task] = {}
+
+    async def _read(self, creator: str) -> tuple[int, float, int]:
+        start = self._settled.get(creator, 0)
+        value = await self.client.deposit_of(creator)
+        entry = self._cache[creator] = (value, time.monotonic(), start)
+        return entry
+
+    def _refresh(self, creator: str) -> None:
+        if creator in self._refreshing:
+            return
+
+        async def job() -> None:
+            try:
+                await self._read(creator)
+            except (ChainError, *TRANSIENT_ERRORS) as exc:
+                log.info("deposit_refresh_failed", creator=creator, error=str(exc))
+            finally:
+                self._refreshing.pop(creator, None)
+
+        self._refreshing[creator] = asyncio.create_task(job())
 
     async def available(self, creator: str) -> int | None:
         entry = self._cache.get(creator)
         now = time.monotonic()
-        if entry is None or now - entry[1] > self.tuning.deposit_cache_ttl.total_seconds():
+        if entry is None:
             try:
-                value = await self.client.deposit_of(creator)
-                entry = self._cache[creator] = [value, now, 0]
+                entry = await self._read(creator)
             except (ChainError, *TRANSIENT_ERRORS) as exc:
-                if entry is None or now - entry[1] > self.tuning.stale_ok.total_seconds():
-                    raise Unavailable(f"the chain is unavailable to read the deposit of {creator}: {exc}") from exc
-        return max(0, entry[0] - entry[2])
+                raise Unavailable(f"the chain is unavailable to read the deposit of {creator}: {exc}") from exc
+        elif now - entry[1] > self.tuning.stale_ok.total_seconds():
+            try:
+                entry = await self._read(creator)
+            except (ChainError, *TRANSIENT_ERRORS) as exc:
+                raise Unavailable(f"the chain is unavailable to read the deposit of {creator}: {exc}") from exc
+        elif now - entry[1] > self.tuning.deposit_cache_ttl.total_seconds():
+            self._refresh(creator)
+        value, _, settled_then = entry
+        return max(0, value - (self._settled.get(creator, 0) - settled_then))
 
     def settled(self, creator: str, fee: int) -> None:
-        entry = self._cache.get(creator)
-        if entry is not None:
-            entry[2] += fee
+        self._settled[creator] = self._settled.get(creator, 0) + fee
 
 
 def _addresses(config) -> ContractAddresses:
@@ -142,7 +180,7 @@ async def chain_parts(config, store, key, devchain=None, *, client: ChainClient 
                 from chain.devchain import DevChain
 
                 devchain = opened = await DevChain.open(Path(config.data_dir) / "chain")
-            client = devchain.client()
+            client = devchain.client(settings=ClientSettings(preflight=tuning.embedded_preflight))
             signer = devchain.keys.coordinator
         else:
             client = await ChainClient.connect(config.chain, key, _addresses(config))

@@ -168,12 +168,22 @@ class WeightedSelector:
     def __init__(self, settings: ProtocolSettings, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.rng = rng or random.SystemRandom()
+        self._free_key: tuple = ()
+        self._no_group: set = set()
+        self._candidates: list[_Candidate] = []
 
     def pick(self, task: Task, free: Sequence[hooks.NodeView], count: int, exclude: frozenset[str]):
         req = requirements(task, self.settings)
-        group = draw_group(req, [_Candidate(v, v.qos) for v in free], self.rng, self.settings,
-                           exclude=exclude, count=count)  # fmt: skip
-        return [c.view for c in group] if group else None
+        key = tuple((v.address, v.qos) for v in free)
+        if key != self._free_key:  # a new set of free nodes: forget which requirements found no group
+            self._free_key, self._no_group, self._candidates = key, set(), [_Candidate(v, v.qos) for v in free]
+        if (req, count, exclude) in self._no_group:
+            return None
+        group = draw_group(req, self._candidates, self.rng, self.settings, exclude=exclude, count=count)
+        if not group:
+            self._no_group.add((req, count, exclude))
+            return None
+        return [c.view for c in group]
 
     def can_ever_run(self, task: Task, registered: Sequence[hooks.NodeView]) -> tuple[bool, str]:
         req = requirements(task, self.settings)
@@ -191,11 +201,17 @@ class QosTracker:
         self.stake_of = stake_of
         self.history: dict[str, list[str]] = {}
         self._kicked: set[str] = set()
+        self._parsed: dict[str, tuple[dict, NodeQos]] = {}  # address -> (the dict parsed, its NodeQos)
 
     def _load(self, node: NodeRecord) -> NodeQos:
         if not node.qos:
             return NodeQos.new(time.time(), self.settings)
-        return NodeQos.from_dict(node.qos, self.settings)
+        cached = self._parsed.get(node.address)
+        if cached is not None and cached[0] is node.qos:
+            return cached[1]
+        q = NodeQos.from_dict(node.qos, self.settings)
+        self._parsed[node.address] = (node.qos, q)
+        return q
 
     def qos(self, node: NodeRecord, now_ms: int) -> float:
         return self._load(node).qos(now_ms / 1000.0)

@@ -38,7 +38,14 @@ from datetime import timedelta
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from chain.errors import ChainError, ChainTimeout, ChainUnavailable, ContractRevert, SettlementRejected
+from chain.errors import (
+    ChainError,
+    ChainTimeout,
+    ChainUnavailable,
+    ContractRevert,
+    SettlementRejected,
+    TransactionReverted,
+)
 from chain.models import EvidenceResult, SignedResult, SlashEvidence, SlashKind, TaskSettlement
 from coordinator.domain.models import Assignment, AssignmentState, NodeState, Task, TaskState, TaskType
 from coordinator.service import validation
@@ -298,7 +305,12 @@ class BatchSettlement:
         if os.environ.get(TEST_KILL_AFTER_SEND_ENV) == "1":
             log.warning("test_hook_kill_after_settle_send", tx=tx.hex())
             os.kill(os.getpid(), signal.SIGKILL)
-        receipt = await self.client.wait_receipt(tx, s.receipt_timeout)
+        try:
+            receipt = await self.client.wait_receipt(tx, s.receipt_timeout)
+        except TransactionReverted:
+            self.store.put_value(BATCH_KEY, "")
+            await self._diagnose(ids, items, slashes)
+            return
         settled = {e.args["taskId"].hex(): receipt.tx_hash.hex() for e in receipt.events if e.name == "TaskSettled"}
         slashed = [e.args["node"] for e in receipt.events if e.name == "Slashed"]
         self._apply(settled, slashed, [i for i in ids if i[2:] not in settled])
@@ -307,6 +319,20 @@ class BatchSettlement:
         self.store.put_value(BATCH_KEY, "")
         log.info("settlement_batch_settled", tx=tx.hex(), tasks=len(settled), slashes=len(slashed),
                  gas=receipt.gas_used)  # fmt: skip
+
+    async def _diagnose(self, ids: list[str], items: list[TaskSettlement], slashes: list[SlashEvidence]) -> None:
+        """A batch sent without preflight reverted: replay it as an eth_call to learn which task or slash
+        the ledger refuses, and drop that one."""
+        fn = self.client.ledger.functions.settle([t.as_abi() for t in items], [e.as_abi() for e in slashes])
+        data = bytes.fromhex(fn._encode_transaction_data()[2:])
+        try:
+            await self.client.sender_for(None).preflight(self.client.ledger.address, data)
+        except ContractRevert as exc:
+            rejected = SettlementRejected(str(exc), task_id=exc.args_dict.get("taskId"), error=exc.error,
+                                          args=exc.args_dict, data=exc.data)  # fmt: skip
+            self._reject(rejected, ids, slashes)
+            return
+        log.warning("settlement_batch_reverted_then_passed", tasks=len(items), slashes=len(slashes))
 
     def _reject(self, exc: SettlementRejected, ids: list[str], slashes: list[SlashEvidence]) -> None:
         """A batch the ledger refuses: drop the task (or slash) it names, so the rest goes out next time."""

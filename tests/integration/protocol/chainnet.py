@@ -12,7 +12,9 @@ from pathlib import Path
 import grpc
 from eth_account import Account
 
+from chain.deploy import ETHER
 from chain.devchain import DevChain
+from chain.models import ClientSettings
 from coordinator.config import CoordinatorConfig
 from coordinator.server import CoordinatorApp
 from coordinator.service.chain_parts import chain_parts
@@ -46,7 +48,7 @@ class ChainNet:
     async def __aenter__(self) -> ChainNet:
         self.chain = await DevChain.open(self.root / "chain")
         self.admin = self.chain.client(self.chain.keys.creator)  # reads and creator/node helper sends
-        client = self.chain.client()
+        client = self.chain.client(settings=ClientSettings(preflight=False))
         if self.client_wrapper is not None:
             client = self.client_wrapper(self.chain, client)
         self.coordinator_client = client
@@ -64,21 +66,22 @@ class ChainNet:
         await self.app.stop(0.2)
         await self.chain.close()
 
-    async def stake(self, key) -> None:
-        await self.chain.fund_and_stake(key)
+    async def stake(self, *keys) -> None:
+        """Funds and stakes the minimum for each key, concurrently (fast receipt polling)."""
+        fast = ClientSettings(poll_interval=timedelta(milliseconds=10), preflight=False)
+        faucet = self.chain.client(self.chain.keys.faucet, settings=fast)
+        amount = await faucet.min_stake()
+        await asyncio.gather(*(faucet.send_value(k.address, amount + ETHER) for k in keys))
+        await asyncio.gather(*(self.chain.client(k, settings=fast).stake(k, amount) for k in keys))
 
     async def add_nodes(self, n: int, executor_factory, *, card: str = "cpu", vram: int = 0, stake: bool = True,
                         keys=None) -> list[WorkerNode]:  # fmt: skip
         keys = list(keys) if keys is not None else [Account.create() for _ in range(n)]
         if stake:
-            for key in keys:
-                await self.stake(key)
-        out = []
-        for key in keys:
-            node = self.make_node(key, executor_factory(), card=card, vram=vram)
-            await node.__aenter__()
-            self.nodes.append(node)
-            out.append(node)
+            await self.stake(*keys)
+        out = [self.make_node(key, executor_factory(), card=card, vram=vram) for key in keys]
+        await asyncio.gather(*(node.__aenter__() for node in out))
+        self.nodes += out
         return out
 
     def make_node(self, key, executor, *, card: str = "cpu", vram: int = 0) -> WorkerNode:
