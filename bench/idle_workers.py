@@ -73,8 +73,8 @@ async def coordinator_process(data_dir: Path, profile: str | None):
 class IdleFleet:
     """One `bench._idle` child; `stats` keeps its latest counters."""
 
-    def __init__(self, address: str, nodes: int, deadline: float) -> None:
-        self.address, self.nodes, self.deadline = address, nodes, deadline
+    def __init__(self, address: str, nodes: int, deadline: float, concurrency: int) -> None:
+        self.address, self.nodes, self.deadline, self.concurrency = address, nodes, deadline, concurrency
         self.proc: asyncio.subprocess.Process | None = None
         self.ready: dict[str, float] = {}
         self.stats: dict[str, int] = {}
@@ -83,7 +83,8 @@ class IdleFleet:
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench._idle", "--coordinator", self.address, "--nodes", str(self.nodes),
-            "--deadline", str(self.deadline), stdout=asyncio.subprocess.PIPE, env=child_env())  # fmt: skip
+            "--deadline", str(self.deadline), "--concurrency", str(self.concurrency),
+            stdout=asyncio.subprocess.PIPE, env=child_env())  # fmt: skip
 
     async def wait_ready(self, timeout: float) -> dict[str, float]:
         assert self.proc is not None and self.proc.stdout is not None
@@ -174,7 +175,7 @@ async def run(args) -> dict:
                 r["cpu_30"] = await cpu_share(ps, 5)
 
                 per = -(-args.idle // args.fleets)
-                fleets = [IdleFleet(address, min(per, args.idle - i * per), args.join_deadline)
+                fleets = [IdleFleet(address, min(per, args.idle - i * per), args.join_deadline, args.concurrency)
                           for i in range(args.fleets)]  # fmt: skip
                 t0 = time.monotonic()
                 try:
@@ -189,7 +190,13 @@ async def run(args) -> dict:
                     r["rss_idle"] = ps.memory_info().rss / MIB
                     r["view"] = await idle_counts(address, token)
                     hb0, t_hb0 = sum(f.stats.get("heartbeats", 0) for f in fleets), time.monotonic()
+                    cpu0 = ps.cpu_times()
                     r["lat_idle"] = await latencies(client, reqs[n:], args.warmup, args.phase_budget)
+                    cpu1 = ps.cpu_times()
+                    r["cpu_busy"] = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (
+                        time.monotonic() - t_hb0
+                    )
+                    r["load"] = os.getloadavg()[0]
                     r["rss_after"] = ps.memory_info().rss / MIB
                     r["heartbeats"] = sum(f.stats.get("heartbeats", 0) for f in fleets)
                     r["hb_rate"] = (r["heartbeats"] - hb0) / (time.monotonic() - t_hb0)
@@ -218,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "--phase-budget", type=float, default=75.0, help="seconds per latency phase (at least 20 tasks)"
     )
     p.add_argument("--join-deadline", type=float, default=150.0, help="seconds the fleets may spend joining")
+    p.add_argument("--concurrency", type=int, default=150, help="handshakes in flight per fleet process")
     p.add_argument("--profile", metavar="FILE", help="run the coordinator under cProfile, write FILE")
     args = p.parse_args(argv)
     r = asyncio.run(run(args))
@@ -237,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
           f"with {idle} idle {r['rss_idle']:.0f} MiB ({(r['rss_idle'] - r['rss_30']) * 1024 / max(1, idle):.1f} KiB "
           f"a node), after the tasks {r['rss_after']:.0f} MiB")  # fmt: skip
     print(f"coordinator CPU while idle: {r['cpu_30'] * 100:.0f}% of a core with {args.workers} workers, "
-          f"{r['cpu_idle'] * 100:.0f}% with {idle} idle heartbeating")  # fmt: skip
+          f"{r['cpu_idle'] * 100:.0f}% with {idle} idle heartbeating, {r['cpu_busy'] * 100:.0f}% during the tasks "
+          f"with them (host load average {r['load']:.1f} on {os.cpu_count()} cores)")  # fmt: skip
     for name, lat in (("30 workers", r["lat_30"]), (f"+{idle} idle", r["lat_idle"])):
         print(f"dispatch submit->validated [{name:>12}] n={len(lat):4d} p50 {percentile(lat, 0.5):8.1f} ms  "
               f"p99 {percentile(lat, 0.99):8.1f} ms")  # fmt: skip
