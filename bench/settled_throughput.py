@@ -1,0 +1,79 @@
+"""Settled throughput: validated-and-settled tasks per second with settlement to the embedded chain,
+against the same network without settlement (chain "none": tasks end VALIDATED), in the same run.
+
+Each side: a coordinator in this process on a real port, 12 worker nodes on real gRPC streams (instant
+test-double executors), one creator submitting TASKS GPT tasks with 8 in flight. The chain side stakes the
+nodes, checks the creator's deposit and settles in batches (50 tasks or 1 s) on the embedded EVM (py-evm,
+interpreted, in this process); a task counts when it is SETTLED. The baseline counts VALIDATED.
+
+    python -m bench.settled_throughput [--tasks N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from coordinator.domain.models import TaskState
+from coordinator.service.settlement import SettlementSettings
+from helium.log import configure_logging
+from tests.integration.protocol.chainnet import ChainNet
+from tests.integration.protocol.simnet import new_creator, submit_all
+from tests.support.network import TestNetwork, gpt_args
+from worker.testing import InstantExecutor
+
+NODES = 12
+
+
+async def _drive(net, client, n: int, final: TaskState) -> float:
+    items = [(gpt_args(f"bench task {i}"), 2500 + i) for i in range(n)]
+    t0 = time.monotonic()
+    ids = await submit_all(client, items, concurrency=8)
+    store = net.app.store
+    while True:
+        states = [store.get_task(i).state for i in ids]
+        if all(s == final for s in states):
+            return n / (time.monotonic() - t0)
+        bad = [s for s in states if s in (TaskState.ABORTED, TaskState.CANCELLED)]
+        if bad:
+            raise RuntimeError(f"{len(bad)} tasks ended {bad[0].value}")
+        await asyncio.sleep(0.05)
+
+
+async def without_settlement(root: Path, n: int) -> float:
+    async with TestNetwork(root, heartbeat_s=0.5) as net:
+        await net.add_nodes(NODES, lambda: InstantExecutor("gpt"), card="gpu", vram=8 << 30)
+        return await _drive(net, net.client(), n, TaskState.VALIDATED)
+
+
+async def with_settlement(root: Path, n: int) -> float:
+    settle = SettlementSettings(batch_max_tasks=50, batch_interval=timedelta(seconds=1))
+    async with ChainNet(root, settlement=settle) as net:
+        await net.add_nodes(NODES, lambda: InstantExecutor("gpt"), card="gpu", vram=8 << 30)
+        creator = await new_creator(net, 10**20)
+        return await _drive(net, net.client(creator), n, TaskState.SETTLED)
+
+
+async def run(n: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = await without_settlement(Path(tmp) / "none", n)
+        print(f"no settlement (chain none): {base:.2f} validated tasks/s", flush=True)
+        settled = await with_settlement(Path(tmp) / "embedded", n)
+        print(f"settlement on the embedded chain: {settled:.2f} settled tasks/s", flush=True)
+    print(f"figure=settled_throughput value={settled:.3f} unit=tasks/s baseline=no_settlement "
+          f"ratio={settled / base:.3f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.settled_throughput")
+    p.add_argument("--tasks", type=int, default=300)
+    configure_logging(False, "error")
+    asyncio.run(run(p.parse_args().tasks))
+
+
+if __name__ == "__main__":
+    main()
