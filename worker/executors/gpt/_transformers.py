@@ -14,7 +14,6 @@ per-step hook for streaming and cancellation.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +85,10 @@ class TransformersBackend:
                 f"({self.device.card}): {why}")
         key = CacheKey(task.model, f"{self.device.torch_device}/{dtype}/q{bits or 0}")
 
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+
         def load() -> Loaded:
             return self.cache.get_or_load(key, lambda: self._load(task.model, dtype, bits),
                                           size_of=lambda b: b.model.get_memory_footprint(),
@@ -140,10 +143,8 @@ class TransformersBackend:
         stops = tuple(kwargs.pop("stop_strings", ()))
         hook = _StepCriteria(len(prep.prompt_ids), on_step if prep.streamable else None, is_cancelled,
                              stops, prep.decode)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                 stopping_criteria=StoppingCriteriaList([hook]), **kwargs)
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                             stopping_criteria=StoppingCriteriaList([hook]), **kwargs)
         return [row[len(prep.prompt_ids):].tolist() for row in out]
 
     def _load(self, model_id: str, dtype: str, bits: int | None) -> Loaded:
@@ -166,9 +167,7 @@ class TransformersBackend:
                 else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute))
             kwargs["device_map"] = {"": self.device.torch_device}  # one device: never offload
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
         except ValueError as e:
             if "Unrecognized configuration class" in str(e):
                 raise InvalidArgsError(f"model: {model_id} is not a causal language model ({_short(e)})") from e
