@@ -11,6 +11,9 @@ first with the 30 workers alone, then with the idle nodes connected too, in the 
 
     python -m bench.idle_workers [--idle 10000] [--tasks 150] [--fleets 2] [--profile FILE]
 
+The fleets stop starting handshakes after --join-deadline (150 s, to keep the run near 5 minutes);
+when fewer nodes joined by then, the figures are for those and a NOTE line says so. On a busy
+2-core host 10,000 take about 5 minutes to join: `--join-deadline 360 --phase-budget 60`.
 `--profile FILE` runs the coordinator under cProfile and prints where its time went (the
 figures are then slower than without it).
 """
