@@ -146,6 +146,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._observed_at = 0.0
+        self._maybe_free: dict[TaskType, set[str]] = {}
+        self._by_assignment: dict[str, str] = {}  # open or recent assignment id -> its task id
+        self._registered: tuple = (object(), [], {})
         self.on_validated: list[Callable[[Task], None]] = []
         self.on_outcome: list[Callable[[str, Task, Sequence[Assignment]], None]] = []
 
@@ -166,6 +169,7 @@ class Dispatcher:
                     assigns[a.assignment_id] = replace(a, lease_expires_ms=now + self.settings.lease_ms)
             flight = _InFlight(task, assigns)
             self.inflight[task.task_id] = flight
+            self._by_assignment.update(dict.fromkeys(assigns, task.task_id))
             self._refresh_need(flight)
         log.info("recovered", queued=len(self.queue), inflight=len(self.inflight))
 
@@ -253,6 +257,7 @@ class Dispatcher:
                 if a.node == address and a.state.open:
                     session.current = a.assignment_id
         self.nodes[address] = session
+        self._candidate(session)
         log.info("node_attached", node=address, card=str(caps.card), state=state.value)
         self.wake()
         return session
@@ -278,6 +283,7 @@ class Dispatcher:
         flight, a = self._find(session.current)
         if a is None or flight is None:
             session.current = None
+            self._candidate(session)
             return
         if a.assignment_id in running:
             flight.assignments[a.assignment_id] = replace(a, lease_expires_ms=now + self.settings.lease_ms)
@@ -294,6 +300,7 @@ class Dispatcher:
         self.store.save_node(record)
         if session is not None:
             session.record = record
+            self._candidate(session)
             if state.banned:
                 session.send(DisconnectMsg(state, reason))
         log.info("node_state", node=address, state=state.value, reason=reason)
@@ -328,38 +335,75 @@ class Dispatcher:
         return out
 
     def registered_views(self) -> list[hooks.NodeView]:
-        records = [n for n in self.store.list_nodes() if n.state not in (NodeState.QUIT,) and not n.state.banned]
-        return [hooks.NodeView(r) for r in records]
+        """Every node that may still run tasks (connected or not), cached until a node record changes."""
+        version = getattr(self.store, "nodes_version", None)
+        if version is None or self._registered[0] != version:
+            records = [n for n in self.store.list_nodes() if n.state != NodeState.QUIT and not n.state.banned]
+            self._registered = (version, [hooks.NodeView(r) for r in records], {})
+        return self._registered[1]
+
+    def can_ever_run(self, task: Task) -> tuple[bool, str]:
+        """Whether some group of registered nodes could run `task`; memoized per requirement shape."""
+        views = self.registered_views()
+        key = (task.type, task.dtype, task.quantize_bits, task.min_vram_bytes, task.card)
+        memo = self._registered[2]
+        if key not in memo:
+            memo[key] = self.selector.can_ever_run(task, views)
+        return memo[key]
+
+    def _candidate(self, session: NodeSession) -> None:
+        """`session` may have become free: the next round looks at it (rounds never scan every node)."""
+        for t in session.record.caps.task_types:
+            self._maybe_free.setdefault(t, set()).add(session.address)
+
+    def _free_views(self, task_type: TaskType, cache: dict) -> list[hooks.NodeView]:
+        if task_type not in cache:
+            sessions = []
+            candidates = self._maybe_free.get(task_type, set())
+            for address in list(candidates):
+                s = self.nodes.get(address)
+                if s is None or not s.free:
+                    candidates.discard(address)
+                else:
+                    sessions.append(s)
+            cache[task_type] = self._views(sessions)
+        return cache[task_type]
 
     def _dispatch_round(self) -> None:
-        free = self._views(s for s in self.nodes.values() if s.free)
-        if not free:
+        if not self._needs_node and not len(self.queue):
             return
+        cache: dict = {}
+        taken: set[str] = set()
+
+        def free_for(task: Task) -> list[hooks.NodeView]:
+            views = self._free_views(task.type, cache)
+            if taken:
+                views = cache[task.type] = [v for v in views if v.address not in taken]
+            return views
+
         for task_id, missing in list(self._needs_node.items()):
             flight = self.inflight.get(task_id)
             if flight is None or missing <= 0:
                 self._needs_node.pop(task_id, None)
                 continue
             used = frozenset(a.node for a in flight.assignments.values())
-            group = self.selector.pick(flight.task, free, missing, used)
+            group = self.selector.pick(flight.task, free_for(flight.task), missing, used)
             if group:
                 self._assign(flight, group)
-                free = [n for n in free if n not in group]
-                if not free:
-                    return
+                taken.update(n.address for n in group)
         size = self.settings.group_size
-        if len(free) < size:
-            return
         # A bounded scan: with many queued tasks that no free group can run, a round stays cheap;
         # deeper tasks are also the lower-value ones, and aging brings them forward.
         for task in self.queue.head(self.settings.max_scan):
-            group = self.selector.pick(task, free, size, frozenset())
-            if not group:
-                continue
-            self._dispatch(task, group)
-            free = [n for n in free if n not in group]
+            free = free_for(task)
             if len(free) < size:
-                return
+                if all(len(v) < size for v in cache.values()) and len(cache) == len(self._maybe_free):
+                    return
+                continue
+            group = self.selector.pick(task, free, size, frozenset())
+            if group:
+                self._dispatch(task, group)
+                taken.update(n.address for n in group)
 
     def _new_assignment(self, task: Task, node: str, now: int) -> Assignment:
         return Assignment(
@@ -376,6 +420,7 @@ class Dispatcher:
         self.queue.remove(task.task_id)
         flight = _InFlight(task, {a.assignment_id: a for a in assigns})
         self.inflight[task.task_id] = flight
+        self._by_assignment.update((a.assignment_id, task.task_id) for a in assigns)
         for a in assigns:
             self._send_assignment(flight, a)
         self.events.publish_task(task)
@@ -390,6 +435,7 @@ class Dispatcher:
         self.store.save_assignments(new, task)
         for a in new:
             flight.assignments[a.assignment_id] = a
+            self._by_assignment[a.assignment_id] = task.task_id
             self._send_assignment(flight, a)
         self._refresh_need(flight)
         log.info("task_reassigned", task_id=task.task_id, nodes=[n.address for n in group])
@@ -414,11 +460,11 @@ class Dispatcher:
     # --- node reports ---------------------------------------------------------------------------
 
     def _find(self, assignment_id: str) -> tuple[_InFlight | None, Assignment | None]:
-        for flight in self.inflight.values():
-            a = flight.assignments.get(assignment_id)
-            if a is not None:
-                return flight, a
-        return None, None
+        task_id = self._by_assignment.get(assignment_id)
+        flight = self.inflight.get(task_id) if task_id else None
+        if flight is None:
+            return None, None
+        return flight, flight.assignments.get(assignment_id)
 
     def started(self, session: NodeSession, assignment_id: str) -> None:
         flight, a = self._find(assignment_id)
@@ -515,6 +561,7 @@ class Dispatcher:
     def _free(self, session: NodeSession, assignment_id: str) -> None:
         if session.current == assignment_id:
             session.current = None
+            self._candidate(session)
             state = session.record.state
             if state == NodeState.PENDING_PAUSE:
                 self.set_node_state(session.address, NodeState.PAUSED, "paused after its task")
@@ -587,6 +634,7 @@ class Dispatcher:
                     session.send(CancelMsg(a.assignment_id, a.task_id, reason))
                     if session.current == a.assignment_id:
                         session.current = None
+                        self._candidate(session)
                 changed.append(replace(a, state=AssignmentState.EXPIRED, error=reason))
         for a in changed:
             flight.assignments[a.assignment_id] = a
@@ -632,6 +680,8 @@ class Dispatcher:
             return
         self.inflight.pop(task.task_id, None)
         self._needs_node.pop(task.task_id, None)
+        for assignment_id in flight.assignments:
+            self._by_assignment.pop(assignment_id, None)
         assigns = sorted(flight.assignments.values(), key=lambda a: a.leased_ms)
         if self.qos is not None and task.state == TaskState.VALIDATED:
             self._score(task, assigns)
@@ -656,6 +706,7 @@ class Dispatcher:
         session = self.nodes.get(a.node)
         if session is not None and session.current == a.assignment_id:
             session.current = None
+            self._candidate(session)
             session.send(CancelMsg(a.assignment_id, a.task_id, why))
         log.info("lease_lapsed", task_id=a.task_id, node=a.node, reason=why)
         self._close_assignment(flight, a, timeout=True)

@@ -137,7 +137,7 @@ class TaskIntake:
             min_vram_bytes=min_vram, dtype=dtype, quantize_bits=qbits,
         )  # fmt: skip
         task = self._priced(task, now_ms)
-        ok, why = self.dispatcher.selector.can_ever_run(task, self.dispatcher.registered_views())
+        ok, why = self.dispatcher.can_ever_run(task)
         if not ok:
             raise NoCapableNodes(why)
 

@@ -75,6 +75,9 @@ class CoordinatorStore(abc.ABC):
 
     # --- nodes -----------------------------------------------------------------------------------
 
+    # Implementations bump `nodes_version` (an int attribute) on every node write.
+    nodes_version: int = 0
+
     @abc.abstractmethod
     def save_node(self, node: NodeRecord) -> None: ...
 

@@ -156,6 +156,7 @@ class SqliteStore(CoordinatorStore):
         # Nodes are read on every task creation (can a group ever run it?); this process is the only
         # writer, so a write-through cache of the small nodes table is exact.
         self._nodes: dict[str, NodeRecord] | None = None
+        self.nodes_version = 0  # bumped by every node write, so callers can cache derived views
 
     # One transaction per write method.
     def _tx(self):
@@ -272,6 +273,7 @@ class SqliteStore(CoordinatorStore):
                  node.reason),
             )  # fmt: skip
         self._node_cache()[node.address] = node
+        self.nodes_version += 1
 
     def _node_from(self, r) -> NodeRecord:
         return NodeRecord(r[0], caps_from_json(r[1]), NodeState(r[2]), json.loads(r[3]), r[4], r[5])
