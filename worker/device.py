@@ -81,8 +81,11 @@ def detect_device(override: str | None = None) -> DeviceInfo:
     return DeviceInfo("cpu", "cpu", _cpu_name(), _host_memory())
 
 
-def set_deterministic(seed: int) -> None:
-    """Fix algorithms and seeds so the same task gives the same tokens on the same card, in any process."""
+def set_deterministic(seed: int, torch_device: str | None = None) -> None:
+    """Fix algorithms and seeds so the same task gives the same tokens on the same card, in any process.
+
+    With a CUDA `torch_device`, only that device's generator is seeded, so nodes on other GPUs of the
+    same process keep theirs; otherwise the process-wide generators are (callers serialize those)."""
     import torch
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
@@ -99,6 +102,10 @@ def set_deterministic(seed: int) -> None:
         np.random.seed(seed % 2**32)
     except ImportError:  # pragma: no cover - numpy ships with torch installs
         pass
+    if torch_device and torch_device.startswith("cuda"):
+        with torch.cuda.device(torch_device):
+            torch.cuda.manual_seed(seed % 2**64)  # this GPU's generator only
+        return
     torch.manual_seed(seed % 2**64)  # seeds the CPU, CUDA and MPS generators
 
 

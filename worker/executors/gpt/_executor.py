@@ -17,7 +17,9 @@ node runs vLLM only when its operator asks for it (and advertises it).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ __all__ = ["BACKENDS", "GptExecutor", "GptRun"]
 log = structlog.get_logger(__name__)
 
 BACKENDS = ("auto", "transformers", "vllm")
+_SHARED_RNG_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -113,15 +116,19 @@ class GptExecutor:
             task = with_defaults(spec)
             loaded = self.backend.load(task)
             prep = self.backend.prepare(task, loaded)
-            set_deterministic(task.seed)
             created = int(time.time())
             emitter = None
             if job.on_delta is not None:
                 emitter = StreamEmitter(send=job.on_delta, task_id=job.task_id, model=task.model, created=created,
                                         n=prep.n, decode=prep.decode, eos_ids=loaded.eos_ids,
                                         stop_strings=prep.stop_strings, tools=bool(task.tools))
-            raw = self.backend.generate(prep, on_step=emitter.update if emitter else None,
-                                        is_cancelled=job.is_cancelled)
+            # CPU and MPS sample from the process-wide generator: nodes sharing a process take turns, or
+            # their seeds would interleave. A CUDA node seeds and samples on its own GPU's generator.
+            cuda = self.device.torch_device.startswith("cuda")
+            with contextlib.nullcontext() if cuda else _SHARED_RNG_LOCK:
+                set_deterministic(task.seed, self.device.torch_device)
+                raw = self.backend.generate(prep, on_step=emitter.update if emitter else None,
+                                            is_cancelled=job.is_cancelled)
             if job.is_cancelled():
                 raise ExecutionCrashError("cancelled: the assignment was cancelled during generation")
             choices = []
