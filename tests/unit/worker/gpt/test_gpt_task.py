@@ -74,7 +74,14 @@ def _bad(path: str, value):
     return doc
 
 
-_DELETE = object()
+class _Delete:
+    """Marks a field to remove; a stable repr keeps test ids equal across xdist workers."""
+
+    def __repr__(self) -> str:
+        return "<deleted>"
+
+
+_DELETE = _Delete()
 
 BAD = [
     ("generation_config.temperature", -0.1, "generation_config.temperature must be >= 0, got -0.1"),

@@ -112,7 +112,14 @@ def _set(doc: dict, path: str, value) -> dict:
     return doc
 
 
-_DELETE = object()
+class _Delete:
+    """Marks a field to remove; a stable repr keeps test ids equal across xdist workers."""
+
+    def __repr__(self) -> str:
+        return "<deleted>"
+
+
+_DELETE = _Delete()
 
 # (path, bad value, field named in the error, text of the message)
 BAD = [
