@@ -1,7 +1,7 @@
 """kill -9 the coordinator between sending a settlement transaction and seeing its receipt.
 
 A real coordinator process on the embedded chain (persisted in its data directory) and three real worker
-processes. The first run has the test hook HELIUM_TEST_KILL_AFTER_SETTLE_SEND=1: it SIGKILLs itself right
+processes (four: a spare replaces a lapsed lease). The first run has the test hook HELIUM_TEST_KILL_AFTER_SETTLE_SEND=1: it SIGKILLs itself right
 after its first settle transaction is sent. The restart (no hook) reconciles the journaled batch with the
 chain and settles the rest: every node is paid exactly once, and the creator is charged exactly once.
 """
@@ -36,7 +36,7 @@ def _coordinator(data, port: int, kill_hook: bool):
 
 async def test_kill9_between_settle_send_and_receipt_pays_everyone_once(tmp_path):
     data = tmp_path / "coord"
-    keys = [load_or_create_key(tmp_path / f"w{i}" / "keys" / "node-0.key") for i in range(3)]
+    keys = [load_or_create_key(tmp_path / f"w{i}" / "keys" / "node-0.key") for i in range(4)]
     async with await DevChain.open(data / "chain") as chain:
         for k in keys:
             await chain.fund_and_stake(k)
@@ -48,7 +48,7 @@ async def test_kill9_between_settle_send_and_receipt_pays_everyone_once(tmp_path
         address = coord.wait_for("ready", 90).split("grpc=")[1].split()[0]
         port = int(address.rsplit(":", 1)[1])
         workers = [spawn(["-m", "tests.support.worker_proc", "--coordinator", address, "--data-dir",
-                          str(tmp_path / f"w{i}"), "--delay", "0.05"], f"w{i}") for i in range(3)]  # fmt: skip
+                          str(tmp_path / f"w{i}"), "--delay", "0.05"], f"w{i}") for i in range(4)]  # fmt: skip
         for w in workers:
             await asyncio.to_thread(w.wait_for, "ready", 60)
         async with grpc.aio.insecure_channel(address) as ch:
@@ -63,12 +63,13 @@ async def test_kill9_between_settle_send_and_receipt_pays_everyone_once(tmp_path
         coord.wait_for("ready", 90)
         async with grpc.aio.insecure_channel(address) as ch:
             client = TaskClient(ch, creator, rpc_timeout=10)
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + 120
             while True:
                 tasks = [await client.get(i) for i in ids]
                 if all(t.state == task_pb2.TASK_STATE_SETTLED for t in tasks):
                     break
-                assert time.monotonic() < deadline, [task_pb2.TaskState.Name(t.state) for t in tasks]
+                assert time.monotonic() < deadline, ([task_pb2.TaskState.Name(t.state) for t in tasks], coord.tail(),
+                                                     [w.tail(5) for w in workers])  # fmt: skip
                 await asyncio.sleep(0.2)
         assert coord.terminate() == 0, coord.tail()
     finally:
