@@ -109,6 +109,7 @@ class SdExecutor:
 
         self.config = config or SdExecutorConfig()
         self.device = detect_device(device)
+        self._owns_cache = cache is None
         self._cache = cache if cache is not None else ModelCache(self.config.cache_bytes)
         self._loader = SdLoader(models_dir=self.config.models_dir, device=self.device.torch_device,
                                 cache=self._cache)
@@ -144,8 +145,13 @@ class SdExecutor:
         return estimate_vram_bytes(task, batch_size=self.config.max_batch)
 
     def close(self) -> None:
-        if hasattr(self._cache, "clear"):
+        """Frees the models this executor loaded (the whole cache when it is the executor's own)."""
+        if self._owns_cache:
             self._cache.clear()
+            return
+        for key in self._cache.keys():
+            if key.variant.startswith("sd-"):
+                self._cache.evict(key)
 
     def run(self, job: Job) -> Outcome:
         if not isinstance(job.spec, sd_pb2.SdTask):

@@ -304,3 +304,19 @@ def test_capabilities(sd):
     assert caps.extra["vram_bytes"] > 0 and caps.extra["max_pixels"] > 0
     assert set(caps.extra["schedulers"]) == {"DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler",
                                              "LCMScheduler"}
+
+
+def test_shared_cache_close_evicts_only_sd_models(sd_models_dir):
+    from helium.tasks.sd import load_sd_task
+    from worker.executors.base import Job
+    from worker.executors.sd import SdExecutorConfig
+    from worker.models import CacheKey, ModelCache
+
+    cache = ModelCache(1 << 30)
+    cache.get_or_load(CacheKey("some/llm", "cpu/float32"), lambda: object(), size_of=lambda _: 10)
+    ex = SdExecutor(SdExecutorConfig(models_dir=sd_models_dir), cache=cache, device="cpu")
+    ex.run(Job("t", "a", load_sd_task(task())))
+    assert set(cache.loaded()) == {"some/llm", SD15}
+    assert ex.capabilities().loaded_models == (SD15,)
+    ex.close()
+    assert cache.loaded() == ("some/llm",)
