@@ -191,12 +191,10 @@ def test_queue_matches_a_sorted_reference(ops):
         assert (top.task_id if top else None) == (order()[0] if ref else None)
 
 
-def test_queue_handles_100k_entries_quickly():
-    import time
-
+def test_queue_keeps_its_order_with_100k_entries():
+    """Correctness at size; its speed is measured in bench/, not asserted here."""
     rng = random.Random(1)
     q: PricedQueue[None] = PricedQueue(100_000)
-    t0 = time.perf_counter()
     for i in range(100_000):
         q.push(f"t{i}", rng.random())
     for i in range(0, 100_000, 2):
@@ -207,7 +205,6 @@ def test_queue_handles_100k_entries_quickly():
         assert e.key <= last
         last = e.key
     assert q.pop_first(lambda e: e.task_id.endswith("99")) is not None
-    assert time.perf_counter() - t0 < 5.0
     assert len(q) == 50_000 - 1001
 
 
