@@ -34,6 +34,11 @@ def _coordinator(data, port: int, kill_hook: bool):
                   "--heartbeat-interval-s", "0.3", "--log-level", "warning"], "coordinator", env=env)  # fmt: skip
 
 
+def _worker(tmp_path, i: int, address: str):
+    return spawn(["-m", "tests.support.worker_proc", "--coordinator", address, "--data-dir", str(tmp_path / f"w{i}"),
+                  "--delay", "0.05"], f"w{i}")  # fmt: skip
+
+
 async def test_kill9_between_settle_send_and_receipt_pays_everyone_once(tmp_path):
     data = tmp_path / "coord"
     keys = [load_or_create_key(tmp_path / f"w{i}" / "keys" / "node-0.key") for i in range(4)]
@@ -47,8 +52,7 @@ async def test_kill9_between_settle_send_and_receipt_pays_everyone_once(tmp_path
     try:
         address = coord.wait_for("ready", 90).split("grpc=")[1].split()[0]
         port = int(address.rsplit(":", 1)[1])
-        workers = [spawn(["-m", "tests.support.worker_proc", "--coordinator", address, "--data-dir",
-                          str(tmp_path / f"w{i}"), "--delay", "0.05"], f"w{i}") for i in range(4)]  # fmt: skip
+        workers = [_worker(tmp_path, i, address) for i in range(4)]
         for w in workers:
             await asyncio.to_thread(w.wait_for, "ready", 60)
         async with grpc.aio.insecure_channel(address) as ch:
@@ -61,6 +65,9 @@ async def test_kill9_between_settle_send_and_receipt_pays_everyone_once(tmp_path
 
         coord = _coordinator(data, port, kill_hook=False)
         coord.wait_for("ready", 90)
+        for i, w in enumerate(workers):  # a worker whose reconnects ran out during a slow restart comes back
+            if w.popen.poll() is not None:
+                workers[i] = _worker(tmp_path, i, address)
         async with grpc.aio.insecure_channel(address) as ch:
             client = TaskClient(ch, creator, rpc_timeout=10)
             deadline = time.monotonic() + 120
