@@ -31,7 +31,6 @@ from pathlib import Path
 
 import coincurve
 from Crypto.Hash.keccak import new as _keccak_new
-from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
@@ -238,8 +237,14 @@ def address_of(key: LocalAccount | bytes) -> str:
 
 
 def compute_task_id(creator: str, nonce: int, args_hash: bytes) -> bytes:
-    """keccak256(abi.encode(address creator, uint256 nonce, bytes32 argsHash))."""
-    return keccak(abi_encode(["address", "uint256", "bytes32"], [to_checksum_address(creator), nonce, args_hash]))
+    """keccak256(abi.encode(address creator, uint256 nonce, bytes32 argsHash)), packed by hand: the three
+    are static ABI types, so the encoding is three 32-byte words."""
+    raw = bytes.fromhex(creator.removeprefix("0x"))
+    if len(raw) != 20:
+        raise SignatureError(f"creator must be a 20-byte address, got {creator!r}")
+    if not 0 <= nonce < 2**256:
+        raise SignatureError(f"nonce must be a uint256, got {nonce}")
+    return _keccak(bytes(12) + raw + nonce.to_bytes(32, "big") + _b32(args_hash, "args_hash"))
 
 
 def load_or_create_key(path: str | os.PathLike) -> LocalAccount:

@@ -35,7 +35,8 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         self.min_fee = min_fee
 
     async def CreateTask(self, request, context):
-        req = NewTask(request.args, request.creator, request.nonce, request.fee, request.deadline, request.signature)
+        req = NewTask(request.args, request.creator, request.nonce, request.fee, request.deadline, request.signature,
+                      request.stream_deltas)
         task, _ = await self.intake.create(req)
         structlog.contextvars.bind_contextvars(task_id=task.task_id)
         resp = task_pb2.CreateTaskResponse(task_id=task.task_id)

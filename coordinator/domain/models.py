@@ -154,6 +154,7 @@ class Task:
     settlement_tx: str = ""
     validated_ms: int = 0
     estimate_s: float = 0.0
+    stream_deltas: bool = False  # the creator asked for token deltas (GPT)
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def outgoing_to_pb(msg: Outgoing) -> worker_pb2.ConnectResponse:
         wa = worker_pb2.WorkAssignment(
             assignment_id=a.assignment_id, task_id=task.task_id, type=TASK_TYPE_TO_PB[task.type],
             lease_expires_at_ms=a.lease_expires_ms, deadline_ms=msg.deadline_ms,
-            stream_deltas=task.type == TaskType.GPT,
+            stream_deltas=task.stream_deltas and task.type == TaskType.GPT,
         )  # fmt: skip
         if msg.inline_args:
             wa.args.CopyFrom(args_from_canonical(task.args))

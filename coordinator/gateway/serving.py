@@ -130,13 +130,15 @@ class GatewayServing:
             self._network = (now, await self.coordinator.network_info())
         return self._network[1]
 
-    async def _submit(self, args: task_pb2.TaskArgs, raw_fee: Any, key: ApiKey | None, model: str) -> Submitted:
+    async def _submit(self, args: task_pb2.TaskArgs, raw_fee: Any, key: ApiKey | None, model: str,
+                      stream: bool = False) -> Submitted:  # fmt: skip
         info = await self.network_info()
         fee = parse_fee(raw_fee, self.settings.default_fee_wei, int(info.min_fee or 0))
         domain = Domain(chain_id=int(info.chain_id), verifying_contract=info.verifying_contract)
         # EIP-712 signing takes milliseconds of pure Python: keep it off the event loop.
         signed = await asyncio.to_thread(self.wallet.sign, args, fee=fee, deadline=self.settings.task_deadline,
                                          domain=domain)
+        signed.request.stream_deltas = stream  # nodes stream token deltas only when a client will read them
         if key is not None:
             self.keys.reserve(key.id, signed.task_id, fee)
         try:
@@ -182,7 +184,7 @@ class GatewayServing:
     async def submit_chat(self, req: ChatCompletionRequest, key: ApiKey | None) -> Submitted:
         args = self.map_chat(req)
         await self.check_model(req.model, _T.TASK_TYPE_GPT)
-        return await self._submit(args, req.fee, key, req.model)
+        return await self._submit(args, req.fee, key, req.model, stream=bool(req.stream))
 
     async def _model_infos(self) -> list[task_pb2.ModelInfo]:
         now = time.monotonic()

@@ -54,6 +54,7 @@ class NewTask:
     fee: str
     deadline: int
     signature: bytes
+    stream_deltas: bool = False
 
 
 def _parse_args(args) -> tuple[TaskType, str, str, int, int]:
@@ -134,7 +135,7 @@ class TaskIntake:
             deadline=req.deadline, args=canon, args_hash=ahash, signature=req.signature, model=model, priority=0.0,
             created_ms=now_ms, updated_ms=now_ms,
             expires_ms=now_ms + int(min(self.settings.task_timeout_s, req.deadline - now) * 1000),
-            min_vram_bytes=min_vram, dtype=dtype, quantize_bits=qbits,
+            min_vram_bytes=min_vram, dtype=dtype, quantize_bits=qbits, stream_deltas=req.stream_deltas,
         )  # fmt: skip
         task = self._priced(task, now_ms)
         ok, why = self.dispatcher.can_ever_run(task)

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS tasks (
   card_name TEXT, card_vram INTEGER, min_vram INTEGER NOT NULL, dtype TEXT NOT NULL, quantize_bits INTEGER NOT NULL,
   result_hash BLOB NOT NULL, output BLOB NOT NULL, result_nodes TEXT NOT NULL, validation TEXT NOT NULL,
   reason TEXT NOT NULL, settlement_tx TEXT NOT NULL, validated_ms INTEGER NOT NULL, estimate_s REAL NOT NULL,
+  stream_deltas INTEGER NOT NULL DEFAULT 0,
   UNIQUE (creator, nonce)
 );
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, priority DESC, created_ms);
@@ -61,7 +62,7 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 _TASK_COLS = (
     "task_id, type, state, creator, nonce, fee, deadline, args, args_hash, signature, model, priority, "
     "created_ms, updated_ms, expires_ms, card_name, card_vram, min_vram, dtype, quantize_bits, result_hash, "
-    "output, result_nodes, validation, reason, settlement_tx, validated_ms, estimate_s"
+    "output, result_nodes, validation, reason, settlement_tx, validated_ms, estimate_s, stream_deltas"
 )
 _ASSIGN_COLS = (
     "assignment_id, task_id, node, state, leased_ms, lease_expires_ms, result_hash, signature, output, "
@@ -76,7 +77,7 @@ def _task_row(t: Task) -> tuple:
         t.args_hash, t.signature, t.model, t.priority, t.created_ms, t.updated_ms, t.expires_ms,
         t.card.name if t.card else None, t.card.vram_bytes if t.card else None, t.min_vram_bytes, t.dtype,
         t.quantize_bits, t.result_hash, t.output, json.dumps(list(t.result_nodes)), t.validation, t.reason,
-        t.settlement_tx, t.validated_ms, t.estimate_s,
+        t.settlement_tx, t.validated_ms, t.estimate_s, int(t.stream_deltas),
     )  # fmt: skip
 
 
@@ -88,6 +89,7 @@ def _task_from(r: sqlite3.Row) -> Task:
         card=Card(r[15], r[16]) if r[15] is not None else None, min_vram_bytes=r[17], dtype=r[18],
         quantize_bits=r[19], result_hash=bytes(r[20]), output=bytes(r[21]), result_nodes=tuple(json.loads(r[22])),
         validation=r[23], reason=r[24], settlement_tx=r[25], validated_ms=r[26], estimate_s=r[27],
+        stream_deltas=bool(r[28]),
     )  # fmt: skip
 
 
@@ -153,6 +155,9 @@ class SqliteStore(CoordinatorStore):
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(tasks)")}
+        if "stream_deltas" not in columns:  # a store made before the column existed
+            self._db.execute("ALTER TABLE tasks ADD COLUMN stream_deltas INTEGER NOT NULL DEFAULT 0")
         # Nodes are read on every task creation (can a group ever run it?); this process is the only
         # writer, so a write-through cache of the small nodes table is exact.
         self._nodes: dict[str, NodeRecord] | None = None
@@ -167,7 +172,7 @@ class SqliteStore(CoordinatorStore):
     def create_task(self, task: Task) -> None:
         try:
             with self._tx() as db:
-                db.execute(f"INSERT INTO tasks ({_TASK_COLS}) VALUES ({','.join('?' * 28)})", _task_row(task))
+                db.execute(f"INSERT INTO tasks ({_TASK_COLS}) VALUES ({','.join('?' * 29)})", _task_row(task))
         except sqlite3.IntegrityError as exc:
             raise AlreadyExists(f"task {task.task_id} (creator {task.creator}, nonce {task.nonce}) exists") from exc
 
@@ -180,7 +185,7 @@ class SqliteStore(CoordinatorStore):
         if row is None:
             raise NotFound(f"task {task.task_id} not found")
         check_transition(_task_from(row), task)
-        db.execute(f"REPLACE INTO tasks ({_TASK_COLS}) VALUES ({','.join('?' * 28)})", _task_row(task))
+        db.execute(f"REPLACE INTO tasks ({_TASK_COLS}) VALUES ({','.join('?' * 29)})", _task_row(task))
 
     def save_task(self, task: Task) -> None:
         with self._tx() as db:

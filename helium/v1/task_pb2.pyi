@@ -60,20 +60,22 @@ class TaskArgs(_message.Message):
     def __init__(self, gpt: _Optional[_Union[_gpt_pb2.GptTask, _Mapping]] = ..., sd: _Optional[_Union[_sd_pb2.SdTask, _Mapping]] = ...) -> None: ...
 
 class CreateTaskRequest(_message.Message):
-    __slots__ = ("args", "creator", "nonce", "fee", "deadline", "signature")
+    __slots__ = ("args", "creator", "nonce", "fee", "deadline", "signature", "stream_deltas")
     ARGS_FIELD_NUMBER: _ClassVar[int]
     CREATOR_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     FEE_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    STREAM_DELTAS_FIELD_NUMBER: _ClassVar[int]
     args: TaskArgs
     creator: str
     nonce: int
     fee: str
     deadline: int
     signature: bytes
-    def __init__(self, args: _Optional[_Union[TaskArgs, _Mapping]] = ..., creator: _Optional[str] = ..., nonce: _Optional[int] = ..., fee: _Optional[str] = ..., deadline: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    stream_deltas: bool
+    def __init__(self, args: _Optional[_Union[TaskArgs, _Mapping]] = ..., creator: _Optional[str] = ..., nonce: _Optional[int] = ..., fee: _Optional[str] = ..., deadline: _Optional[int] = ..., signature: _Optional[bytes] = ..., stream_deltas: _Optional[bool] = ...) -> None: ...
 
 class CreateTaskResponse(_message.Message):
     __slots__ = ("task_id", "grant")

@@ -64,3 +64,14 @@ def test_malformed_signatures_are_refused():
     high_s = sig[:32] + (signing._SECP256K1_N - int.from_bytes(sig[32:64], "big")).to_bytes(32, "big") + sig[64:]
     with pytest.raises(signing.SignatureError, match="malleable"):
         signing._recover(DOMAIN, "Cancel", msg, high_s)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.binary(min_size=20, max_size=20), st.integers(0, 2**256 - 1), st.binary(min_size=32, max_size=32))
+def test_task_id_is_abi_encode_of_creator_nonce_args_hash(creator, nonce, args_hash):
+    from eth_abi import encode
+    from eth_utils import keccak, to_checksum_address
+
+    address = to_checksum_address(creator)
+    expected = keccak(encode(["address", "uint256", "bytes32"], [address, nonce, args_hash]))
+    assert signing.compute_task_id(address, nonce, args_hash) == expected
