@@ -47,6 +47,7 @@ from chain.errors import (
     TransactionReverted,
 )
 from chain.models import EvidenceResult, SignedResult, SlashEvidence, SlashKind, TaskSettlement
+from coordinator import metrics
 from coordinator.domain.models import Assignment, AssignmentState, NodeState, Task, TaskState, TaskType
 from coordinator.service import validation
 
@@ -314,6 +315,7 @@ class BatchSettlement:
         settled = {e.args["taskId"].hex(): receipt.tx_hash.hex() for e in receipt.events if e.name == "TaskSettled"}
         slashed = [e.args["node"] for e in receipt.events if e.name == "Slashed"]
         self._apply(settled, slashed, [i for i in ids if i[2:] not in settled])
+        metrics.record_settlement("settled", len(settled))
         self.settled_batches += 1
         self._save_stats()
         self.store.put_value(BATCH_KEY, "")
@@ -399,6 +401,7 @@ class BatchSettlement:
             if self.on_settled is not None and ts is not None:
                 self.on_settled(ts.creator, ts.fee)
         for node in slashed:
+            metrics.record_slash()
             self.slashed_nodes.add(node)
             self.slashes.pop(node, None)
             self.outcomes["slashed"] = self.outcomes.get("slashed", 0) + 1
