@@ -1,11 +1,11 @@
 """`helium dev`: the whole network on this machine, on embedded defaults.
 
-It opens the embedded chain, builds a tiny local GPT model into a private
+It opens the embedded chain, builds a tiny local GPT model and SD pipeline into a private
 Hugging Face cache (no hub needed), stakes the worker keys, starts the
 coordinator with its relay and gateway in this process and N worker processes,
 and prints one line once everything serves:
 
-    ready grpc=127.0.0.1:50051 http=127.0.0.1:8080 model=helium/tiny-llama-tools
+    ready grpc=127.0.0.1:50051 http=127.0.0.1:8080 model=helium/tiny-llama-tools sd_model=helium/tiny-sd15
 
 SIGTERM or Ctrl-C drains the workers, then stops the coordinator.
 """
@@ -58,8 +58,10 @@ class DevNetwork:
         data.mkdir(parents=True, exist_ok=True)
         hf_cache = data / "hf-cache"
         from worker.tiny import install_tiny_into_hf_cache
+        from worker.tiny_sd import install_tiny_sd_into_hf_cache
 
         self.model = await asyncio.to_thread(install_tiny_into_hf_cache, DEV_MODEL_KIND, hf_cache)
+        self.sd_model = await asyncio.to_thread(install_tiny_sd_into_hf_cache, "sd15", hf_cache)
         worker_dirs = [data / f"worker-{i}" for i in range(self.workers)]
         keys = [load_or_create_key(d / "keys" / "node-0.key") for d in worker_dirs]
 
@@ -118,7 +120,7 @@ class DevNetwork:
             await asyncio.sleep(0.1)
 
     def ready_line(self) -> str:
-        return f"{self.app.ready_line()} model={self.model}"
+        return f"{self.app.ready_line()} model={self.model} sd_model={self.sd_model}"
 
     async def stop(self) -> None:
         for p in self.procs:

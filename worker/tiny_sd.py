@@ -32,6 +32,7 @@ __all__ = [
     "TINY_NAMES",
     "build_tiny_models",
     "build_tiny_sd",
+    "install_tiny_sd_into_hf_cache",
 ]
 
 # The model names `build_tiny_models` uses under its root (a task's `base_model.name` etc.).
@@ -358,3 +359,24 @@ def build_tiny_models(root: str | Path, *, seed: int = 0, kinds: tuple[str, ...]
             build_tiny_sd(kind, dest, seed=seed)
         out[kind] = dest
     return out
+
+
+def install_tiny_sd_into_hf_cache(kind: str, cache_dir: str | Path, *, repo_id: str | None = None,
+                                  seed: int = 0) -> str:  # fmt: skip
+    """Puts tiny pipeline `kind` into a Hugging Face hub cache (snapshot + refs/main), so a worker lists it
+    as cached and loads it by `repo_id` offline, like a downloaded model. Returns the repo id."""
+    import shutil
+
+    repo_id = repo_id or f"helium/tiny-{kind}"
+    repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    revision = f"{seed:040x}"
+    snapshot = repo / "snapshots" / revision
+    if not snapshot.exists():
+        tmp = repo / "building"
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_tiny_sd(kind, tmp, seed=seed)
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(snapshot)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return repo_id

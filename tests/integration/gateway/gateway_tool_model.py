@@ -77,6 +77,6 @@ def install_tool_calling_model(cache_dir: str | Path, repo_id: str = "helium/tin
 
 
 def install_tiny_sd(cache_dir: str | Path, repo_id: str = "helium/tiny-sd15") -> str:
-    from worker.tiny_sd import build_tiny_sd
+    from worker.tiny_sd import install_tiny_sd_into_hf_cache
 
-    return install_into_hf_cache(lambda dest: build_tiny_sd("sd15", dest), cache_dir, repo_id)
+    return install_tiny_sd_into_hf_cache("sd15", cache_dir, repo_id=repo_id)
