@@ -25,8 +25,6 @@ from coordinator.domain.models import (
     Assignment,
     AssignmentState,
     ErrorKind,
-    NodeCaps,
-    NodeRecord,
     NodeState,
     Task,
     TaskState,
@@ -35,15 +33,15 @@ from coordinator.domain.models import (
 from coordinator.errors import FailedPrecondition, NotFound
 from coordinator.service import hooks, validation
 from coordinator.service.events import DeltaEvent, TaskEvents
+from coordinator.service.judging import Judging
 from coordinator.service.messages import (
     AckMsg,
     AssignMsg,
     CancelMsg,
-    DisconnectMsg,
     DrainMsg,
     Grant,
-    Outgoing,
 )
+from coordinator.service.nodes import NodeRegistry, NodeSession
 from coordinator.store.base import CoordinatorStore
 
 __all__ = ["Dispatcher", "DispatchSettings", "NodeSession"]
@@ -71,29 +69,6 @@ class DispatchSettings:
 
 
 @dataclass(eq=False)
-class NodeSession:
-    """One live stream of a node."""
-
-    record: NodeRecord
-    outbox: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
-    current: str | None = None  # the open assignment id
-    connected: bool = True
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def address(self) -> str:
-        return self.record.address
-
-    def send(self, msg: Outgoing) -> None:
-        if self.connected:
-            self.outbox.put_nowait(msg)
-
-    @property
-    def free(self) -> bool:
-        return self.connected and self.current is None and self.record.state == NodeState.AVAILABLE
-
-
-@dataclass(eq=False)
 class _InFlight:
     task: Task
     assignments: dict[str, Assignment]
@@ -113,7 +88,7 @@ class _InFlight:
                                                                       AssignmentState.SUBMITTED)]  # fmt: skip
 
 
-class Dispatcher:
+class Dispatcher(NodeRegistry, Judging):
     def __init__(
         self,
         store: CoordinatorStore,
@@ -237,137 +212,7 @@ class Dispatcher:
         log.info("task_cancelled", task_id=task_id)
         return task
 
-    # --- nodes ----------------------------------------------------------------------------------
-
-    def attach(self, address: str, caps: NodeCaps) -> NodeSession:
-        """A node passed registration: (re)attach its stream. A newer stream replaces an older one."""
-        now = self.now_ms()
-        old = self.nodes.get(address)
-        if old is not None:
-            self._detach(old, "replaced by a new stream")
-        stored = self.store.get_node(address)
-        state = stored.state if stored else NodeState.AVAILABLE
-        if state in (NodeState.DISCONNECTED, NodeState.BUSY, NodeState.QUIT):
-            state = NodeState.AVAILABLE
-        record = NodeRecord(address, caps, state, stored.qos if stored else {}, now, stored.reason if stored else "")
-        self.store.save_node(record)
-        session = NodeSession(record)
-        for flight in self.inflight.values():
-            for a in flight.assignments.values():
-                if a.node == address and a.state.open:
-                    session.current = a.assignment_id
-        self.nodes[address] = session
-        self._candidate(session)
-        log.info("node_attached", node=address, card=str(caps.card), state=state.value)
-        self.wake()
-        return session
-
-    def detach(self, session: NodeSession, reason: str) -> None:
-        if self.nodes.get(session.address) is session:
-            self._detach(session, reason)
-
-    def _detach(self, session: NodeSession, reason: str) -> None:
-        session.connected = False
-        session.closed.set()
-        if self.nodes.get(session.address) is session:
-            del self.nodes[session.address]
-        log.info("node_detached", node=session.address, reason=reason)
-
-    def heartbeat(self, session: NodeSession, caps: NodeCaps, running: Sequence[str]) -> None:
-        """Renews the leases of the node's running assignments; an assignment the node no longer runs
-        (it restarted) lapses at once."""
-        now = self.now_ms()
-        session.record = replace(session.record, caps=caps, last_seen_ms=now)
-        if session.current is None:
-            return
-        flight, a = self._find(session.current)
-        if a is None or flight is None:
-            session.current = None
-            self._candidate(session)
-            return
-        if a.assignment_id in running:
-            flight.assignments[a.assignment_id] = replace(a, lease_expires_ms=now + self.settings.lease_ms)
-        elif now - a.leased_ms > self.settings.heartbeat_interval_s * 2000:
-            # The node is alive but does not run it: it lost the assignment (restart).
-            self._lapse(flight, a, "node no longer runs the assignment")
-
-    def set_node_state(self, address: str, state: NodeState, reason: str = "") -> NodeRecord:
-        session = self.nodes.get(address)
-        record = session.record if session else self.store.get_node(address)
-        if record is None:
-            raise NotFound(f"node {address} not found")
-        record = record.with_state(state, reason)
-        self.store.save_node(record)
-        if session is not None:
-            session.record = record
-            self._candidate(session)
-            if state.banned:
-                session.send(DisconnectMsg(state, reason))
-        log.info("node_state", node=address, state=state.value, reason=reason)
-        self.wake()
-        return record
-
-    def node_view_state(self, record: NodeRecord) -> NodeState:
-        session = self.nodes.get(record.address)
-        if record.state == NodeState.AVAILABLE:
-            if session is None:
-                return NodeState.DISCONNECTED
-            if session.current is not None:
-                return NodeState.BUSY
-        return record.state
-
-    def drain_all(self, reason: str) -> None:
-        for session in list(self.nodes.values()):
-            session.send(DrainMsg(reason))
-
     # --- dispatch -------------------------------------------------------------------------------
-
-    def _views(self, sessions) -> list[hooks.NodeView]:
-        now = self.now_ms()
-        out = []
-        for s in sessions:
-            if self.qos is not None:
-                if self.qos.verdict(s.record, now) != "ok":
-                    continue
-                out.append(hooks.NodeView(s.record, self.qos.qos(s.record, now)))
-            else:
-                out.append(hooks.NodeView(s.record))
-        return out
-
-    def registered_views(self) -> list[hooks.NodeView]:
-        """Every node that may still run tasks (connected or not), cached until a node record changes."""
-        version = getattr(self.store, "nodes_version", None)
-        if version is None or self._registered[0] != version:
-            records = [n for n in self.store.list_nodes() if n.state != NodeState.QUIT and not n.state.banned]
-            self._registered = (version, [hooks.NodeView(r) for r in records], {})
-        return self._registered[1]
-
-    def can_ever_run(self, task: Task) -> tuple[bool, str]:
-        """Whether some group of registered nodes could run `task`; memoized per requirement shape."""
-        views = self.registered_views()
-        key = (task.type, task.dtype, task.quantize_bits, task.min_vram_bytes, task.card)
-        memo = self._registered[2]
-        if key not in memo:
-            memo[key] = self.selector.can_ever_run(task, views)
-        return memo[key]
-
-    def _candidate(self, session: NodeSession) -> None:
-        """`session` may have become free: the next round looks at it (rounds never scan every node)."""
-        for t in session.record.caps.task_types:
-            self._maybe_free.setdefault(t, set()).add(session.address)
-
-    def _free_views(self, task_type: TaskType, cache: dict) -> list[hooks.NodeView]:
-        if task_type not in cache:
-            sessions = []
-            candidates = self._maybe_free.get(task_type, set())
-            for address in list(candidates):
-                s = self.nodes.get(address)
-                if s is None or not s.free:
-                    candidates.discard(address)
-                else:
-                    sessions.append(s)
-            cache[task_type] = self._views(sessions)
-        return cache[task_type]
 
     def _dispatch_round(self) -> None:
         if not self._needs_node and not len(self.queue):
@@ -551,13 +396,6 @@ class Dispatcher:
         if error_kind is None:
             self.pricer.observe(flight.task, a, session.record.caps.card.name)
 
-    def _signature_ok(self, task: Task, node: str, result_hash: bytes, signature: bytes) -> bool:
-        try:
-            tid = bytes.fromhex(task.task_id[2:])
-            return signing.result_signer(self.domain, tid, result_hash, node, signature) == node
-        except (signing.SignatureError, ValueError):
-            return False
-
     def _free(self, session: NodeSession, assignment_id: str) -> None:
         if session.current == assignment_id:
             session.current = None
@@ -569,61 +407,6 @@ class Dispatcher:
                 self.set_node_state(session.address, NodeState.QUIT, "quit after its task")
                 session.send(DrainMsg("quit"))
         self.wake()
-
-    def _judge(self, flight: _InFlight, changed: list[Assignment]) -> None:
-        """Applies the validation rules after a submission, and stores the outcome in one transaction."""
-        task = flight.task
-        now = self.now_ms()
-        s = self.settings
-        decision = validation.decide(
-            task.type.value, flight.submissions(), group_size=s.group_size, quorum=s.quorum,
-            phash_threshold=s.phash_threshold,
-        )  # fmt: skip
-        new_task = None
-        if task.state == TaskState.DISPATCHED and decision.verdict != validation.Verdict.PENDING:
-            new_task = self._decided(flight, decision, now)
-        if decision.accepted is not None:
-            winners = {w.node for w in decision.winners}
-            for a in flight.assignments.values():
-                if a.state == AssignmentState.SUBMITTED and a.matched != (a.node in winners):
-                    a = replace(a, matched=a.node in winners)
-                    flight.assignments[a.assignment_id] = a
-                    if a not in changed:
-                        changed.append(a)
-        changed = [flight.assignments[a.assignment_id] for a in changed]
-        self.store.save_assignments(changed, new_task)
-        if new_task is not None:
-            flight.task = new_task
-            self.events.publish_task(new_task)
-            if new_task.state == TaskState.VALIDATED:
-                log.info("task_validated", task_id=task.task_id, nodes=list(new_task.result_nodes))
-                for cb in self.on_validated:
-                    cb(new_task)
-            else:
-                log.info("task_aborted", task_id=task.task_id, reason=new_task.reason)
-                self._cancel_open(flight, new_task.reason)
-        self._refresh_need(flight)
-        self._maybe_finish(flight)
-
-    def _decided(self, flight: _InFlight, decision: validation.Decision, now: int) -> Task:
-        task = flight.task
-        if decision.verdict == validation.Verdict.VALIDATED:
-            acc = next(a for a in flight.assignments.values() if a.node == decision.accepted.node
-                       and a.state == AssignmentState.SUBMITTED)  # fmt: skip
-            n = len(decision.winners)
-            return replace(
-                task, state=TaskState.VALIDATED, result_hash=acc.result_hash, output=acc.output,
-                result_nodes=tuple(w.node for w in decision.winners), validation=f"quorum {n}/{self.settings.group_size}",
-                validated_ms=now, updated_ms=now,
-            )  # fmt: skip
-        if decision.verdict == validation.Verdict.INVALID_ARGS:
-            return replace(
-                task, state=TaskState.ABORTED, result_hash=validation.INVALID_ARGS_HASH, validation="invalid_args",
-                result_nodes=tuple(w.node for w in decision.winners), updated_ms=now,
-                reason="the nodes' majority reports invalid task arguments",
-            )  # fmt: skip
-        return replace(task, state=TaskState.ABORTED, validation="mismatch", updated_ms=now,
-                       reason="all results differ; no fee is taken")  # fmt: skip
 
     def _cancel_open(self, flight: _InFlight, reason: str) -> None:
         changed = []
@@ -655,13 +438,6 @@ class Dispatcher:
         self._maybe_finish(flight)
         self.wake()
 
-    def _save_qos(self, record: NodeRecord, qos_state: dict) -> None:
-        record = replace(record, qos=qos_state)
-        session = self.nodes.get(record.address)
-        if session is not None:
-            session.record = replace(session.record, qos=qos_state)
-        self.store.save_node(record)
-
     def _refresh_need(self, flight: _InFlight) -> None:
         task_id = flight.task.task_id
         if flight.task.state != TaskState.DISPATCHED:
@@ -688,16 +464,6 @@ class Dispatcher:
         self.settlement.task_finished(task, assigns)
         for cb in self.on_outcome:
             cb("finished", task, assigns)
-
-    def _score(self, task: Task, assigns: Sequence[Assignment]) -> None:
-        now = self.now_ms()
-        for a in assigns:
-            if a.state != AssignmentState.SUBMITTED:
-                continue
-            session = self.nodes.get(a.node)
-            record = session.record if session else self.store.get_node(a.node)
-            if record is not None:
-                self._save_qos(record, self.qos.on_scored(record, a.submission_order, a.matched, now))
 
     # --- housekeeping ---------------------------------------------------------------------------
 
@@ -737,24 +503,3 @@ class Dispatcher:
                 self._cancel_open(flight, task.reason)
                 self._maybe_finish(flight)
 
-    # --- views ----------------------------------------------------------------------------------
-
-    def available_models(self) -> list[dict]:
-        """Models that connected, available nodes can serve now (loaded or cached on disk)."""
-        models: dict[tuple[str, TaskType], dict] = {}
-        for s in self.nodes.values():
-            if s.record.state not in (NodeState.AVAILABLE, NodeState.BUSY):
-                continue
-            caps = s.record.caps
-            for t in caps.task_types:
-                for m in set(caps.loaded_models) | set(caps.cached_models):
-                    info = models.setdefault((m, t), {"model": m, "type": t, "cards": set(), "nodes": 0,
-                                                      "loaded_nodes": 0})  # fmt: skip
-                    info["cards"].add(caps.card)
-                    info["nodes"] += 1
-                    info["loaded_nodes"] += m in caps.loaded_models
-        out = []
-        for info in sorted(models.values(), key=lambda i: (i["model"], i["type"].value)):
-            info["cards"] = sorted(info["cards"])
-            out.append(info)
-        return out

@@ -84,7 +84,7 @@ async def _run(dc: DevChain, steps: list[tuple]) -> None:
                 assert exc.error == "InsufficientDeposit" and fee > model.deposits.get(c.address, 0)
                 continue
             assert fee <= model.deposits.get(c.address, 0) and live is not None
-            model.deposits[c.address] -= fee
+            model.deposits[c.address] = model.deposits.get(c.address, 0) - fee  # a fee of 0 settles too
             for addr, amount in task.shares().items():
                 model.credits[addr] = model.credits.get(addr, 0) + amount
         elif kind == "slash":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.request
 from dataclasses import dataclass
 
+import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -58,7 +59,7 @@ def test_task_lifecycle_moves_created_dispatch_quorum_and_outcomes():
              _value("helium_validation_outcomes_total", task_type="gpt", outcome="quorum_2_of_3"),
              _value("helium_validation_outcomes_total", task_type="gpt", outcome="mismatch"))
     assert after[0] == before[0] + 1 and after[1] == before[1] + 1
-    assert after[2] - before[2] == 2.0 and after[3] == before[3] + 1 and after[4] == before[4] + 1
+    assert after[2] - before[2] == pytest.approx(2.0) and after[3] == before[3] + 1 and after[4] == before[4] + 1
 
 
 def test_gauges_queue_nodes_slashes_relay():

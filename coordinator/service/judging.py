@@ -1,0 +1,104 @@
+"""The dispatcher's result side: checking a result's signature, applying the validation
+rules after each submission (early quorum, outliers, mismatch, invalid-args majority),
+and scoring the nodes once a task's outcome is final.
+
+`Judging` is a mixin of `Dispatcher`, split out only to keep each module readable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import structlog
+
+from chain import signing
+from coordinator.domain.models import (
+    Assignment,
+    AssignmentState,
+    Task,
+    TaskState,
+)
+from coordinator.service import validation
+
+if TYPE_CHECKING:
+    from coordinator.service.dispatcher import _InFlight
+
+__all__ = ["Judging"]
+
+log = structlog.get_logger("coordinator.dispatch")
+
+
+class Judging:
+    def _signature_ok(self, task: Task, node: str, result_hash: bytes, signature: bytes) -> bool:
+        try:
+            tid = bytes.fromhex(task.task_id[2:])
+            return signing.result_signer(self.domain, tid, result_hash, node, signature) == node
+        except (signing.SignatureError, ValueError):
+            return False
+
+    def _judge(self, flight: _InFlight, changed: list[Assignment]) -> None:
+        """Applies the validation rules after a submission, and stores the outcome in one transaction."""
+        task = flight.task
+        now = self.now_ms()
+        s = self.settings
+        decision = validation.decide(
+            task.type.value, flight.submissions(), group_size=s.group_size, quorum=s.quorum,
+            phash_threshold=s.phash_threshold,
+        )  # fmt: skip
+        new_task = None
+        if task.state == TaskState.DISPATCHED and decision.verdict != validation.Verdict.PENDING:
+            new_task = self._decided(flight, decision, now)
+        if decision.accepted is not None:
+            winners = {w.node for w in decision.winners}
+            for a in flight.assignments.values():
+                if a.state == AssignmentState.SUBMITTED and a.matched != (a.node in winners):
+                    a = replace(a, matched=a.node in winners)
+                    flight.assignments[a.assignment_id] = a
+                    if a not in changed:
+                        changed.append(a)
+        changed = [flight.assignments[a.assignment_id] for a in changed]
+        self.store.save_assignments(changed, new_task)
+        if new_task is not None:
+            flight.task = new_task
+            self.events.publish_task(new_task)
+            if new_task.state == TaskState.VALIDATED:
+                log.info("task_validated", task_id=task.task_id, nodes=list(new_task.result_nodes))
+                for cb in self.on_validated:
+                    cb(new_task)
+            else:
+                log.info("task_aborted", task_id=task.task_id, reason=new_task.reason)
+                self._cancel_open(flight, new_task.reason)
+        self._refresh_need(flight)
+        self._maybe_finish(flight)
+
+    def _decided(self, flight: _InFlight, decision: validation.Decision, now: int) -> Task:
+        task = flight.task
+        if decision.verdict == validation.Verdict.VALIDATED:
+            acc = next(a for a in flight.assignments.values() if a.node == decision.accepted.node
+                       and a.state == AssignmentState.SUBMITTED)  # fmt: skip
+            n = len(decision.winners)
+            return replace(
+                task, state=TaskState.VALIDATED, result_hash=acc.result_hash, output=acc.output,
+                result_nodes=tuple(w.node for w in decision.winners), validation=f"quorum {n}/{self.settings.group_size}",
+                validated_ms=now, updated_ms=now,
+            )  # fmt: skip
+        if decision.verdict == validation.Verdict.INVALID_ARGS:
+            return replace(
+                task, state=TaskState.ABORTED, result_hash=validation.INVALID_ARGS_HASH, validation="invalid_args",
+                result_nodes=tuple(w.node for w in decision.winners), updated_ms=now,
+                reason="the nodes' majority reports invalid task arguments",
+            )  # fmt: skip
+        return replace(task, state=TaskState.ABORTED, validation="mismatch", updated_ms=now,
+                       reason="all results differ; no fee is taken")  # fmt: skip
+
+    def _score(self, task: Task, assigns: Sequence[Assignment]) -> None:
+        now = self.now_ms()
+        for a in assigns:
+            if a.state != AssignmentState.SUBMITTED:
+                continue
+            session = self.nodes.get(a.node)
+            record = session.record if session else self.store.get_node(a.node)
+            if record is not None:
+                self._save_qos(record, self.qos.on_scored(record, a.submission_order, a.matched, now))

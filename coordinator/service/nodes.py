@@ -1,0 +1,209 @@
+"""The dispatcher's node side: live sessions (one per node stream), their states, the
+views the selector draws from, and which nodes may have become free.
+
+`NodeRegistry` is a mixin of `Dispatcher`: it shares the dispatcher's state (nodes,
+store, QoS hook) and is split out only to keep each module readable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import structlog
+
+from coordinator.domain.models import (
+    NodeCaps,
+    NodeRecord,
+    NodeState,
+    Task,
+    TaskType,
+)
+from coordinator.errors import NotFound
+from coordinator.service import hooks
+from coordinator.service.messages import DisconnectMsg, DrainMsg, Outgoing
+
+__all__ = ["NodeRegistry", "NodeSession"]
+
+log = structlog.get_logger("coordinator.nodes")
+
+
+@dataclass(eq=False)
+class NodeSession:
+    """One live stream of a node."""
+
+    record: NodeRecord
+    outbox: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
+    current: str | None = None  # the open assignment id
+    connected: bool = True
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def address(self) -> str:
+        return self.record.address
+
+    def send(self, msg: Outgoing) -> None:
+        if self.connected:
+            self.outbox.put_nowait(msg)
+
+    @property
+    def free(self) -> bool:
+        return self.connected and self.current is None and self.record.state == NodeState.AVAILABLE
+
+
+class NodeRegistry:
+    def attach(self, address: str, caps: NodeCaps) -> NodeSession:
+        """A node passed registration: (re)attach its stream. A newer stream replaces an older one."""
+        now = self.now_ms()
+        old = self.nodes.get(address)
+        if old is not None:
+            self._detach(old, "replaced by a new stream")
+        stored = self.store.get_node(address)
+        state = stored.state if stored else NodeState.AVAILABLE
+        if state in (NodeState.DISCONNECTED, NodeState.BUSY, NodeState.QUIT):
+            state = NodeState.AVAILABLE
+        record = NodeRecord(address, caps, state, stored.qos if stored else {}, now, stored.reason if stored else "")
+        self.store.save_node(record)
+        session = NodeSession(record)
+        for flight in self.inflight.values():
+            for a in flight.assignments.values():
+                if a.node == address and a.state.open:
+                    session.current = a.assignment_id
+        self.nodes[address] = session
+        self._candidate(session)
+        log.info("node_attached", node=address, card=str(caps.card), state=state.value)
+        self.wake()
+        return session
+
+    def detach(self, session: NodeSession, reason: str) -> None:
+        if self.nodes.get(session.address) is session:
+            self._detach(session, reason)
+
+    def _detach(self, session: NodeSession, reason: str) -> None:
+        session.connected = False
+        session.closed.set()
+        if self.nodes.get(session.address) is session:
+            del self.nodes[session.address]
+        log.info("node_detached", node=session.address, reason=reason)
+
+    def heartbeat(self, session: NodeSession, caps: NodeCaps, running: Sequence[str]) -> None:
+        """Renews the leases of the node's running assignments; an assignment the node no longer runs
+        (it restarted) lapses at once."""
+        now = self.now_ms()
+        session.record = replace(session.record, caps=caps, last_seen_ms=now)
+        if session.current is None:
+            return
+        flight, a = self._find(session.current)
+        if a is None or flight is None:
+            session.current = None
+            self._candidate(session)
+            return
+        if a.assignment_id in running:
+            flight.assignments[a.assignment_id] = replace(a, lease_expires_ms=now + self.settings.lease_ms)
+        elif now - a.leased_ms > self.settings.heartbeat_interval_s * 2000:
+            # The node is alive but does not run it: it lost the assignment (restart).
+            self._lapse(flight, a, "node no longer runs the assignment")
+
+    def set_node_state(self, address: str, state: NodeState, reason: str = "") -> NodeRecord:
+        session = self.nodes.get(address)
+        record = session.record if session else self.store.get_node(address)
+        if record is None:
+            raise NotFound(f"node {address} not found")
+        record = record.with_state(state, reason)
+        self.store.save_node(record)
+        if session is not None:
+            session.record = record
+            self._candidate(session)
+            if state.banned:
+                session.send(DisconnectMsg(state, reason))
+        log.info("node_state", node=address, state=state.value, reason=reason)
+        self.wake()
+        return record
+
+    def node_view_state(self, record: NodeRecord) -> NodeState:
+        session = self.nodes.get(record.address)
+        if record.state == NodeState.AVAILABLE:
+            if session is None:
+                return NodeState.DISCONNECTED
+            if session.current is not None:
+                return NodeState.BUSY
+        return record.state
+
+    def drain_all(self, reason: str) -> None:
+        for session in list(self.nodes.values()):
+            session.send(DrainMsg(reason))
+
+    def _views(self, sessions) -> list[hooks.NodeView]:
+        now = self.now_ms()
+        out = []
+        for s in sessions:
+            if self.qos is not None:
+                if self.qos.verdict(s.record, now) != "ok":
+                    continue
+                out.append(hooks.NodeView(s.record, self.qos.qos(s.record, now)))
+            else:
+                out.append(hooks.NodeView(s.record))
+        return out
+
+    def registered_views(self) -> list[hooks.NodeView]:
+        """Every node that may still run tasks (connected or not), cached until a node record changes."""
+        version = getattr(self.store, "nodes_version", None)
+        if version is None or self._registered[0] != version:
+            records = [n for n in self.store.list_nodes() if n.state != NodeState.QUIT and not n.state.banned]
+            self._registered = (version, [hooks.NodeView(r) for r in records], {})
+        return self._registered[1]
+
+    def can_ever_run(self, task: Task) -> tuple[bool, str]:
+        """Whether some group of registered nodes could run `task`; memoized per requirement shape."""
+        views = self.registered_views()
+        key = (task.type, task.dtype, task.quantize_bits, task.min_vram_bytes, task.card)
+        memo = self._registered[2]
+        if key not in memo:
+            memo[key] = self.selector.can_ever_run(task, views)
+        return memo[key]
+
+    def _candidate(self, session: NodeSession) -> None:
+        """`session` may have become free: the next round looks at it (rounds never scan every node)."""
+        for t in session.record.caps.task_types:
+            self._maybe_free.setdefault(t, set()).add(session.address)
+
+    def _free_views(self, task_type: TaskType, cache: dict) -> list[hooks.NodeView]:
+        if task_type not in cache:
+            sessions = []
+            candidates = self._maybe_free.get(task_type, set())
+            for address in list(candidates):
+                s = self.nodes.get(address)
+                if s is None or not s.free:
+                    candidates.discard(address)
+                else:
+                    sessions.append(s)
+            cache[task_type] = self._views(sessions)
+        return cache[task_type]
+
+    def _save_qos(self, record: NodeRecord, qos_state: dict) -> None:
+        record = replace(record, qos=qos_state)
+        session = self.nodes.get(record.address)
+        if session is not None:
+            session.record = replace(session.record, qos=qos_state)
+        self.store.save_node(record)
+
+    def available_models(self) -> list[dict]:
+        """Models that connected, available nodes can serve now (loaded or cached on disk)."""
+        models: dict[tuple[str, TaskType], dict] = {}
+        for s in self.nodes.values():
+            if s.record.state not in (NodeState.AVAILABLE, NodeState.BUSY):
+                continue
+            caps = s.record.caps
+            for t in caps.task_types:
+                for m in set(caps.loaded_models) | set(caps.cached_models):
+                    info = models.setdefault((m, t), {"model": m, "type": t, "cards": set(), "nodes": 0,
+                                                      "loaded_nodes": 0})  # fmt: skip
+                    info["cards"].add(caps.card)
+                    info["nodes"] += 1
+                    info["loaded_nodes"] += m in caps.loaded_models
+        out = []
+        for info in sorted(models.values(), key=lambda i: (i["model"], i["type"].value)):
+            info["cards"] = sorted(info["cards"])
+            out.append(info)
+        return out
