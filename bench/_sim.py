@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from datetime import timedelta
@@ -41,8 +42,10 @@ async def run_nodes(args) -> int:
     return 0
 
 
-async def echo_round_trips(seconds: float = 2.0) -> float:
-    """Round trips per second of a raw grpc.aio bidirectional echo stream (client and server in this process)."""
+@contextlib.asynccontextmanager
+async def echo_stream():
+    """A raw grpc.aio bidirectional echo stream (client and server in this process): the baseline the
+    coordinator benchmarks compare against. Yields the client call."""
 
     async def handler(request_iterator, context):
         async for msg in request_iterator:
@@ -53,19 +56,26 @@ async def echo_round_trips(seconds: float = 2.0) -> float:
         "bench.Echo", {"Stream": grpc.stream_stream_rpc_method_handler(handler)}),))  # fmt: skip
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-        call = ch.stream_stream(ECHO)()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            call = ch.stream_stream(ECHO)()
+            yield call
+            await call.done_writing()
+    finally:
+        await server.stop(0)
+
+
+async def echo_round_trips(seconds: float = 2.0) -> float:
+    """Round trips per second of the raw echo stream."""
+    async with echo_stream() as call:
         n, payload = 0, b"x" * 64
-        end = time.perf_counter() + seconds
         start = time.perf_counter()
+        end = start + seconds
         while time.perf_counter() < end:
             await call.write(payload)
             await call.read()
             n += 1
-        elapsed = time.perf_counter() - start
-        await call.done_writing()
-    await server.stop(0)
-    return n / elapsed
+        return n / (time.perf_counter() - start)
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ import grpc
 from eth_account import Account
 
 from bench._coord import coordinator, sim_workers
-from bench._sim import ECHO
+from bench._sim import echo_stream
 from chain import signing
 from coordinator.domain.models import AssignmentState
 from helium.client import TaskClient
@@ -40,31 +40,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def echo_rtts_ms(count: int = 2000) -> list[float]:
-    """Round-trip times (ms) of a raw grpc.aio bidirectional echo stream, client and server in this process."""
-
-    async def handler(request_iterator, context):
-        async for msg in request_iterator:
-            yield msg
-
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Stream": grpc.stream_stream_rpc_method_handler(handler)}),))  # fmt: skip
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    """Round-trip times (ms) of the raw grpc.aio echo stream (bench._sim.echo_stream), after a warm-up."""
     out = []
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-            call = ch.stream_stream(ECHO)()
-            payload = b"x" * 64
-            for i in range(count + 100):
-                t0 = time.perf_counter()
-                await call.write(payload)
-                await call.read()
-                if i >= 100:  # warm-up
-                    out.append((time.perf_counter() - t0) * 1000)
-            await call.done_writing()
-    finally:
-        await server.stop(0)
+    async with echo_stream() as call:
+        payload = b"x" * 64
+        for i in range(count + 100):
+            t0 = time.perf_counter()
+            await call.write(payload)
+            await call.read()
+            if i >= 100:  # warm-up
+                out.append((time.perf_counter() - t0) * 1000)
     return out
 
 
