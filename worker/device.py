@@ -133,24 +133,26 @@ def supported_dtypes(torch_device: str) -> tuple[str, ...]:
 # load and run on CPU, but the same greedy/sampled task on a tiny Llama diverged after a few tokens
 # in 1 of 6 fresh processes with 4-bit NF4 weights (float32 compute) and in 1 of 3 with INT8 weights
 # (bfloat16), while the unquantized model gave identical tokens in every process.
-NONDETERMINISTIC_QUANTIZATION = {
-    ("cpu", 4): "bitsandbytes 4-bit CPU kernels do not give the same tokens in every process",
-    ("cpu", 8): "bitsandbytes 8-bit CPU kernels do not give the same tokens in every process",
+# Quantization refused outright on a kind of device, with the reason. bitsandbytes >= 0.46 has CPU kernels
+# for 4 and 8 bits that give the same tokens in every process (tests/integration/gpt/test_gpt_quantized.py);
+# it has no MPS kernels.
+UNSUPPORTED_QUANTIZATION = {
+    ("mps", 4): "bitsandbytes has no 4-bit kernels for Apple MPS",
+    ("mps", 8): "bitsandbytes has no 8-bit kernels for Apple MPS",
 }
 
 
 def quantization_refusal(device_kind: str, bits: int) -> str | None:
     """Why `bits`-bit quantization is refused on this kind of device, or None when it is allowed."""
-    return NONDETERMINISTIC_QUANTIZATION.get((device_kind, bits))
+    return UNSUPPORTED_QUANTIZATION.get((device_kind, bits))
 
 
 @cache
 def supported_quantize_bits(torch_device: str) -> tuple[int, ...]:
     """4/8-bit bitsandbytes quantization this device can run reproducibly, probed with a real quantized layer.
 
-    bitsandbytes >= 0.46 has CPU kernels for both (0.50.2 loads and runs INT8 and
-    INT4 models on CPU, but neither is reproducible across processes there: see
-    `NONDETERMINISTIC_QUANTIZATION`); CUDA has both; MPS has none in the releases we know of.
+    bitsandbytes >= 0.46 has CPU kernels for both (0.50.2 loads and runs INT8 and INT4 models on CPU);
+    CUDA has both; MPS has none in the releases we know of (`UNSUPPORTED_QUANTIZATION`).
     """
     candidates = [b for b in (4, 8) if not quantization_refusal(torch_device.split(":", 1)[0], b)]
     if not candidates:

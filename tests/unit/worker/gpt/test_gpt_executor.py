@@ -39,8 +39,8 @@ def test_is_an_executor_and_advertises_what_it_runs(executor):
     caps = executor.capabilities()
     assert caps.backends == ("transformers",)
     assert {"auto", "float32", "bfloat16"} <= set(caps.dtypes)
-    # bitsandbytes runs on this CPU but not reproducibly: not advertised (see worker.device).
-    assert caps.quantize_bits == ()
+    # bitsandbytes 0.50 has CPU kernels for both (probed with a real quantized layer).
+    assert caps.quantize_bits == (4, 8)
     assert caps.extra["device"] == "cpu" and caps.extra["card_id"]
 
 
@@ -225,10 +225,26 @@ def test_model_not_found_is_invalid_args(executor, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("bits", [4, 8])
-def test_quantization_refused_on_cpu_naming_the_device(executor, tiny, bits):
+def test_quantization_refused_where_the_device_cannot_run_it(executor, tiny, bits, monkeypatch):
+    """A device whose bitsandbytes cannot run `bits` (probe failed, or no kernels) refuses, naming the device."""
+    monkeypatch.setattr(executor.backend, "quantize_bits", lambda: ())
     with pytest.raises(InvalidArgsError, match=rf"quantize_bits: {bits}-bit quantization is not supported on device "
-                                               r"cpu .*same tokens in every process"):
+                                               r"cpu"):
         executor.run(job(make_task(tiny["llama-tools"], quantize_bits=bits)))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_int4_and_int8_run_on_cpu(executor, tiny, bits):
+    import bitsandbytes as bnb
+
+    task = make_task(tiny["llama-tools"], quantize_bits=bits, dtype="auto")
+    first = executor.execute(job(task))
+    assert first.outcome.completion_tokens > 0
+    assert executor.execute(job(task)).outcome.result_hash == first.outcome.result_hash
+    (key,) = [k for k in executor.cache.keys() if k.variant.endswith(f"q{bits}")]
+    model = executor.cache.get(key).model
+    layer_type = bnb.nn.Linear4bit if bits == 4 else bnb.nn.Linear8bitLt
+    assert any(isinstance(m, layer_type) for m in model.modules()), "the model was not really quantized"
 
 
 def test_oom_is_a_resource_error_and_a_crash_names_its_kind(executor, tiny, monkeypatch):

@@ -102,9 +102,9 @@ def test_set_deterministic_fixes_algorithms_and_seeds():
 
 def test_advertised_dtypes_and_quantization_are_real():
     assert {"auto", "float32", "bfloat16"} <= set(supported_dtypes("cpu"))
-    assert supported_quantize_bits("cpu") == ()
-    assert "same tokens" in quantization_refusal("cpu", 4) and "same tokens" in quantization_refusal("cpu", 8)
-    assert quantization_refusal("cuda", 4) is None
+    assert supported_quantize_bits("cpu") == (4, 8)
+    assert quantization_refusal("cpu", 4) is None and quantization_refusal("cuda", 8) is None
+    assert "MPS" in quantization_refusal("mps", 4) and "MPS" in quantization_refusal("mps", 8)
 
 
 def test_tiny_models_are_byte_identical_per_seed(tmp_path):
