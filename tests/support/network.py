@@ -55,7 +55,7 @@ class TestNetwork:
 
     async def add_nodes(self, n: int, executor_factory, card: str = "cpu", vram: int = 0) -> list[WorkerNode]:
         out = []
-        for i in range(n):
+        for _ in range(n):
             cfg = WorkerConfig(
                 coordinator=self.address, data_dir=self.root / f"worker-{len(self.nodes)}",
                 heartbeat_interval=timedelta(seconds=self.heartbeat_s), connect_timeout=timedelta(seconds=5),
