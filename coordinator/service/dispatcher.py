@@ -33,6 +33,7 @@ from coordinator.domain.models import (
 from coordinator.errors import FailedPrecondition, NotFound
 from coordinator.service import hooks, validation
 from coordinator.service.events import DeltaEvent, TaskEvents
+from coordinator.service.housekeeping import Housekeeping
 from coordinator.service.judging import Judging
 from coordinator.service.messages import (
     AckMsg,
@@ -88,7 +89,7 @@ class _InFlight:
                                                                       AssignmentState.SUBMITTED)]  # fmt: skip
 
 
-class Dispatcher(NodeRegistry, Judging):
+class Dispatcher(NodeRegistry, Judging, Housekeeping):
     def __init__(
         self,
         store: CoordinatorStore,
@@ -464,42 +465,3 @@ class Dispatcher(NodeRegistry, Judging):
         self.settlement.task_finished(task, assigns)
         for cb in self.on_outcome:
             cb("finished", task, assigns)
-
-    # --- housekeeping ---------------------------------------------------------------------------
-
-    def _lapse(self, flight: _InFlight, a: Assignment, why: str) -> None:
-        a = replace(a, state=AssignmentState.EXPIRED, error=why)
-        session = self.nodes.get(a.node)
-        if session is not None and session.current == a.assignment_id:
-            session.current = None
-            self._candidate(session)
-            session.send(CancelMsg(a.assignment_id, a.task_id, why))
-        log.info("lease_lapsed", task_id=a.task_id, node=a.node, reason=why)
-        self._close_assignment(flight, a, timeout=True)
-
-    def _expire_leases(self) -> None:
-        now = self.now_ms()
-        for flight in list(self.inflight.values()):
-            for a in list(flight.assignments.values()):
-                if a.state.open and a.lease_expires_ms < now:
-                    self._lapse(flight, a, "lease lapsed: no heartbeat")
-
-    def _expire_deadlines(self) -> None:
-        now = self.now_ms()
-        expired = [t for t in self.queue if t.expires_ms < now]
-        for task in expired:
-            task = replace(task, state=TaskState.ABORTED, reason="deadline passed before dispatch", updated_ms=now)
-            self.store.save_task(task)
-            self.queue.remove(task.task_id)
-            self.events.publish_task(task)
-            self.settlement.task_finished(task, [])
-        for flight in list(self.inflight.values()):
-            if flight.task.state == TaskState.DISPATCHED and flight.task.expires_ms < now:
-                task = replace(flight.task, state=TaskState.ABORTED, reason="deadline passed; no fee is taken",
-                               updated_ms=now)  # fmt: skip
-                self.store.save_task(task)
-                flight.task = task
-                self.events.publish_task(task)
-                self._cancel_open(flight, task.reason)
-                self._maybe_finish(flight)
-
