@@ -182,6 +182,12 @@ class EmbeddedProvider(AsyncEthereumTesterProvider):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.request_sync, method, params)
 
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """Runs `fn(*args)` on the EVM thread (the chain server formats requests there)."""
+        if self._closed:
+            raise ConnectionError("the embedded chain is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     def request_sync(self, method: str, params: Any) -> dict:
         """Serves one request on the calling thread; callers outside the provider hold no other lock."""
         with self._lock:

@@ -5,8 +5,13 @@ faucet), a genesis block that funds them, deploys the contracts (coordinator = t
 and gives the creator a ledger deposit; on a directory that has a chain it reopens it at its head, with
 every balance, stake, deposit and settled task as it was, and keeps mining from there.
 
+``await DevChain.spawn(data_dir)`` runs the same chain in a child process (``chain.server``: a JSON-RPC
+node on loopback, so the interpreted EVM gets a core of its own) and talks to it over HTTP; the object
+offers the same API (``client``, ``fund``, ``fund_and_stake``, ``increase_time``, ``close``), and
+``restart()`` / ``server.kill()`` let tests stop and restart that node on the same directory and port.
+
 Files in `data_dir`: ``evm.sqlite`` (the py-evm key-value store), ``devchain.json`` (chain id, dev keys,
-contract addresses; mode 0600), ``lock`` (one process at a time).
+contract addresses; mode 0600), ``lock`` (one process at a time), ``chain-server.log`` (a spawned child's log).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import fcntl
 import json
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +28,8 @@ import structlog
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester
-from web3 import AsyncWeb3
+from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.providers.async_base import AsyncBaseProvider
 
 from chain._evm import EmbeddedProvider, open_backend, open_store
 from chain.client import ChainClient
@@ -92,10 +99,11 @@ def _read_meta(data: Path, chain_id: int) -> dict[str, Any]:
 
 
 class DevChain:
-    """An embedded, persistent EVM with the Helium contracts deployed. Use ``await DevChain.open(dir)``."""
+    """An embedded, persistent EVM with the Helium contracts deployed. Use ``await DevChain.open(dir)``
+    (in this process) or ``await DevChain.spawn(dir)`` (in a child process, over JSON-RPC)."""
 
-    def __init__(self, data_dir: Path, provider: EmbeddedProvider, keys: DevKeys, addresses: ContractAddresses,
-                 chain_id: int, lock_fd: int) -> None:  # fmt: skip
+    def __init__(self, data_dir: Path, provider: AsyncBaseProvider, keys: DevKeys, addresses: ContractAddresses,
+                 chain_id: int, lock_fd: int, server=None) -> None:  # fmt: skip
         self.data_dir = data_dir
         self.provider = provider
         self.w3 = AsyncWeb3(provider)
@@ -103,8 +111,44 @@ class DevChain:
         self.addresses = addresses
         self.chain_id = chain_id
         self.domain = Domain(chain_id=chain_id, verifying_contract=addresses.ledger)
+        self.server = server  # chain.server.ChainServerProcess when spawned
         self._lock_fd = lock_fd
         self._faucet: ChainClient | None = None
+
+    @classmethod
+    async def spawn(
+        cls,
+        data_dir: str | os.PathLike,
+        *,
+        port: int = 0,
+        ready_timeout: timedelta = timedelta(seconds=90),
+        rpc_timeout: timedelta = timedelta(seconds=30),
+    ) -> DevChain:
+        """The DevChain of `data_dir` served by a child process (`python -m chain serve`), reached over
+        HTTP on loopback; created there on first use like `open`. `close()` stops the child."""
+        from chain.server import ChainServerProcess
+
+        data = Path(data_dir)
+        server = ChainServerProcess(data, port=port, ready_timeout=ready_timeout)
+        url = await server.start()
+        try:
+            meta = json.loads((data / "devchain.json").read_text())
+            provider = AsyncHTTPProvider(url, request_kwargs={"timeout": rpc_timeout.total_seconds()})
+            chain = cls(data, provider, DevKeys.from_dict(meta["keys"]), ContractAddresses(**meta["addresses"]),
+                        int(meta["chain_id"]), -1, server)  # fmt: skip
+        except BaseException:
+            await server.stop()
+            raise
+        log.info("devchain_spawned", data_dir=str(data), rpc=url, pid=server.proc.pid)
+        return chain
+
+    async def restart(self) -> None:
+        """Spawned chains: stops the child if it still runs and starts it again on the same directory and
+        port (the same URL: clients keep working once it answers)."""
+        if self.server is None:
+            raise DevChainError("restart: this DevChain runs in this process")
+        await self.server.stop()
+        await self.server.start()
 
     @classmethod
     async def open(
@@ -173,6 +217,10 @@ class DevChain:
         await self.provider.make_request("evm_increaseTime", [int(seconds)])
 
     async def close(self) -> None:
+        if self.server is not None:
+            await self.provider.disconnect()
+            await self.server.stop()
+            return
         self.provider.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)

@@ -23,9 +23,12 @@ class CoordinatorConfig:
     insecure: bool = False
     # The admin credential; empty: read or create <data_dir>/admin.token.
     admin_token: str = ""
-    # "embedded" (in-process EVM persisted in <data_dir>/chain), "none" (no chain: open membership,
+    # "embedded" (an EVM persisted in <data_dir>/chain), "none" (no chain: open membership,
     # no deposits, no settlement), or a JSON-RPC URL of an EVM node.
     chain: str = "embedded"
+    # Embedded chain: run the EVM in a child process (`python -m chain serve`, JSON-RPC on loopback), so
+    # it has a core of its own instead of sharing this process's interpreter lock; false: in this process.
+    chain_process: bool = True
     heartbeat_interval_s: float = 5.0
     lapse_after_missed: int = 3
     task_timeout_s: float = 900.0

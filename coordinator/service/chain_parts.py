@@ -3,11 +3,11 @@
     parts = await chain_parts(config, store, key)                 # CoordinatorApp's parts_factory
     parts = await chain_parts(config, store, key, devchain=dc)    # `helium dev`: an open DevChain
 
-Embedded: opens the DevChain at `<config.data_dir>/chain` (unless one is given) and the coordinator
-signs with that chain's coordinator-role key. JSON-RPC URL: `ChainClient.connect(url, key, addresses)`
-with the coordinator's own key (it must hold COORDINATOR_ROLE); the deployed addresses come from the JSON
-file named by `HELIUM_CHAIN_ADDRESSES`, else `<config.data_dir>/chain-addresses.json`, holding
-`{"stats": ..., "staking": ..., "ledger": ..., "deploy_block": n}` (what `chain.deploy` returns).
+Embedded: opens the DevChain at `<config.data_dir>/chain` (unless one is given), in a child process
+(`DevChain.spawn`) when `config.chain_process` (the default), and the coordinator signs with that chain's
+coordinator-role key. JSON-RPC URL: `ChainClient.connect(url, key, addresses)` with the coordinator's own
+key (it must hold COORDINATOR_ROLE); the deployed addresses come from the JSON file named by
+`HELIUM_CHAIN_ADDRESSES`, else `<config.data_dir>/chain-addresses.json`, holding `{"stats": ..., "staking": ..., "ledger": ..., "deploy_block": n}` (what `chain.deploy` returns).
 
 Protocol settings load from `[protocol]` (ProtocolSettings) and `[settlement]` (SettlementSettings) of
 the TOML file / HELIUM_* environment, with DESIGN.md's defaults.
@@ -179,7 +179,8 @@ async def chain_parts(config, store, key, devchain=None, *, client: ChainClient 
             if devchain is None:
                 from chain.devchain import DevChain
 
-                devchain = opened = await DevChain.open(Path(config.data_dir) / "chain")
+                data = Path(config.data_dir) / "chain"
+                devchain = opened = await (DevChain.spawn(data) if config.chain_process else DevChain.open(data))
             client = devchain.client(settings=ClientSettings(preflight=tuning.embedded_preflight))
             signer = devchain.keys.coordinator
         else:
