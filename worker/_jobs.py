@@ -248,7 +248,10 @@ class JobRunner:
         log = self.node.log.bind(task_id=a.task_id, assignment_id=a.assignment_id)
         running = _Running(a)
         self._current = running
-        self.node.send(worker_pb2.ConnectRequest(started=worker_pb2.Started(assignment_id=a.assignment_id)))
+        started = worker_pb2.ConnectRequest(started=worker_pb2.Started(assignment_id=a.assignment_id))
+        assert self._loop is not None
+        started_timer = self._loop.call_later(self.node.config.started_report_after.total_seconds(),
+                                              self.node.send, started)  # fmt: skip
         deadline_timer = self._deadline_timer(running)
         t0 = time.monotonic()
         try:
@@ -278,6 +281,7 @@ class JobRunner:
             metrics.record_assignment(self.node.address, _type_name(a), "crash")
             msg = self._error(a, worker_pb2.ERROR_KIND_CRASH, f"{type(exc).__name__}: {exc}")
         finally:
+            started_timer.cancel()
             if deadline_timer is not None:
                 deadline_timer.cancel()
             self._current = None

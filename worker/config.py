@@ -55,6 +55,9 @@ class WorkerConfig:
     # On drain: how long the current task may take to finish, then how long to wait for its ack.
     drain_timeout: timedelta = timedelta(minutes=15)
     ack_timeout: timedelta = timedelta(seconds=15)
+    # A task still running after this long is reported Started (the coordinator shows it RUNNING);
+    # one that finishes sooner goes straight to its Result, which saves a stream message per task.
+    started_report_after: timedelta = timedelta(milliseconds=100)
     # Deadline of one relay or ControlNode call.
     rpc_timeout: timedelta = timedelta(seconds=60)
     # Outputs larger than this go to the relay instead of travelling inline.

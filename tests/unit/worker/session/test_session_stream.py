@@ -50,15 +50,25 @@ async def test_register_signed_nodeinfo_and_heartbeats(fake, tmp_path):
         assert first.free_vram_bytes == 20 << 30 and list(first.loaded_models) == ["tiny/gpt"]
 
 
-async def test_assignment_started_then_signed_result_then_ack(fake, tmp_path):
+async def test_a_task_longer_than_the_report_threshold_is_reported_started_before_its_result(fake, tmp_path):
+    async with node_for(fake, tmp_path, [InstantExecutor("gpt", delay=0.4)]):
+        stream = await fake.next_stream()
+        a = assignment(gpt_args(seed=8))
+        stream.send(assignment=a)
+        assert (await stream.recv("started")).assignment_id == a.assignment_id
+        assert (await stream.recv("result")).assignment_id == a.assignment_id
+        kinds = [m.WhichOneof("msg") for m in stream.seen]
+        assert kinds.index("started") < kinds.index("result")
+
+
+async def test_instant_task_sends_its_signed_result_without_a_started_report_then_takes_the_ack(fake, tmp_path):
     ex = InstantExecutor("gpt")
     async with node_for(fake, tmp_path, [ex]) as node:
         stream = await fake.next_stream()
         a = assignment(gpt_args(seed=7))
         stream.send(assignment=a)
-        started = await stream.recv("started")
-        assert started.assignment_id == a.assignment_id
         result = await stream.recv("result")
+        assert "started" not in [m.WhichOneof("msg") for m in stream.seen]
         assert (result.assignment_id, result.task_id) == (a.assignment_id, a.task_id)
         assert result.result_hash == instant_result_hash("gpt", a.args.gpt)
         signer = signing.result_signer(DOMAIN, task_id_bytes(a.task_id), result.result_hash, node.address,
