@@ -82,6 +82,7 @@ async def _run(rounds: int, chunk_bytes: int, work: Path) -> tuple[float, float]
                 grant = make_grant(coordinator, DEV_DOMAIN, task_id, worker.address, read_own, write, int(time.time()) + 600)
                 t = time.perf_counter()
                 await client.put(task_id, result_slot(worker.address), data, grant)
+                t_put = time.perf_counter() - t
                 back = await client.get(task_id, result_slot(worker.address), grant)
                 elapsed = time.perf_counter() - t
                 assert back == data, "relay returned different bytes"
@@ -89,7 +90,10 @@ async def _run(rounds: int, chunk_bytes: int, work: Path) -> tuple[float, float]
                 if i:
                     relay_times.append(elapsed)
                     copy_times.append(copy_elapsed)
-                print(f"round {i}: relay put+get {elapsed * 1e3:7.1f} ms   file copy {copy_elapsed * 1e3:7.1f} ms")
+                print(
+                    f"round {i}: relay put+get {elapsed * 1e3:7.1f} ms (put {t_put * 1e3:5.1f}, "
+                    f"get {(elapsed - t_put) * 1e3:5.1f})   file copy {copy_elapsed * 1e3:7.1f} ms"
+                )
     finally:
         proc.terminate()
         try:

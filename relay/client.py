@@ -15,6 +15,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from chain.signing import Domain
 from helium.v1 import relay_pb2, task_pb2
 from relay import _wire
+from relay._malloc import tune_malloc
 from relay.auth import GET, PUT, build_auth
 from relay.config import DEFAULT_CHUNK_BYTES
 from relay.errors import ContentMismatchError, InvalidRequestError, RelayError, error_from_status
@@ -63,6 +64,7 @@ class RelayClient:
     ) -> None:
         if chunk_bytes <= 0:
             raise ValueError(f"chunk_bytes must be > 0, got {chunk_bytes}")
+        tune_malloc()  # process-wide: blob buffers are reused, not faulted in afresh per blob (relay._malloc)
         self._put = channel.stream_unary(
             "/helium.v1.RelayService/Put",
             request_serializer=_wire.encode_put_request,

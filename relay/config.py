@@ -19,6 +19,7 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_MAX_BLOB_BYTES", "RelayConfig", "grpc
 
 DEFAULT_CHUNK_BYTES = 1 << 20  # 1 MiB per stream message
 DEFAULT_MAX_BLOB_BYTES = 256 << 20  # 256 MiB
+_MAX_HTTP2_FRAME = (1 << 24) - 1  # the largest SETTINGS_MAX_FRAME_SIZE HTTP/2 allows
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,14 @@ class RelayConfig:
 
 
 def grpc_options(chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[tuple[str, int]]:
-    """Channel/server options that let relay chunks of `chunk_bytes` through with room to spare."""
+    """Channel/server options for relay traffic: messages of `chunk_bytes` pass with room to spare, and
+    HTTP/2 moves them in large frames (the default is 16 KiB) through a per-stream window of a few
+    chunks, so a bulk Put or Get is not paced by flow-control round trips. Pass the same options on
+    both ends: each side advertises what it receives."""
     limit = max(chunk_bytes * 2, 4 << 20) + (64 << 10)
     return [
         ("grpc.max_send_message_length", limit),
         ("grpc.max_receive_message_length", limit),
+        ("grpc.http2.max_frame_size", _MAX_HTTP2_FRAME),
+        ("grpc.http2.lookahead_bytes", max(4 * chunk_bytes, 8 << 20)),
     ]

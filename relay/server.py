@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from helium.net import is_loopback
 from helium.v1 import relay_pb2
 from relay import _wire
+from relay._malloc import tune_malloc
 from relay.api import RelayServicer
 from relay.auth import RelayAuthenticator
 from relay.config import RelayConfig, grpc_options
@@ -36,6 +37,7 @@ def add_relay_to_server(server: grpc.aio.Server, config: RelayConfig, store: Blo
     length must fit ``config.chunk_bytes`` (the gRPC default of 4 MiB fits the default 1 MiB chunks);
     :func:`relay.config.grpc_options` gives matching options.
     """
+    tune_malloc()  # process-wide: blob buffers are reused, not faulted in afresh per blob (relay._malloc)
     store = store if store is not None else FilesystemBlobStore(config.data_dir, config.max_blob_bytes)
     authenticator = RelayAuthenticator(
         config.coordinator_address,

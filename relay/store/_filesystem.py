@@ -40,7 +40,7 @@ __all__ = ["FilesystemBlobStore"]
 log = structlog.get_logger("relay.store")
 
 _TMP = ".tmp"
-_FLUSH_EVERY_BYTES = 4 << 20
+_FLUSH_EVERY_BYTES = 1 << 20
 
 
 def _fsync_dir(path: Path) -> None:
@@ -179,12 +179,25 @@ class FilesystemBlobStore(BlobStore):
         self._lock = threading.Lock()  # only for the no-hard-link fallback of _publish
         self._flusher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="relay-flush")
         self._shards: set[str] = set()
+        self._make_shards()
         swept = 0
         for leftover in self._tmp_dir.iterdir():
             leftover.unlink(missing_ok=True)
             swept += 1
         if swept:
             log.info("relay_store_swept_temp_files", root=str(self.root), count=swept)
+
+    def _make_shards(self) -> None:
+        """Creates the 256 shard directories up front (one root fsync at start-up, none per write)."""
+        created = False
+        for i in range(256):
+            shard = self.root / f"{i:02x}"
+            if not shard.is_dir():
+                shard.mkdir(exist_ok=True)
+                created = True
+            self._shards.add(shard.name)
+        if created:
+            _fsync_dir(self.root)
 
     # --- paths ---------------------------------------------------------------------------------------
 
