@@ -18,15 +18,31 @@ from google.protobuf.message import Message
 from helium.v1 import relay_pb2
 
 __all__ = [
+    "Encoded",
     "decode_get_response",
     "decode_put_request",
     "encode_chunk_message",
+    "encoded_chunk",
     "encode_get_response",
     "encode_put_request",
 ]
 
 _CHUNK_TAG = b"\x12"  # field 2, wire type 2 (length-delimited)
 M = TypeVar("M", bound=Message)
+
+
+class Encoded:
+    """A message already in its wire form (built off the event loop); the serializers send it as is."""
+
+    __slots__ = ("wire",)
+
+    def __init__(self, wire: bytes) -> None:
+        self.wire = wire
+
+
+def encoded_chunk(chunk: memoryview) -> Encoded:
+    """``{chunk: chunk}`` in wire form, as an :class:`Encoded` (one copy of the bytes)."""
+    return Encoded(encode_chunk_message(chunk))
 
 
 def _varint(n: int) -> bytes:
@@ -61,8 +77,15 @@ def _decode(data: bytes, parse: Callable[[bytes], M]) -> M | memoryview:
     return parse(data)
 
 
-def encode_put_request(msg: relay_pb2.PutRequest | bytes | memoryview) -> bytes:
+def _encode(msg: Message | Encoded | bytes | memoryview) -> bytes:
+    if isinstance(msg, Encoded):
+        return msg.wire
     return msg.SerializeToString() if isinstance(msg, Message) else encode_chunk_message(msg)
+
+
+def encode_put_request(msg: relay_pb2.PutRequest | Encoded | bytes | memoryview) -> bytes:
+    """A PutRequest serialized, an Encoded as is, raw bytes as ``{chunk: bytes}``."""
+    return _encode(msg)
 
 
 def decode_put_request(data: bytes) -> relay_pb2.PutRequest | memoryview:
@@ -70,8 +93,9 @@ def decode_put_request(data: bytes) -> relay_pb2.PutRequest | memoryview:
     return _decode(data, relay_pb2.PutRequest.FromString)
 
 
-def encode_get_response(msg: relay_pb2.GetResponse | bytes | memoryview) -> bytes:
-    return msg.SerializeToString() if isinstance(msg, Message) else encode_chunk_message(msg)
+def encode_get_response(msg: relay_pb2.GetResponse | Encoded | bytes | memoryview) -> bytes:
+    """A GetResponse serialized, an Encoded as is, raw bytes as ``{chunk: bytes}``."""
+    return _encode(msg)
 
 
 def decode_get_response(data: bytes) -> relay_pb2.GetResponse | memoryview:

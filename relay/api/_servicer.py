@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
 import structlog
 
 from helium.v1 import relay_pb2, relay_pb2_grpc
+from relay import _wire
 from relay.api._translate import translate_errors
 from relay.auth import GET, PUT, ZERO_HASH, RelayAuthenticator
 from relay.errors import InvalidRequestError
 from relay.store import BlobStore, canonical_slot, canonical_task_id, parse_sha256
-from relay.store._aio import read_chunks, write_chunks
+from relay.store._aio import read_frames, write_chunks
 
 __all__ = ["RelayServicer"]
 
@@ -66,16 +68,18 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
     @translate_errors
     async def Get(
         self, request: relay_pb2.GetRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[relay_pb2.GetResponse | bytes]:
+    ) -> AsyncIterator[relay_pb2.GetResponse | _wire.Encoded]:
         task_id, slot = canonical_task_id(request.task_id), canonical_slot(request.slot)
         auth = request.auth if request.HasField("auth") else None
         caller = self._auth.verify(GET, task_id, request.slot, ZERO_HASH, auth)
         reader = await asyncio.to_thread(self._store.open_read, task_id, slot)
+        frames = read_frames(reader, self._chunk_bytes, _wire.encoded_chunk)
         with reader:
-            info = reader.info
-            yield relay_pb2.GetResponse(info=relay_pb2.BlobInfo(sha256=info.sha256_hex, size=info.size))
-            async for chunk in read_chunks(reader, self._chunk_bytes):
-                yield chunk  # encoded as GetResponse{chunk} by relay._wire
+            async with contextlib.aclosing(frames):  # closed before the reader, also when the call is cancelled
+                info = reader.info
+                yield relay_pb2.GetResponse(info=relay_pb2.BlobInfo(sha256=info.sha256_hex, size=info.size))
+                async for frame in frames:
+                    yield frame  # GetResponse{chunk}, already encoded off the loop (relay._wire)
         log.info("relay_get", task_id=task_id, slot=slot, node=caller.address, size=info.size)
         if self.on_bytes is not None:
             self.on_bytes("out", info.size)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
 from relay.errors import InvalidRequestError
 
 __all__ = ["BlobInfo", "BlobReader", "BlobStore", "BlobWriter", "parse_sha256"]
+
+T = TypeVar("T")
 
 
 def parse_sha256(value: bytes | str, field: str = "sha256") -> bytes:
@@ -78,6 +81,13 @@ class BlobReader(ABC):
     @abstractmethod
     def chunks(self, chunk_bytes: int) -> Iterator[bytes]:
         """The blob's bytes in pieces of at most `chunk_bytes` (the last one may be shorter)."""
+
+    def frames(self, chunk_bytes: int, encode: Callable[[memoryview], T]) -> Iterator[T]:
+        """``encode(piece)`` for each piece of :meth:`chunks`. A piece is valid only during its call
+        (a backend may hand out views of its own buffers, so `encode` copies what it keeps)."""
+        for chunk in self.chunks(chunk_bytes):
+            with memoryview(chunk) as piece:
+                yield encode(piece)
 
     @abstractmethod
     def close(self) -> None: ...
