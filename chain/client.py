@@ -22,11 +22,10 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3._utils.events import get_event_data
 from web3.providers.async_base import AsyncBaseProvider
 
 from chain._artifacts import load_artifact
-from chain._tx import Rpc, TxSender
+from chain._tx import Rpc, TxSender, decode_event, encode_call
 from chain.errors import ContractRevert, InvalidChainInput, SettlementRejected, TransactionReverted
 from chain.models import (
     ChainEvent,
@@ -175,6 +174,7 @@ class ChainClient:
             return None
         fn = self.ledger.functions.settle([t.as_abi() for t in tasks], [s.as_abi() for s in slashes])
         phashes = sum(len(x.phashes) for s in slashes for x in (*s.agreeing, s.slashed))
+        phashes += sum(t.phash_count for t in tasks)  # SD tasks: hashed and compared pairwise on chain
         s = self.settings
         gas = s.settle_base_gas + s.settle_gas_per_task * len(tasks)
         gas += s.settle_gas_per_slash * len(slashes) + s.settle_gas_per_phash * phashes
@@ -252,11 +252,11 @@ class ChainClient:
         if entry is None:
             return None
         name, abi, _ = entry
-        data = get_event_data(self.w3.codec, abi, lg)
+        event, args = decode_event(self.w3.codec, abi, lg)
         return ChainEvent(
             contract=name,
-            name=data["event"],
-            args=dict(data["args"]),
+            name=event,
+            args=args,
             block_number=int(lg["blockNumber"]),
             tx_hash=bytes(lg["transactionHash"]),
             log_index=int(lg["logIndex"]),
@@ -300,7 +300,7 @@ class ChainClient:
 
     async def _transact(self, contract: Any, fn: Any, *, gas: int | None = None, value: int = 0, key: Any = None) -> bytes:
         sender = self.sender_for(key)
-        data = bytes.fromhex(fn._encode_transaction_data()[2:])
+        data = encode_call(fn)
         if self.settings.preflight:
             await sender.preflight(contract.address, data, value)
         return await sender.send(contract.address, data, gas=gas or self.settings.call_gas, value=value)
