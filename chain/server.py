@@ -185,12 +185,9 @@ class ChainServerProcess:
         """Starts the child and returns its RPC URL once it is ready (DevChainError if it is not in time).
         The port is kept for later starts, so a restarted chain answers at the same URL."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "chain", "serve", "--data-dir", str(self.data_dir), "--host", self.host,
-               "--port", str(self.port), "--lock-wait", str(self.lock_wait.total_seconds()), "--exit-with-parent",
-               "--log-level", self.log_level]  # fmt: skip
         with open(self.log_path, "ab") as err:
             self.proc = await asyncio.create_subprocess_exec(
-                *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
+                *self.command(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip
         try:
@@ -204,6 +201,11 @@ class ChainServerProcess:
         self._drain = asyncio.create_task(self._drain_stdout())
         log.info("chain_server_started", rpc=self.url, pid=self.proc.pid, data_dir=str(self.data_dir))
         return self.url
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "chain", "serve", "--data-dir", str(self.data_dir), "--host", self.host,
+                "--port", str(self.port), "--lock-wait", str(self.lock_wait.total_seconds()), "--exit-with-parent",
+                "--log-level", self.log_level]  # fmt: skip
 
     async def _ready_line(self) -> str:
         assert self.proc is not None and self.proc.stdout is not None

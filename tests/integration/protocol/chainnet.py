@@ -1,5 +1,6 @@
-"""An in-process network on the embedded chain, for the protocol tests and benchmarks: a DevChain, a
-coordinator with `chain_parts` on a real port, and staked worker nodes on real gRPC streams."""
+"""An in-process network on the embedded chain, for the protocol tests and benchmarks: a DevChain (in this
+process, or with `process=True` a chain server child process reached over JSON-RPC), a coordinator with
+`chain_parts` on a real port, and staked worker nodes on real gRPC streams."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ class ChainNet:
     __test__ = False
 
     def __init__(self, root: Path, *, heartbeat_s: float = 0.5, protocol: ProtocolSettings | None = None,
-                 settlement: SettlementSettings | None = None, client_wrapper=None, rng=None, **config) -> None:  # fmt: skip
+                 settlement: SettlementSettings | None = None, client_wrapper=None, rng=None, process: bool = False,
+                 **config) -> None:  # fmt: skip
         self.root = Path(root)
+        self.process = process
         self.heartbeat_s = heartbeat_s
         self.protocol = protocol or ProtocolSettings()
         self.settlement = settlement or SettlementSettings(batch_max_tasks=50, batch_interval=timedelta(seconds=1))
@@ -46,7 +49,8 @@ class ChainNet:
         self._channels: list[grpc.aio.Channel] = []
 
     async def __aenter__(self) -> ChainNet:
-        self.chain = await DevChain.open(self.root / "chain")
+        chain_dir = self.root / "chain"
+        self.chain = await (DevChain.spawn(chain_dir) if self.process else DevChain.open(chain_dir))
         self.admin = self.chain.client(self.chain.keys.creator)  # reads and creator/node helper sends
         client = self.chain.client(settings=ClientSettings(preflight=False))
         if self.client_wrapper is not None:
