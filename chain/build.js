@@ -56,6 +56,7 @@ function compile() {
   for (const src of Object.keys(sources)) {
     for (const [name, c] of Object.entries(out.contracts[src] || {})) {
       if (!c.evm.bytecode.object) continue; // interfaces and abstract contracts
+      if (!c.abi.length) continue; // libraries of internal functions only (inlined where used)
       const rel = path.relative("chain/contracts", path.dirname(src));
       const file = path.join(ARTIFACTS, rel, `${name}.json`);
       const artifact = {

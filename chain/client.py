@@ -174,6 +174,7 @@ class ChainClient:
             return None
         fn = self.ledger.functions.settle([t.as_abi() for t in tasks], [s.as_abi() for s in slashes])
         phashes = sum(len(x.phashes) for s in slashes for x in (*s.agreeing, s.slashed))
+        phashes += sum(t.phash_count for t in tasks)  # SD tasks: hashed and compared pairwise on chain
         s = self.settings
         gas = s.settle_base_gas + s.settle_gas_per_task * len(tasks)
         gas += s.settle_gas_per_slash * len(slashes) + s.settle_gas_per_phash * phashes

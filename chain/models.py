@@ -42,6 +42,14 @@ def _sig(value: bytes, name: str) -> tuple[bytes, bytes]:
         raise InvalidChainInput(f"{name}: {exc}") from exc
 
 
+def _phashes(values, name: str) -> tuple[int, ...]:
+    out = tuple(int(p) for p in values)
+    for i, p in enumerate(out):
+        if not 0 <= p < 1 << 64:
+            raise InvalidChainInput(f"{name}[{i}] must be a uint64, got {p}")
+    return out
+
+
 def _addr(value: str, name: str) -> str:
     try:
         return to_checksum_address(value)
@@ -51,25 +59,41 @@ def _addr(value: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class SignedResult:
-    """A matching node's signed result. `order` is its submission position: 1, 2 or 3 (scores 10, 9, 6)."""
+    """A matching node's signed result. `order` is its submission position: 1, 2 or 3 (scores 10, 9, 6).
+    An SD result carries its images' `phashes` (then result_hash == sd_result_hash(phashes), the hash the
+    node signed); GPT results and invalid-args verdicts carry none."""
 
     node: str
     result_hash: bytes
     signature: bytes
     order: int
+    phashes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "node", _addr(self.node, "result.node"))
+        object.__setattr__(self, "phashes", _phashes(self.phashes, "result.phashes"))
         _b32(self.result_hash, "result.result_hash")
         _sig(self.signature, "result.signature")
         if self.order not in _ORDER_SCORES:
             raise InvalidChainInput(f"result.order must be 1, 2 or 3, got {self.order}")
+        if self.phashes and sd_result_hash(self.phashes) != self.result_hash:
+            raise InvalidChainInput(f"result.result_hash of {self.node} must be sd_result_hash(phashes)")
+
+    @classmethod
+    def sd(cls, node: str, phashes: tuple[int, ...] | list[int], signature: bytes, order: int) -> SignedResult:
+        """An SD result: its hash is computed from its pHashes (the ledger does the same)."""
+        phashes = _phashes(phashes, "result.phashes")
+        if not phashes:
+            raise InvalidChainInput(f"result.phashes of {node} must hold one pHash per image, got none")
+        return cls(node, sd_result_hash(phashes), signature, order, phashes)
 
 
 @dataclass(frozen=True)
 class TaskSettlement:
     """One task of a settle batch: the creator's signed Task and the signed results of the matching nodes
-    (2 or 3, all over the same result hash; INVALID_ARGS_HASH for an invalid-args verdict)."""
+    (2 or 3). GPT and invalid-args verdicts: all over the same result hash (INVALID_ARGS_HASH for an
+    invalid-args verdict). SD: every result carries its pHashes and its own hash; the ledger requires them
+    to match pairwise within NodeStaking's phashThreshold (`sd` tells which)."""
 
     task_id: bytes
     args_hash: bytes
@@ -92,7 +116,10 @@ class TaskSettlement:
                 raise InvalidChainInput(f"{name} must be a uint256, got {v!r}")
         if not 2 <= len(self.results) <= 3:
             raise InvalidChainInput(f"results must hold 2 or 3 matching results, got {len(self.results)}")
-        if len({r.result_hash for r in self.results}) != 1:
+        with_phashes = sum(1 for r in self.results if r.phashes)
+        if with_phashes not in (0, len(self.results)):
+            raise InvalidChainInput("results must all carry phashes (SD) or none (GPT, invalid args)")
+        if not with_phashes and len({r.result_hash for r in self.results}) != 1:
             raise InvalidChainInput("results must all carry the same result_hash")
         if len({r.node for r in self.results}) != len(self.results):
             raise InvalidChainInput("results must come from distinct nodes")
@@ -100,8 +127,18 @@ class TaskSettlement:
             raise InvalidChainInput("results must have distinct orders")
 
     @property
+    def sd(self) -> bool:
+        """Whether the results are matched by pHash (each carries its own pHashes and hash)."""
+        return bool(self.results[0].phashes)
+
+    @property
     def result_hash(self) -> bytes:
-        return self.results[0].result_hash
+        """The accepted result hash: the lowest submission order's (all equal unless `sd`)."""
+        return min(self.results, key=lambda r: r.order).result_hash
+
+    @property
+    def phash_count(self) -> int:
+        return sum(len(r.phashes) for r in self.results)
 
     def shares(self) -> dict[str, int]:
         """The payout per node, computed exactly as TaskLedger does."""
@@ -115,9 +152,10 @@ class TaskSettlement:
     def as_abi(self) -> tuple:
         r, vs = _sig(self.creator_signature, "creator_signature")
         results = [(x.node, x.order, *_sig(x.signature, "result.signature")) for x in self.results]
+        phashes = [list(x.phashes) for x in self.results] if self.sd else []
         return (
             self.task_id, self.creator, self.args_hash, self.fee, self.nonce, self.deadline,
-            self.result_hash, r, vs, results,
+            self.result_hash, r, vs, results, phashes,
         )  # fmt: skip
 
 

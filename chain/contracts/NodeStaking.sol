@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.30;
 
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
+import {Coordinated} from "./Coordinated.sol";
 import {NetworkStats} from "./NetworkStats.sol";
+import {PHash} from "./PHash.sol";
 
 interface IHeliumDomain {
     function domainSeparator() external view returns (bytes32);
@@ -20,8 +21,7 @@ interface IHeliumDomain {
 /// the admin-settable `treasury` by `sweepTreasury()` (anyone may call it).
 /// "Busy" is set by the coordinator in batches (`setBusy(nodes, busy)`), when a node holds work, never per task;
 /// a busy node cannot withdraw its stake.
-contract NodeStaking is AccessControl, ReentrancyGuard {
-    bytes32 public constant COORDINATOR_ROLE = keccak256("COORDINATOR_ROLE");
+contract NodeStaking is Coordinated, ReentrancyGuard {
     bytes32 public constant RESULT_TYPEHASH = keccak256("Result(bytes32 taskId,bytes32 resultHash,address node)");
     bytes32 public constant INVALID_ARGS_HASH = keccak256("helium:invalid-args");
     uint8 public constant KIND_GPT = 0;
@@ -57,7 +57,6 @@ contract NodeStaking is AccessControl, ReentrancyGuard {
 
     NetworkStats public immutable stats;
     address public ledger;
-    address public coordinator;
     address public treasury;
     uint256 public treasuryBalance;
     uint256 public minStake;
@@ -76,7 +75,6 @@ contract NodeStaking is AccessControl, ReentrancyGuard {
     event SettingChanged(bytes32 indexed name, uint256 value);
     event TreasuryChanged(address indexed treasury);
     event LedgerSet(address indexed ledger);
-    event CoordinatorRotated(address indexed previous, address indexed next);
 
     error StakeBelowMinimum(uint256 total, uint256 minimum);
     error NodeIsSlashed(address node);
@@ -106,10 +104,7 @@ contract NodeStaking is AccessControl, ReentrancyGuard {
         address treasury_,
         uint256 minStake_,
         uint256 unstakeDelay_
-    ) {
-        _grantRole(DEFAULT_ADMIN_ROLE, admin);
-        _grantRole(COORDINATOR_ROLE, coordinator_);
-        coordinator = coordinator_;
+    ) Coordinated(admin, coordinator_) {
         stats = stats_;
         treasury = treasury_;
         minStake = minStake_;
@@ -225,14 +220,6 @@ contract NodeStaking is AccessControl, ReentrancyGuard {
         emit LedgerSet(ledger_);
     }
 
-    function rotateCoordinator(address next) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        address previous = coordinator;
-        _revokeRole(COORDINATOR_ROLE, previous);
-        _grantRole(COORDINATOR_ROLE, next);
-        coordinator = next;
-        emit CoordinatorRotated(previous, next);
-    }
-
     function setMinStake(uint256 value) external onlyRole(DEFAULT_ADMIN_ROLE) {
         minStake = value;
         emit SettingChanged("minStake", value);
@@ -266,13 +253,7 @@ contract NodeStaking is AccessControl, ReentrancyGuard {
 
     /// @notice Hamming distance of two 64-bit pHashes.
     function hamming(uint64 a, uint64 b) public pure returns (uint256) {
-        unchecked {
-            uint256 v = uint256(a ^ b);
-            v = v - ((v >> 1) & 0x5555555555555555);
-            v = (v & 0x3333333333333333) + ((v >> 2) & 0x3333333333333333);
-            v = (v + (v >> 4)) & 0x0f0f0f0f0f0f0f0f;
-            return ((v * 0x0101010101010101) & 0xffffffffffffffff) >> 56;
-        }
+        return PHash.hamming(a, b);
     }
 
     // --- internals ----------------------------------------------------------------------------------
@@ -314,7 +295,7 @@ contract NodeStaking is AccessControl, ReentrancyGuard {
         returns (bytes32 h)
     {
         if (kind == KIND_SD && r.phashes.length != 0) {
-            h = keccak256(abi.encodePacked(r.phashes));
+            h = PHash.hash(r.phashes);
         } else {
             if (r.phashes.length != 0) revert BadPhashes(r.node);
             if (kind == KIND_SD && r.resultHash != INVALID_ARGS_HASH) revert BadPhashes(r.node);
@@ -328,14 +309,8 @@ contract NodeStaking is AccessControl, ReentrancyGuard {
     /// @dev SD results match when both are the invalid-args verdict, or when they carry the same number
     /// of images and every image's pHash is within the threshold (distance < phashThreshold).
     function _sdMatch(EvidenceResult calldata x, EvidenceResult calldata y) internal view returns (bool) {
-        uint256 len = x.phashes.length;
-        if (len == 0 || y.phashes.length == 0) return len == y.phashes.length;
-        if (len != y.phashes.length) return false;
-        uint256 threshold = phashThreshold;
-        for (uint256 i; i < len; ++i) {
-            if (hamming(x.phashes[i], y.phashes[i]) >= threshold) return false;
-        }
-        return true;
+        if (x.phashes.length == 0 || y.phashes.length == 0) return x.phashes.length == y.phashes.length;
+        return PHash.within(x.phashes, y.phashes, phashThreshold);
     }
 
     function _setActive(Node storage n, bool active) internal {

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.30;
 
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {Coordinated} from "./Coordinated.sol";
 import {NetworkStats} from "./NetworkStats.sol";
 import {NodeStaking} from "./NodeStaking.sol";
+import {PHash} from "./PHash.sol";
 
 /// @title TaskLedger: creator deposits, batched settlement against creator signatures, node credits.
 /// @notice This contract is the verifyingContract of the one Helium EIP-712 domain ("Helium", "1").
@@ -14,12 +15,17 @@ import {NodeStaking} from "./NodeStaking.sol";
 /// whose results matched (2 or 3); the contract computes the shares from the submission order
 /// (1st: 10, 2nd: 9, 3rd: 6; share = fee * score / sum of the matching scores; the remainder goes to the
 /// lowest order), so the shares always add up to the fee. An invalid-args verdict is settled the same way,
-/// with resultHash = INVALID_ARGS_HASH. A creator nonce pays at most one task: settlement marks
+/// with resultHash = INVALID_ARGS_HASH.
+/// Matching: a GPT task (and any invalid-args verdict) is paid when every paid node signed `resultHash`.
+/// An SD task carries each paid result's image pHashes (`phashes[j]` for `results[j]`): the ledger computes
+/// each result's hash as keccak256(abi.encodePacked(phashes[j])) (PHash.hash, as NodeStaking does for slash
+/// evidence), checks each node's signature over its own hash, and requires the paid results to match
+/// pairwise within NodeStaking's `phashThreshold` (PHash.within); `resultHash` must then be the hash of
+/// the lowest order's result (the accepted one, emitted in TaskSettled). A creator nonce pays at most one task: settlement marks
 /// (creator, nonce) in a bitmap, and the task id is bound to them (taskId = keccak256(abi.encode(creator,
 /// nonce, argsHash))), so a task id can never be settled twice. A batch is all-or-nothing: any invalid task
 /// reverts the whole call with a custom error that names it.
-contract TaskLedger is EIP712, AccessControl, ReentrancyGuard {
-    bytes32 public constant COORDINATOR_ROLE = keccak256("COORDINATOR_ROLE");
+contract TaskLedger is EIP712, Coordinated, ReentrancyGuard {
     bytes32 public constant TASK_TYPEHASH =
         keccak256("Task(bytes32 taskId,bytes32 argsHash,uint256 fee,uint256 nonce,uint256 deadline)");
     bytes32 public constant RESULT_TYPEHASH = keccak256("Result(bytes32 taskId,bytes32 resultHash,address node)");
@@ -50,15 +56,15 @@ contract TaskLedger is EIP712, AccessControl, ReentrancyGuard {
         uint256 fee;
         uint256 nonce;
         uint256 deadline;
-        bytes32 resultHash; // signed by every matching node
+        bytes32 resultHash; // GPT, invalid-args: signed by every paid node; SD: the lowest order's result hash
         bytes32 r; // creator's Task signature
         bytes32 vs;
         SignedResult[] results; // the matching nodes only
+        uint64[][] phashes; // SD: phashes[j] are results[j]'s image pHashes; empty for GPT and invalid-args
     }
 
     NetworkStats public immutable stats;
     NodeStaking public immutable staking;
-    address public coordinator;
     uint256 public withdrawDelay;
     mapping(address => Account) internal _accounts;
     mapping(address => Withdrawal) public withdrawals;
@@ -72,7 +78,6 @@ contract TaskLedger is EIP712, AccessControl, ReentrancyGuard {
     event BatchSettled(uint256 tasks, uint256 slashes, uint256 fees);
     event CreditWithdrawn(address indexed node, uint256 amount);
     event SettingChanged(bytes32 indexed name, uint256 value);
-    event CoordinatorRotated(address indexed previous, address indexed next);
 
     error TaskIdMismatch(bytes32 taskId);
     error AlreadySettled(bytes32 taskId);
@@ -83,6 +88,10 @@ contract TaskLedger is EIP712, AccessControl, ReentrancyGuard {
     error BadOrder(bytes32 taskId, uint256 order);
     error DuplicateNode(bytes32 taskId, address node);
     error BadResultSignature(bytes32 taskId, address node);
+    error PhashListCount(bytes32 taskId, uint256 lists, uint256 results);
+    error EmptyPhashes(bytes32 taskId, address node);
+    error ResultsDisagree(bytes32 taskId, address node, address other);
+    error ResultHashMismatch(bytes32 taskId, bytes32 resultHash, bytes32 accepted);
     error NothingToWithdraw(address account);
     error WithdrawalNotRequested(address creator);
     error WithdrawalLocked(address creator, uint256 unlockAt);
@@ -91,10 +100,8 @@ contract TaskLedger is EIP712, AccessControl, ReentrancyGuard {
 
     constructor(address admin, address coordinator_, NetworkStats stats_, NodeStaking staking_, uint256 withdrawDelay_)
         EIP712("Helium", "1")
+        Coordinated(admin, coordinator_)
     {
-        _grantRole(DEFAULT_ADMIN_ROLE, admin);
-        _grantRole(COORDINATOR_ROLE, coordinator_);
-        coordinator = coordinator_;
         stats = stats_;
         staking = staking_;
         withdrawDelay = withdrawDelay_;
@@ -166,14 +173,6 @@ contract TaskLedger is EIP712, AccessControl, ReentrancyGuard {
     }
 
     // --- admin --------------------------------------------------------------------------------------
-
-    function rotateCoordinator(address next) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        address previous = coordinator;
-        _revokeRole(COORDINATOR_ROLE, previous);
-        _grantRole(COORDINATOR_ROLE, next);
-        coordinator = next;
-        emit CoordinatorRotated(previous, next);
-    }
 
     function setWithdrawDelay(uint256 value) external onlyRole(DEFAULT_ADMIN_ROLE) {
         withdrawDelay = value;
@@ -270,13 +269,16 @@ contract TaskLedger is EIP712, AccessControl, ReentrancyGuard {
     function _pay(TaskSettlement calldata t, bytes32 taskId, uint256 fee) internal {
         uint256 n = t.results.length;
         if (n < 2 || n > 3) revert BadResultCount(taskId, n);
+        // GPT and invalid-args: every node signed t.resultHash. SD: each its own pHashes, matched pairwise.
+        uint256 threshold = t.phashes.length == 0 ? 0 : _sdThreshold(t, taskId, n);
         uint256[3] memory scores;
         uint256 sum;
         uint256 seen;
         uint256 first;
         uint256 firstOrder = 4;
         for (uint256 j; j < n; ++j) {
-            uint256 order = _checkResult(t, j, taskId);
+            bytes32 h = threshold == 0 ? t.resultHash : _sdResultHash(t, j, taskId, threshold);
+            uint256 order = _checkResult(t, j, taskId, h);
             if (seen & (1 << order) != 0) revert BadOrder(taskId, order);
             seen |= 1 << order;
             uint256 score = order == 1 ? 10 : (order == 2 ? 9 : 6);
@@ -286,6 +288,10 @@ contract TaskLedger is EIP712, AccessControl, ReentrancyGuard {
                 firstOrder = order;
                 first = j;
             }
+        }
+        if (threshold != 0) {
+            bytes32 accepted = PHash.hash(t.phashes[first]);
+            if (accepted != t.resultHash) revert ResultHashMismatch(taskId, t.resultHash, accepted);
         }
         uint256 paid;
         uint256[3] memory shares;
@@ -302,8 +308,36 @@ contract TaskLedger is EIP712, AccessControl, ReentrancyGuard {
         }
     }
 
-    /// @dev Checks results[j]: order in 1..3, a node not seen before in this task, its Result signature.
-    function _checkResult(TaskSettlement calldata t, uint256 j, bytes32 taskId) internal view returns (uint256 order) {
+    /// @dev An SD task: one pHash list per result, and NodeStaking's threshold (never 0).
+    function _sdThreshold(TaskSettlement calldata t, bytes32 taskId, uint256 n) internal view returns (uint256) {
+        if (t.phashes.length != n) revert PhashListCount(taskId, t.phashes.length, n);
+        return staking.phashThreshold();
+    }
+
+    /// @dev The hash of SD results[j]'s own pHashes, which must be within `threshold` of every earlier
+    /// result's (pairwise: each paid result matches each other one).
+    function _sdResultHash(TaskSettlement calldata t, uint256 j, bytes32 taskId, uint256 threshold)
+        internal
+        pure
+        returns (bytes32)
+    {
+        uint64[] calldata mine = t.phashes[j];
+        if (mine.length == 0) revert EmptyPhashes(taskId, t.results[j].node);
+        for (uint256 k; k < j; ++k) {
+            if (!PHash.within(t.phashes[k], mine, threshold)) {
+                revert ResultsDisagree(taskId, t.results[j].node, t.results[k].node);
+            }
+        }
+        return PHash.hash(mine);
+    }
+
+    /// @dev Checks results[j]: order in 1..3, a node not seen before in this task, its Result signature
+    /// over `resultHash` (t.resultHash, or for SD the hash of its own pHashes).
+    function _checkResult(TaskSettlement calldata t, uint256 j, bytes32 taskId, bytes32 resultHash)
+        internal
+        view
+        returns (uint256 order)
+    {
         SignedResult calldata r = t.results[j];
         order = r.order;
         if (order == 0 || order > 3) revert BadOrder(taskId, order);
@@ -311,7 +345,7 @@ contract TaskLedger is EIP712, AccessControl, ReentrancyGuard {
         for (uint256 k; k < j; ++k) {
             if (t.results[k].node == node) revert DuplicateNode(taskId, node);
         }
-        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(RESULT_TYPEHASH, taskId, t.resultHash, node)));
+        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(RESULT_TYPEHASH, taskId, resultHash, node)));
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, r.r, r.vs);
         if (err != ECDSA.RecoverError.NoError || signer != node) revert BadResultSignature(taskId, node);
     }

@@ -39,6 +39,29 @@ def make_task(
     return TaskSettlement(task_id, args_hash, creator.address, fee, nonce, deadline, sig, results)
 
 
+def make_sd_task(
+    domain: Domain,
+    creator: LocalAccount,
+    nonce: int,
+    fee: int,
+    deadline: int,
+    nodes: Sequence[LocalAccount],
+    phashes: Sequence[Sequence[int]],
+    *,
+    orders: Sequence[int] = (1, 2, 3),
+    args_hash: bytes | None = None,
+) -> TaskSettlement:
+    """An SD task paid to `nodes`, node i having signed sd_result_hash(phashes[i]) (its own images)."""
+    args_hash = args_hash or os.urandom(32)
+    task_id = compute_task_id(creator.address, nonce, args_hash)
+    sig = sign_task(creator, domain, task_id, args_hash, fee, nonce, deadline)
+    results = tuple(
+        SignedResult.sd(n.address, list(ph), sign_result(n, domain, task_id, sd_result_hash(ph)), o)
+        for n, ph, o in zip(nodes, phashes, orders, strict=False)
+    )
+    return TaskSettlement(task_id, args_hash, creator.address, fee, nonce, deadline, sig, results)
+
+
 def gpt_evidence(
     domain: Domain, task_id: bytes, agreeing: Sequence[LocalAccount], slashed: LocalAccount, *,
     good: bytes = GOOD, bad: bytes = BAD,

@@ -169,11 +169,15 @@ async def test_settle_after_the_deadline(world: World) -> None:
 async def test_shares_are_the_contracts_and_bad_orders_revert(world: World) -> None:
     task = world.task().as_abi()
     results = task[9]
+
+    def with_results(rs: list) -> tuple:
+        return (*task[:9], rs, task[10])
+
     dup = [results[0], (results[1][0], 1, *results[1][2:])]  # two "first" results would pay 20/19
-    await assert_reverts(world, "BadOrder", settle_raw([(*task[:9], dup)]))
-    await assert_reverts(world, "BadOrder", settle_raw([(*task[:9], [results[0], (results[1][0], 4, *results[1][2:])])]))
-    await assert_reverts(world, "BadResultCount", settle_raw([(*task[:9], results[:1])]))
-    await assert_reverts(world, "DuplicateNode", settle_raw([(*task[:9], [results[0], (results[0][0], 2, *results[0][2:])])]))
+    await assert_reverts(world, "BadOrder", settle_raw([with_results(dup)]))
+    await assert_reverts(world, "BadOrder", settle_raw([with_results([results[0], (results[1][0], 4, *results[1][2:])])]))
+    await assert_reverts(world, "BadResultCount", settle_raw([with_results(results[:1])]))
+    await assert_reverts(world, "DuplicateNode", settle_raw([with_results([results[0], (results[0][0], 2, *results[0][2:])])]))
 
 
 async def test_fee_above_the_deposit(world: World) -> None:
