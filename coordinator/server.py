@@ -134,6 +134,7 @@ class CoordinatorApp:
             selector=parts.selector, pricer=parts.pricer, settlement=parts.settlement, qos=parts.qos,
         )  # fmt: skip
         d.recover()
+        self.store.enable_group_commit()  # after recovery: from here on, a loop turn's writes share a commit
         from relay.config import RelayConfig
         from relay.server import add_relay_to_server
         from relay.store import FilesystemBlobStore
@@ -148,7 +149,7 @@ class CoordinatorApp:
         self.membership = membership = Membership(d, parts.stakes, on_kick=parts.on_kick)
 
         self.server = server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(), AdminAuthInterceptor(self.admin_token)], options=GRPC_OPTIONS
+            interceptors=[ErrorInterceptor(self.store.durable), AdminAuthInterceptor(self.admin_token)], options=GRPC_OPTIONS
         )
         task_pb2_grpc.add_TaskServiceServicer_to_server(
             TaskServicer(intake, d, self.key.address, c.min_fee_wei), server

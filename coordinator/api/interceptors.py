@@ -33,11 +33,14 @@ async def translate(exc: BaseException, context: aio.ServicerContext) -> None:
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the coordinator log")
 
 
-def _wrap_unary(fn, rpc: str):
+def _wrap_unary(fn, rpc: str, durable):
     async def handler(request, context):
         structlog.contextvars.bind_contextvars(rpc=rpc, peer=context.peer())
         try:
-            return await fn(request, context)
+            response = await fn(request, context)
+            if durable is not None:
+                await durable()  # what the answer reports is committed before the caller hears of it
+            return response
         except aio.AbortError:
             raise
         except Exception as exc:
@@ -69,6 +72,12 @@ def _wrap_stream(fn, rpc: str):
 
 
 class ErrorInterceptor(aio.ServerInterceptor):
+    """`durable`: an async callable that returns once the store's writes are committed (group commit);
+    every unary answer waits for it."""
+
+    def __init__(self, durable=None) -> None:
+        self.durable = durable
+
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(("/grpc.health", "/grpc.reflection")):
@@ -76,7 +85,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
         rpc = handler_call_details.method
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, rpc), handler.request_deserializer, handler.response_serializer
+                _wrap_unary(handler.unary_unary, rpc, self.durable), handler.request_deserializer, handler.response_serializer
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(

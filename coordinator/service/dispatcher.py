@@ -359,21 +359,21 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             stored = self.store.get_assignment(assignment_id)
             if stored is None or stored.node != session.address:
                 log.warning("result_for_unknown_assignment", node=session.address, assignment=assignment_id)
-            session.send(AckMsg(assignment_id))
+            self._ack(session, assignment_id)
             return
         if a.node != session.address:
             log.warning("result_from_wrong_node", node=session.address, assignment=assignment_id)
             return
         task = flight.task
         if not a.state.open:
-            session.send(AckMsg(assignment_id))  # duplicate, or late after the lease lapsed
+            self._ack(session, assignment_id)  # duplicate, or late after the lease lapsed
             self._free(session, assignment_id)
             return
         now = self.now_ms()
         if error_kind in (ErrorKind.OUT_OF_MEMORY, ErrorKind.CRASH):
             a = replace(a, state=AssignmentState.ERRORED, error_kind=error_kind, error=error[:2000], submitted_ms=now)
             self._close_assignment(flight, a, timeout=True)
-            session.send(AckMsg(assignment_id))
+            self._ack(session, assignment_id)
             self._free(session, assignment_id)
             return
         if error_kind == ErrorKind.INVALID_ARGS:
@@ -381,7 +381,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         if not self._signature_ok(task, session.address, result_hash, signature):
             a = replace(a, state=AssignmentState.ERRORED, error="result signature does not verify", submitted_ms=now)
             self._close_assignment(flight, a, timeout=True)
-            session.send(AckMsg(assignment_id))
+            self._ack(session, assignment_id)
             self._free(session, assignment_id)
             return
         order = 1 + sum(1 for x in flight.assignments.values() if x.state == AssignmentState.SUBMITTED)
@@ -392,10 +392,15 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         )  # fmt: skip
         flight.assignments[a.assignment_id] = a
         self._judge(flight, changed=[a])
-        session.send(AckMsg(assignment_id))
+        self._ack(session, assignment_id)
         self._free(session, assignment_id)
         if error_kind is None:
             self.pricer.observe(flight.task, a, session.record.caps.card.name)
+
+    def _ack(self, session: NodeSession, assignment_id: str) -> None:
+        """Acknowledges a result or error report once what it changed is durable: the node drops its
+        copy on the ack, so an ack sent before the commit could lose a finished result in a crash."""
+        self.store.after_commit(lambda: session.send(AckMsg(assignment_id)))
 
     def _free(self, session: NodeSession, assignment_id: str) -> None:
         if session.current == assignment_id:

@@ -127,6 +127,7 @@ class TaskIntake:
 
         existing = self.dispatcher.store.get_task(task_id)
         if existing is not None:
+            await self.dispatcher.store.durable()  # it may have been created in this very loop turn
             return existing, False
 
         now_ms = int(now * 1000)
@@ -156,6 +157,7 @@ class TaskIntake:
                 if not self.input_store.exists(task_id, "input"):  # fsynced: off the event loop
                     await asyncio.to_thread(self.input_store.put_bytes, task_id, "input", canon)
             self.dispatcher.enqueue(task)
+        await self.dispatcher.store.durable()  # accepted means stored: answer only after the commit
         return task, True
 
     def _priced(self, task: Task, now_ms: int) -> Task:

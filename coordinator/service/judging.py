@@ -62,16 +62,21 @@ class Judging:
         self.store.save_assignments(changed, new_task)
         if new_task is not None:
             flight.task = new_task
-            self.events.publish_task(new_task)
+            self.store.after_commit(lambda: self._announce(new_task))
             if new_task.state == TaskState.VALIDATED:
                 log.info("task_validated", task_id=task.task_id, nodes=list(new_task.result_nodes))
-                for cb in self.on_validated:
-                    cb(new_task)
             else:
                 log.info("task_aborted", task_id=task.task_id, reason=new_task.reason)
                 self._cancel_open(flight, new_task.reason)
         self._refresh_need(flight)
         self._maybe_finish(flight)
+
+    def _announce(self, task: Task) -> None:
+        """Tells watchers (and `on_validated` hooks) of an outcome, once it is durable."""
+        self.events.publish_task(task)
+        if task.state == TaskState.VALIDATED:
+            for cb in self.on_validated:
+                cb(task)
 
     def _decided(self, flight: _InFlight, decision: validation.Decision, now: int) -> Task:
         task = flight.task

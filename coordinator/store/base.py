@@ -9,7 +9,7 @@ current state only updates its fields.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from coordinator.domain.models import Assignment, NodeRecord, Task, TaskState
 
@@ -94,6 +94,22 @@ class CoordinatorStore(abc.ABC):
 
     @abc.abstractmethod
     def put_value(self, key: str, value: str) -> None: ...
+
+    # --- durability (group commit) -----------------------------------------------------------------
+    # A store may group the writes of one event-loop turn into one commit. A write is then visible to
+    # reads at once but durable only after that commit: whatever tells the outside world that a write
+    # happened (an ack, a CreateTask answer, a task event) goes through `after_commit` or `durable`.
+    # A store that commits every write at once (the default here) runs callbacks immediately.
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Runs `callback` once every write made so far is durable."""
+        callback()
+
+    async def durable(self) -> None:  # noqa: B027 - optional
+        """Returns once every write made so far is durable."""
+
+    def flush(self) -> None:  # noqa: B027 - optional
+        """Makes every write made so far durable now."""
 
     def close(self) -> None:  # noqa: B027 - optional
         """Releases resources."""

@@ -3,14 +3,26 @@
 NORMAL in WAL mode survives a `kill -9` of the process (only a power loss can
 drop the last commits), at ~15x the commit rate of FULL. Every write method is a
 single transaction.
+
+Group commit (`enable_group_commit`, which the coordinator turns on): the writes made during one
+turn of the event loop share one SQLite transaction, committed at the start of the next turn. Each
+write method still runs in its own SAVEPOINT, so a refused write is rolled back alone and the others
+stand: every write is still whole or absent. What depends on durability waits for the commit:
+`after_commit` callbacks (acks to workers, task events) run right after it and `durable()` returns
+after it (CreateTask answers), so nothing acknowledged can be lost by a `kill -9`, and a crash before
+the commit loses only writes nobody was told about. `put_value` (the settlement journal) commits at
+once, because a chain transaction is sent right after it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+
+import structlog
 
 from coordinator.domain.models import (
     Assignment,
@@ -28,6 +40,8 @@ from coordinator.errors import AlreadyExists, NotFound
 from coordinator.store.base import CoordinatorStore, check_transition
 
 __all__ = ["SqliteStore"]
+
+log = structlog.get_logger("coordinator.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -162,10 +176,60 @@ class SqliteStore(CoordinatorStore):
         # writer, so a write-through cache of the small nodes table is exact.
         self._nodes: dict[str, NodeRecord] | None = None
         self.nodes_version = 0  # bumped by every node write, so callers can cache derived views
+        self._loop: asyncio.AbstractEventLoop | None = None  # set: group commit is on
+        self._group_open = False
+        self._after: list[Callable[[], object]] = []
 
-    # One transaction per write method.
-    def _tx(self):
-        return _Tx(self._db)
+    # One transaction per write method; with group commit, the turn's transaction, plus a savepoint
+    # around a method that writes with `several` statements (a single statement that fails is undone
+    # alone by SQLite itself, and the transaction goes on).
+    def _tx(self, several: bool = False):
+        return _Tx(self, several)
+
+    def enable_group_commit(self) -> None:
+        """Groups the writes of each event-loop turn into one commit; call from the loop's thread."""
+        self._loop = asyncio.get_running_loop()
+
+    def _open_group(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        self._group_open = True
+        assert self._loop is not None
+        self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        if not self._group_open:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            # The turn's writes are lost; nobody was told of them (their callbacks are dropped).
+            log.exception("store_commit_failed", dropped_callbacks=len(self._after))
+            self._db.execute("ROLLBACK")
+            self._after.clear()
+            self._nodes = None
+            raise
+        finally:
+            self._group_open = False
+        callbacks, self._after = self._after, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                log.exception("after_commit_callback_failed")
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        if self._group_open:
+            self._after.append(callback)
+        else:
+            callback()
+
+    async def durable(self) -> None:
+        if not self._group_open:
+            return
+        assert self._loop is not None
+        done = self._loop.create_future()
+        self._after.append(lambda: done.done() or done.set_result(None))
+        await done
 
     # --- tasks ---
 
@@ -192,7 +256,7 @@ class SqliteStore(CoordinatorStore):
             self._write_task(db, task)
 
     def dispatch_task(self, task: Task, assignments: Sequence[Assignment]) -> None:
-        with self._tx() as db:
+        with self._tx(several=True) as db:
             self._write_task(db, task)
             db.executemany(
                 f"INSERT INTO assignments ({_ASSIGN_COLS}) VALUES ({','.join('?' * 17)})",
@@ -241,7 +305,7 @@ class SqliteStore(CoordinatorStore):
     # --- assignments ---
 
     def save_assignments(self, assignments: Sequence[Assignment], task: Task | None = None) -> None:
-        with self._tx() as db:
+        with self._tx(several=True) as db:
             if task is not None:
                 self._write_task(db, task)
             db.executemany(
@@ -305,23 +369,38 @@ class SqliteStore(CoordinatorStore):
     def put_value(self, key: str, value: str) -> None:
         with self._tx() as db:
             db.execute("REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+        self.flush()  # journal entries are durable on return: a chain transaction may follow at once
 
     def close(self) -> None:
+        if self._group_open:
+            self.flush()
         self._db.close()
 
 
 class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception; with group commit, a SAVEPOINT of the
+    turn's transaction, released, or rolled back alone on any exception."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, store: SqliteStore, several: bool) -> None:
+        self.store = store
+        self.db = store._db
+        self.grouped = store._loop is not None
+        self.savepoint = self.grouped and several
 
     def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
+        if not self.grouped:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+        if not self.store._group_open:
+            self.store._open_group()
+        if self.savepoint:
+            self.db.execute("SAVEPOINT write")
         return self.db
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
+        if not self.grouped:
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        elif self.savepoint:
+            if exc_type is not None:
+                self.db.execute("ROLLBACK TO write")
+            self.db.execute("RELEASE write")

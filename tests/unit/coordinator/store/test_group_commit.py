@@ -1,0 +1,98 @@
+"""Group commit: one SQLite transaction per event-loop turn, with every write still whole or absent,
+and nothing reported (callbacks, `durable`) before it is committed."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import replace
+
+import pytest
+
+from coordinator.domain.models import TaskState
+from coordinator.errors import AlreadyExists, FailedPrecondition
+from coordinator.store import SqliteStore
+from tests.unit.coordinator.store.test_store import assignment, task
+
+
+def _committed_ids(path) -> set[str]:
+    """What another connection (a restarted coordinator) would find."""
+    with sqlite3.connect(path) as db:
+        return {r[0] for r in db.execute("SELECT task_id FROM tasks")}
+
+
+@pytest.fixture
+async def grouped(tmp_path):
+    store = SqliteStore(tmp_path / "c.db")
+    store.enable_group_commit()
+    yield store, tmp_path / "c.db"
+    store.close()
+
+
+async def test_a_turns_writes_are_readable_at_once_and_committed_together_before_callbacks_run(grouped):
+    store, path = grouped
+    seen_at_callback: list[set[str]] = []
+    store.create_task(task(1))
+    store.create_task(task(2))
+    store.after_commit(lambda: seen_at_callback.append(_committed_ids(path)))
+    assert store.get_task(task(1).task_id) is not None  # read-your-writes inside the turn
+    assert _committed_ids(path) == set()  # not durable yet, and nobody was told
+    assert seen_at_callback == []
+    await store.durable()
+    assert seen_at_callback == [{task(1).task_id, task(2).task_id}]
+    assert _committed_ids(path) == {task(1).task_id, task(2).task_id}
+
+
+async def test_a_refused_write_rolls_back_alone_and_the_turns_other_writes_stand(grouped):
+    store, path = grouped
+    store.create_task(task(1))
+    with pytest.raises(AlreadyExists):
+        store.create_task(task(1))
+    store.create_task(task(2))
+    done = task(2)
+    with pytest.raises(FailedPrecondition):  # QUEUED -> SETTLED is not a transition
+        store.save_task(replace(done, state=TaskState.SETTLED))
+    await store.durable()
+    assert _committed_ids(path) == {task(1).task_id, task(2).task_id}
+    assert store.get_task(task(2).task_id).state == TaskState.QUEUED
+
+
+async def test_put_value_is_durable_on_return(grouped):
+    store, path = grouped
+    store.create_task(task(3))
+    store.put_value("journal", "batch 1")
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM kv WHERE key = 'journal'").fetchone() == ("batch 1",)
+    assert _committed_ids(path) == {task(3).task_id}  # it committed the turn's earlier writes with it
+
+
+async def test_without_group_commit_every_write_commits_on_return(tmp_path):
+    store = SqliteStore(tmp_path / "c.db")
+    store.create_task(task(4))
+    assert _committed_ids(tmp_path / "c.db") == {task(4).task_id}
+    calls = []
+    store.after_commit(lambda: calls.append(1))
+    assert calls == [1]
+    store.close()
+
+
+async def test_commit_happens_on_the_next_loop_turn_without_anyone_waiting(grouped):
+    store, path = grouped
+    store.create_task(task(5))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert _committed_ids(path) == {task(5).task_id}
+
+
+async def test_a_several_statement_write_that_fails_half_way_leaves_none_of_itself(grouped):
+    store, path = grouped
+    store.create_task(task(6))
+    store.create_task(task(7))
+    store.dispatch_task(replace(task(6), state=TaskState.DISPATCHED), [assignment(1, task(6).task_id)])
+    with pytest.raises(sqlite3.IntegrityError):  # the task row is written, then the assignment id collides
+        store.dispatch_task(replace(task(7), state=TaskState.DISPATCHED), [assignment(1, task(7).task_id)])
+    await store.durable()
+    assert store.get_task(task(7).task_id).state == TaskState.QUEUED
+    assert [a.task_id for a in store.assignments_for(task(6).task_id)] == [task(6).task_id]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT state FROM tasks WHERE task_id = ?", (task(7).task_id,)).fetchone() == ("queued",)
