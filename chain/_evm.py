@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import os
 import sqlite3
 import threading
 import time
@@ -39,6 +38,8 @@ from eth_utils.toolz import assoc
 from web3.providers.async_base import AsyncBaseProvider
 from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from web3.providers.eth_tester.defaults import API_ENDPOINTS
+
+from chain._evm_fast import speed_up_pyevm
 
 __all__ = ["EmbeddedProvider", "SqliteKV", "open_backend", "speed_up_pyevm"]
 
@@ -100,114 +101,6 @@ class SqliteKV(BaseDB):
     def close(self) -> None:
         self._conn.commit()
         self._conn.close()
-
-
-def speed_up_pyevm() -> None:
-    """Replaces py-evm's hottest interpreter helpers with leaner equivalents (same checks, same errors,
-    same gas; only debug logging and redundant call layers go). A settle batch executes ~5,000 opcodes
-    per task, each through the gas meter and the stack, so these few functions are most of its time.
-    Idempotent; `SLOW_PYEVM=1` in the environment leaves py-evm as it is (for A/B checks)."""
-    global _SPED_UP
-    if _SPED_UP or os.environ.get("SLOW_PYEVM") == "1":
-        return
-    _SPED_UP = True
-    from eth.exceptions import FullStack, InsufficientStack, OutOfGas
-    from eth.vm import computation as _computation
-    from eth.vm import gas_meter as _gas_meter
-    from eth.vm import memory as _memory
-    from eth.vm import opcode as _opcode
-    from eth.vm import stack as _stack
-    from eth_utils import ValidationError
-
-    max_uint = 2**256 - 1
-    to_int, to_bytes = _stack.to_int, _stack.to_bytes
-
-    def consume_gas(self, amount: int, reason: str) -> None:
-        if amount < 0:
-            raise ValidationError("Gas consumption amount must be positive")
-        if amount > self.gas_remaining:
-            raise OutOfGas(f"Out of gas: Needed {amount} - Remaining {self.gas_remaining} - Reason: {reason}")
-        self.gas_remaining -= amount
-
-    def opcode_call(self, computation) -> None:
-        meter = computation._gas_meter
-        amount = self.gas_cost
-        if amount > meter.gas_remaining or amount < 0:
-            meter.consume_gas(amount, self.mnemonic)  # raises
-        meter.gas_remaining -= amount
-        return self.logic_fn(computation)
-
-    def push_int(self, value: int) -> None:
-        if len(self.values) > 1023:
-            raise FullStack("Stack limit reached")
-        if not 0 <= value <= max_uint:
-            raise ValidationError(f"Invalid Stack Item: Must be a 256 bit integer. Got {value!r}")
-        self._append(value)
-
-    def push_bytes(self, value: bytes) -> None:
-        if len(self.values) > 1023:
-            raise FullStack("Stack limit reached")
-        if len(value) > 32:
-            raise ValidationError(f"Invalid Stack Item: Must be either a length 32 byte string. Got {value!r}")
-        self._append(value)
-
-    def pop_ints(self, num_items: int) -> tuple[int, ...]:
-        values = self.values
-        if num_items > len(values):
-            raise InsufficientStack(f"Wanted {num_items} stack items, only had {len(values)}")
-        out = values[-num_items:]
-        del values[-num_items:]
-        out.reverse()
-        return tuple([x if x.__class__ is int else to_int(x) for x in out])
-
-    def pop_bytes(self, num_items: int) -> tuple[bytes, ...]:
-        values = self.values
-        if num_items > len(values):
-            raise InsufficientStack(f"Wanted {num_items} stack items, only had {len(values)}")
-        out = values[-num_items:]
-        del values[-num_items:]
-        out.reverse()
-        return tuple([x if x.__class__ is bytes else to_bytes(x) for x in out])
-
-    def pop1_int(self) -> int:
-        try:
-            x = self._pop()
-        except IndexError:
-            raise InsufficientStack("Wanted 1 stack item, had none") from None
-        return x if x.__class__ is int else to_int(x)
-
-    extend_memory = _computation.BaseComputation.extend_memory
-
-    def fast_extend_memory(self, start_position: int, size: int) -> None:
-        # Memory is always a multiple of 32 bytes long: a range inside it costs no gas and grows nothing.
-        if (start_position.__class__ is int and size.__class__ is int and 0 <= start_position <= max_uint
-                and 0 < size <= max_uint and (start_position + size + 31) & ~31 <= len(self._memory)):  # fmt: skip
-            return
-        extend_memory(self, start_position, size)
-
-    write = _memory.Memory.write
-
-    def fast_write(self, start_position: int, size: int, value: bytes) -> None:
-        end = start_position + size
-        if (size and start_position.__class__ is int and size.__class__ is int and value.__class__ is bytes
-                and 0 <= start_position and 0 < size <= max_uint and len(value) == size
-                and end <= len(self._bytes)):  # fmt: skip
-            self._bytes[start_position:end] = value
-            return
-        write(self, start_position, size, value)
-
-    _gas_meter.GasMeter.consume_gas = consume_gas
-    _opcode._FastOpcode.__call__ = opcode_call
-    _stack.Stack.push_int = push_int
-    _stack.Stack.push_bytes = push_bytes
-    _stack.Stack.pop_ints = pop_ints
-    _stack.Stack.pop_bytes = pop_bytes
-    _stack.Stack.pop1_int = pop1_int
-    _computation.BaseComputation.extend_memory = fast_extend_memory
-    _memory.Memory.write = fast_write
-
-
-_SPED_UP = False
 
 
 def _chain_class(chain_id: int) -> type[MiningChain]:
