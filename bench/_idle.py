@@ -4,8 +4,8 @@
 
 Each node has its own key and its own `WorkerService.Connect` stream and does the
 real handshake (Hello -> Challenge -> Register signed over the challenge and its
-NodeInfo -> Registered), then sends a Heartbeat every interval the coordinator
-names (default 5 s), spread over the interval. Raw stubs instead of `WorkerNode`s:
+NodeInfo -> Registered), then sends a Heartbeat every idle interval the coordinator
+names (30 s; 5 s while a node holds an assignment, which these never do), spread over the interval. Raw stubs instead of `WorkerNode`s:
 no executors, no job loop, no reconnects, so 10,000 fit in a couple of processes.
 The nodes advertise SD only on their own card, so GPT tasks never go to them.
 
@@ -108,7 +108,9 @@ class Fleet:
                 return
         self.registered += 1
         self.calls.append(call)
-        interval = (second.registered.heartbeat_interval_ms or 5000) / 1000
+        # Idle nodes heartbeat at the idle interval the coordinator names, as `WorkerNode`s do.
+        reg = second.registered
+        interval = (reg.idle_heartbeat_interval_ms or reg.heartbeat_interval_ms or 5000) / 1000
         self.tasks.append(asyncio.create_task(self.beat(call, interval)))
 
     async def beat(self, call, interval: float) -> None:

@@ -4,7 +4,8 @@ dispatch latency.
 The coordinator runs in its own process (`python -m coordinator --chain none`), so its RSS is
 its own. 30 simulated instant workers (`bench._sim`, one child process) do the work; the idle
 nodes (`bench._idle`, two child processes) hold real Connect streams after the real handshake
-(signed Register) and heartbeat at the interval the coordinator names (5 s), but advertise SD
+(signed Register) and heartbeat at the idle interval the coordinator names (30 s by default;
+`--idle-heartbeat-s 5` makes them beat as often as busy nodes), but advertise SD
 only on another card, so the GPT tasks of the bench never go to them. Dispatch latency is
 submit -> VALIDATED as the creator sees it (CreateTask, then WatchTask), one task at a time,
 first with the 30 workers alone, then with the idle nodes connected too, in the same run.
@@ -50,13 +51,15 @@ def child_env() -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def coordinator_process(data_dir: Path, profile: str | None):
+async def coordinator_process(data_dir: Path, profile: str | None, idle_heartbeat_s: float | None = None):
     """`python -m coordinator --chain none` on a free port; yields (process, grpc address)."""
     cmd = [sys.executable]
     if profile:
         cmd += ["-m", "cProfile", "-o", profile]
     cmd += ["-m", "coordinator", "--chain", "none", "--port", "0", "--http-port", "-1",
             "--data-dir", str(data_dir), "--log-level", "error"]  # fmt: skip
+    if idle_heartbeat_s is not None:
+        cmd += ["--idle-heartbeat-interval-s", str(idle_heartbeat_s)]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, env=child_env())
     try:
         line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
@@ -165,7 +168,7 @@ async def cpu_share(proc: psutil.Process, seconds: float) -> float:
 async def run(args) -> dict:
     r: dict = {}
     with tempfile.TemporaryDirectory(prefix="helium-bench-idle-") as tmp:
-        async with coordinator_process(Path(tmp) / "coordinator", args.profile) as (proc, address):
+        async with coordinator_process(Path(tmp) / "coordinator", args.profile, args.idle_heartbeat_s) as (proc, address):
             ps = psutil.Process(proc.pid)
             r["rss_empty"] = ps.memory_info().rss / MIB
             token = (Path(tmp) / "coordinator" / "admin.token").read_text().strip()
@@ -229,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--join-deadline", type=float, default=150.0, help="seconds the fleets may spend joining")
     p.add_argument("--concurrency", type=int, default=150, help="handshakes in flight per fleet process")
+    p.add_argument("--idle-heartbeat-s", type=float, help="the coordinator's idle heartbeat interval (default: its "
+                   "own, 30 s; 5 makes idle nodes beat as often as busy ones)")
     p.add_argument("--profile", metavar="FILE", help="run the coordinator under cProfile, write FILE")
     args = p.parse_args(argv)
     r = asyncio.run(run(args))

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--admin-token", help="admin credential (default: <data-dir>/admin.token, created on first run)")
     a("--chain", help="'embedded' (default), 'none', or an EVM JSON-RPC URL")
     a("--heartbeat-interval-s", type=float)
+    a("--idle-heartbeat-interval-s", type=float, help="how seldom nodes without an assignment heartbeat (30)")
     a("--task-timeout-s", type=float)
     a("--queue-capacity", type=int)
     a("--relay-address", help="where workers reach the relay (default: this server)")

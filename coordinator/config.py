@@ -30,6 +30,8 @@ class CoordinatorConfig:
     # it has a core of its own instead of sharing this process's interpreter lock; false: in this process.
     chain_process: bool = True
     heartbeat_interval_s: float = 5.0
+    # Nodes without an assignment heartbeat this seldom (they hold no lease; keepalive watches them).
+    idle_heartbeat_interval_s: float = 30.0
     lapse_after_missed: int = 3
     task_timeout_s: float = 900.0
     queue_capacity: int = 100_000

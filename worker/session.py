@@ -371,7 +371,9 @@ class WorkerNode:
             self._on_ready(self)
         for msg in self.jobs.outbox.values():
             conn.send(msg)
-        tasks = [asyncio.create_task(conn.write_loop()), asyncio.create_task(self._heartbeats(conn, interval_ms))]
+        idle_ms = registered.idle_heartbeat_interval_ms or interval_ms
+        tasks = [asyncio.create_task(conn.write_loop()),
+                 asyncio.create_task(self._heartbeats(conn, interval_ms, idle_ms))]  # fmt: skip
         reader = asyncio.create_task(self._read_loop(conn))
         closer = asyncio.create_task(self._closing.wait())
         try:
@@ -386,10 +388,17 @@ class WorkerNode:
             for t in (*tasks, reader, closer):
                 t.cancel()
 
-    async def _heartbeats(self, conn: Conn, interval_ms: int) -> None:
+    async def _heartbeats(self, conn: Conn, interval_ms: int, idle_ms: int) -> None:
+        """Every interval while the node holds an assignment (its lease depends on it); otherwise every
+        `idle_ms`, or at the next interval once its free VRAM or loaded models change."""
+        last, last_at = None, time.monotonic()
         while True:
             await asyncio.sleep(interval_ms / 1000)
-            conn.send(worker_pb2.ConnectRequest(heartbeat=self.jobs.heartbeat()))
+            hb = self.jobs.heartbeat()
+            now = time.monotonic()
+            if hb.running_assignments or hb != last or (now - last_at) * 1000 >= idle_ms:
+                conn.send(worker_pb2.ConnectRequest(heartbeat=hb))
+                last, last_at = hb, now
 
     async def _read_loop(self, conn: Conn) -> None:
         assert self._closing is not None

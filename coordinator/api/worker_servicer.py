@@ -62,6 +62,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                                                  serde.caps_from_info(reg.info))  # fmt: skip
         yield worker_pb2.ConnectResponse(registered=worker_pb2.Registered(
             address=address, heartbeat_interval_ms=int(self.dispatcher.settings.heartbeat_interval_s * 1000),
+            idle_heartbeat_interval_ms=int(self.dispatcher.settings.idle_heartbeat_interval_s * 1000),
             relay_address=self.relay_address, state=serde.NODE_STATE_TO_PB[session.record.state],
             chain_id=d.chain_id, verifying_contract=d.verifying_contract))  # fmt: skip
         reader = asyncio.create_task(self._read(it, session))

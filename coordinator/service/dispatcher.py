@@ -53,6 +53,8 @@ log = structlog.get_logger("coordinator.dispatch")
 @dataclass(frozen=True)
 class DispatchSettings:
     heartbeat_interval_s: float = 5.0
+    # A node with no assignment has no lease to keep: it heartbeats this seldom (Registered names it).
+    idle_heartbeat_interval_s: float = 30.0
     lapse_after_missed: int = 3
     group_size: int = 3
     quorum: int = 2

@@ -26,19 +26,19 @@ from helium.v1 import card_pb2 as helium_dot_v1_dot_card__pb2
 from helium.v1 import task_pb2 as helium_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16helium/v1/worker.proto\x12\thelium.v1\x1a\x14helium/v1/card.proto\x1a\x14helium/v1/task.proto\"\x8b\x02\n\x08NodeInfo\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x1d\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x0f.helium.v1.Card\x12\x17\n\x0f\x66ree_vram_bytes\x18\x03 \x01(\x04\x12\x10\n\x08\x62\x61\x63kends\x18\x04 \x03(\t\x12\x15\n\rloaded_models\x18\x05 \x03(\t\x12\x15\n\rcached_models\x18\x06 \x03(\t\x12\x16\n\x0eworker_version\x18\x07 \x01(\t\x12\'\n\ntask_types\x18\x08 \x03(\x0e\x32\x13.helium.v1.TaskType\x12\x0e\n\x06\x64types\x18\t \x03(\t\x12\x15\n\rquantize_bits\x18\n \x03(\r\x12\x0e\n\x06\x64\x65vice\x18\x0b \x01(\t\"\xab\x02\n\x0e\x43onnectRequest\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.helium.v1.HelloH\x00\x12\'\n\x08register\x18\x02 \x01(\x0b\x32\x13.helium.v1.RegisterH\x00\x12)\n\theartbeat\x18\x03 \x01(\x0b\x32\x14.helium.v1.HeartbeatH\x00\x12%\n\x07started\x18\x04 \x01(\x0b\x32\x12.helium.v1.StartedH\x00\x12#\n\x06result\x18\x05 \x01(\x0b\x32\x11.helium.v1.ResultH\x00\x12\'\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x16.helium.v1.ErrorReportH\x00\x12&\n\x05\x64\x65lta\x18\x07 \x01(\x0b\x32\x15.helium.v1.TokenDeltaH\x00\x42\x05\n\x03msg\"\xbf\x02\n\x0f\x43onnectResponse\x12)\n\tchallenge\x18\x01 \x01(\x0b\x32\x14.helium.v1.ChallengeH\x00\x12+\n\nregistered\x18\x02 \x01(\x0b\x32\x15.helium.v1.RegisteredH\x00\x12/\n\nassignment\x18\x03 \x01(\x0b\x32\x19.helium.v1.WorkAssignmentH\x00\x12\x1d\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x0e.helium.v1.AckH\x00\x12-\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x1b.helium.v1.CancelAssignmentH\x00\x12!\n\x05\x64rain\x18\x06 \x01(\x0b\x32\x10.helium.v1.DrainH\x00\x12+\n\ndisconnect\x18\x07 \x01(\x0b\x32\x15.helium.v1.DisconnectH\x00\x42\x05\n\x03msg\"0\n\x05Hello\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x16\n\x0eworker_version\x18\x02 \x01(\t\"]\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63oordinator\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\x04\x12\x1a\n\x12verifying_contract\x18\x04 \x01(\t\"@\n\x08Register\x12!\n\x04info\x18\x01 \x01(\x0b\x32\x13.helium.v1.NodeInfo\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xa6\x01\n\nRegistered\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x03\x12\x15\n\rrelay_address\x18\x03 \x01(\t\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.helium.v1.NodeState\x12\x10\n\x08\x63hain_id\x18\x05 \x01(\x04\x12\x1a\n\x12verifying_contract\x18\x06 \x01(\t\"X\n\tHeartbeat\x12\x17\n\x0f\x66ree_vram_bytes\x18\x01 \x01(\x04\x12\x15\n\rloaded_models\x18\x02 \x03(\t\x12\x1b\n\x13running_assignments\x18\x03 \x03(\t\"\xed\x01\n\x0eWorkAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12!\n\x04type\x18\x03 \x01(\x0e\x32\x13.helium.v1.TaskType\x12!\n\x04\x61rgs\x18\x04 \x01(\x0b\x32\x13.helium.v1.TaskArgs\x12\x1b\n\x13lease_expires_at_ms\x18\x05 \x01(\x03\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x06 \x01(\x03\x12$\n\x05grant\x18\x07 \x01(\x0b\x32\x15.helium.v1.RelayGrant\x12\x15\n\rstream_deltas\x18\x08 \x01(\x08\" \n\x07Started\x12\x15\n\rassignment_id\x18\x01 \x01(\t\"m\n\tExecStats\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x0e\n\x06images\x18\x03 \x01(\r\x12\r\n\x05steps\x18\x04 \x01(\r\x12\x0f\n\x07\x65xec_ms\x18\x05 \x01(\x04\"\xbb\x01\n\x06Result\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x13\n\x0bresult_hash\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x15\n\rinline_output\x18\x05 \x01(\x0c\x12\x14\n\x0coutput_slots\x18\x06 \x03(\t\x12#\n\x05stats\x18\x07 \x01(\x0b\x32\x14.helium.v1.ExecStats\x12\x0f\n\x07phashes\x18\x08 \x03(\x06\"}\n\x0b\x45rrorReport\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.helium.v1.ErrorKind\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"\x1c\n\x03\x41\x63k\x12\x15\n\rassignment_id\x18\x01 \x01(\t\"J\n\x10\x43\x61ncelAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"A\n\nDisconnect\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.helium.v1.NodeState\x12\x0e\n\x06reason\x18\x02 \x01(\t\"r\n\x12\x43ontrolNodeRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12%\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x15.helium.v1.NodeAction\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\x12\x11\n\tsignature\x18\x04 \x01(\x0c\":\n\x13\x43ontrolNodeResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.helium.v1.NodeState*\x8d\x02\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14NODE_STATE_AVAILABLE\x10\x01\x12\x13\n\x0fNODE_STATE_BUSY\x10\x02\x12\x15\n\x11NODE_STATE_PAUSED\x10\x03\x12\x1c\n\x18NODE_STATE_PENDING_PAUSE\x10\x04\x12\x1b\n\x17NODE_STATE_PENDING_QUIT\x10\x05\x12\x13\n\x0fNODE_STATE_QUIT\x10\x06\x12\x19\n\x15NODE_STATE_KICKED_OUT\x10\x07\x12\x16\n\x12NODE_STATE_SLASHED\x10\x08\x12\x1b\n\x17NODE_STATE_DISCONNECTED\x10\t*x\n\tErrorKind\x12\x1a\n\x16\x45RROR_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45RROR_KIND_INVALID_ARGS\x10\x01\x12\x1c\n\x18\x45RROR_KIND_OUT_OF_MEMORY\x10\x02\x12\x14\n\x10\x45RROR_KIND_CRASH\x10\x03*n\n\nNodeAction\x12\x1b\n\x17NODE_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11NODE_ACTION_PAUSE\x10\x01\x12\x16\n\x12NODE_ACTION_RESUME\x10\x02\x12\x14\n\x10NODE_ACTION_QUIT\x10\x03\x32\xa3\x01\n\rWorkerService\x12\x44\n\x07\x43onnect\x12\x19.helium.v1.ConnectRequest\x1a\x1a.helium.v1.ConnectResponse(\x01\x30\x01\x12L\n\x0b\x43ontrolNode\x12\x1d.helium.v1.ControlNodeRequest\x1a\x1e.helium.v1.ControlNodeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16helium/v1/worker.proto\x12\thelium.v1\x1a\x14helium/v1/card.proto\x1a\x14helium/v1/task.proto\"\x8b\x02\n\x08NodeInfo\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x1d\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x0f.helium.v1.Card\x12\x17\n\x0f\x66ree_vram_bytes\x18\x03 \x01(\x04\x12\x10\n\x08\x62\x61\x63kends\x18\x04 \x03(\t\x12\x15\n\rloaded_models\x18\x05 \x03(\t\x12\x15\n\rcached_models\x18\x06 \x03(\t\x12\x16\n\x0eworker_version\x18\x07 \x01(\t\x12\'\n\ntask_types\x18\x08 \x03(\x0e\x32\x13.helium.v1.TaskType\x12\x0e\n\x06\x64types\x18\t \x03(\t\x12\x15\n\rquantize_bits\x18\n \x03(\r\x12\x0e\n\x06\x64\x65vice\x18\x0b \x01(\t\"\xab\x02\n\x0e\x43onnectRequest\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.helium.v1.HelloH\x00\x12\'\n\x08register\x18\x02 \x01(\x0b\x32\x13.helium.v1.RegisterH\x00\x12)\n\theartbeat\x18\x03 \x01(\x0b\x32\x14.helium.v1.HeartbeatH\x00\x12%\n\x07started\x18\x04 \x01(\x0b\x32\x12.helium.v1.StartedH\x00\x12#\n\x06result\x18\x05 \x01(\x0b\x32\x11.helium.v1.ResultH\x00\x12\'\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x16.helium.v1.ErrorReportH\x00\x12&\n\x05\x64\x65lta\x18\x07 \x01(\x0b\x32\x15.helium.v1.TokenDeltaH\x00\x42\x05\n\x03msg\"\xbf\x02\n\x0f\x43onnectResponse\x12)\n\tchallenge\x18\x01 \x01(\x0b\x32\x14.helium.v1.ChallengeH\x00\x12+\n\nregistered\x18\x02 \x01(\x0b\x32\x15.helium.v1.RegisteredH\x00\x12/\n\nassignment\x18\x03 \x01(\x0b\x32\x19.helium.v1.WorkAssignmentH\x00\x12\x1d\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x0e.helium.v1.AckH\x00\x12-\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x1b.helium.v1.CancelAssignmentH\x00\x12!\n\x05\x64rain\x18\x06 \x01(\x0b\x32\x10.helium.v1.DrainH\x00\x12+\n\ndisconnect\x18\x07 \x01(\x0b\x32\x15.helium.v1.DisconnectH\x00\x42\x05\n\x03msg\"0\n\x05Hello\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x16\n\x0eworker_version\x18\x02 \x01(\t\"]\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63oordinator\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\x04\x12\x1a\n\x12verifying_contract\x18\x04 \x01(\t\"@\n\x08Register\x12!\n\x04info\x18\x01 \x01(\x0b\x32\x13.helium.v1.NodeInfo\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xca\x01\n\nRegistered\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x03\x12\x15\n\rrelay_address\x18\x03 \x01(\t\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.helium.v1.NodeState\x12\x10\n\x08\x63hain_id\x18\x05 \x01(\x04\x12\x1a\n\x12verifying_contract\x18\x06 \x01(\t\x12\"\n\x1aidle_heartbeat_interval_ms\x18\x07 \x01(\x03\"X\n\tHeartbeat\x12\x17\n\x0f\x66ree_vram_bytes\x18\x01 \x01(\x04\x12\x15\n\rloaded_models\x18\x02 \x03(\t\x12\x1b\n\x13running_assignments\x18\x03 \x03(\t\"\xed\x01\n\x0eWorkAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12!\n\x04type\x18\x03 \x01(\x0e\x32\x13.helium.v1.TaskType\x12!\n\x04\x61rgs\x18\x04 \x01(\x0b\x32\x13.helium.v1.TaskArgs\x12\x1b\n\x13lease_expires_at_ms\x18\x05 \x01(\x03\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x06 \x01(\x03\x12$\n\x05grant\x18\x07 \x01(\x0b\x32\x15.helium.v1.RelayGrant\x12\x15\n\rstream_deltas\x18\x08 \x01(\x08\" \n\x07Started\x12\x15\n\rassignment_id\x18\x01 \x01(\t\"m\n\tExecStats\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x0e\n\x06images\x18\x03 \x01(\r\x12\r\n\x05steps\x18\x04 \x01(\r\x12\x0f\n\x07\x65xec_ms\x18\x05 \x01(\x04\"\xbb\x01\n\x06Result\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x13\n\x0bresult_hash\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x15\n\rinline_output\x18\x05 \x01(\x0c\x12\x14\n\x0coutput_slots\x18\x06 \x03(\t\x12#\n\x05stats\x18\x07 \x01(\x0b\x32\x14.helium.v1.ExecStats\x12\x0f\n\x07phashes\x18\x08 \x03(\x06\"}\n\x0b\x45rrorReport\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.helium.v1.ErrorKind\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"\x1c\n\x03\x41\x63k\x12\x15\n\rassignment_id\x18\x01 \x01(\t\"J\n\x10\x43\x61ncelAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"A\n\nDisconnect\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.helium.v1.NodeState\x12\x0e\n\x06reason\x18\x02 \x01(\t\"r\n\x12\x43ontrolNodeRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12%\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x15.helium.v1.NodeAction\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\x12\x11\n\tsignature\x18\x04 \x01(\x0c\":\n\x13\x43ontrolNodeResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.helium.v1.NodeState*\x8d\x02\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14NODE_STATE_AVAILABLE\x10\x01\x12\x13\n\x0fNODE_STATE_BUSY\x10\x02\x12\x15\n\x11NODE_STATE_PAUSED\x10\x03\x12\x1c\n\x18NODE_STATE_PENDING_PAUSE\x10\x04\x12\x1b\n\x17NODE_STATE_PENDING_QUIT\x10\x05\x12\x13\n\x0fNODE_STATE_QUIT\x10\x06\x12\x19\n\x15NODE_STATE_KICKED_OUT\x10\x07\x12\x16\n\x12NODE_STATE_SLASHED\x10\x08\x12\x1b\n\x17NODE_STATE_DISCONNECTED\x10\t*x\n\tErrorKind\x12\x1a\n\x16\x45RROR_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45RROR_KIND_INVALID_ARGS\x10\x01\x12\x1c\n\x18\x45RROR_KIND_OUT_OF_MEMORY\x10\x02\x12\x14\n\x10\x45RROR_KIND_CRASH\x10\x03*n\n\nNodeAction\x12\x1b\n\x17NODE_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11NODE_ACTION_PAUSE\x10\x01\x12\x16\n\x12NODE_ACTION_RESUME\x10\x02\x12\x14\n\x10NODE_ACTION_QUIT\x10\x03\x32\xa3\x01\n\rWorkerService\x12\x44\n\x07\x43onnect\x12\x19.helium.v1.ConnectRequest\x1a\x1a.helium.v1.ConnectResponse(\x01\x30\x01\x12L\n\x0b\x43ontrolNode\x12\x1d.helium.v1.ControlNodeRequest\x1a\x1e.helium.v1.ControlNodeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'helium.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODESTATE']._serialized_start=2522
-  _globals['_NODESTATE']._serialized_end=2791
-  _globals['_ERRORKIND']._serialized_start=2793
-  _globals['_ERRORKIND']._serialized_end=2913
-  _globals['_NODEACTION']._serialized_start=2915
-  _globals['_NODEACTION']._serialized_end=3025
+  _globals['_NODESTATE']._serialized_start=2558
+  _globals['_NODESTATE']._serialized_end=2827
+  _globals['_ERRORKIND']._serialized_start=2829
+  _globals['_ERRORKIND']._serialized_end=2949
+  _globals['_NODEACTION']._serialized_start=2951
+  _globals['_NODEACTION']._serialized_end=3061
   _globals['_NODEINFO']._serialized_start=82
   _globals['_NODEINFO']._serialized_end=349
   _globals['_CONNECTREQUEST']._serialized_start=352
@@ -52,31 +52,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTER']._serialized_start=1120
   _globals['_REGISTER']._serialized_end=1184
   _globals['_REGISTERED']._serialized_start=1187
-  _globals['_REGISTERED']._serialized_end=1353
-  _globals['_HEARTBEAT']._serialized_start=1355
-  _globals['_HEARTBEAT']._serialized_end=1443
-  _globals['_WORKASSIGNMENT']._serialized_start=1446
-  _globals['_WORKASSIGNMENT']._serialized_end=1683
-  _globals['_STARTED']._serialized_start=1685
-  _globals['_STARTED']._serialized_end=1717
-  _globals['_EXECSTATS']._serialized_start=1719
-  _globals['_EXECSTATS']._serialized_end=1828
-  _globals['_RESULT']._serialized_start=1831
-  _globals['_RESULT']._serialized_end=2018
-  _globals['_ERRORREPORT']._serialized_start=2020
-  _globals['_ERRORREPORT']._serialized_end=2145
-  _globals['_ACK']._serialized_start=2147
-  _globals['_ACK']._serialized_end=2175
-  _globals['_CANCELASSIGNMENT']._serialized_start=2177
-  _globals['_CANCELASSIGNMENT']._serialized_end=2251
-  _globals['_DRAIN']._serialized_start=2253
-  _globals['_DRAIN']._serialized_end=2276
-  _globals['_DISCONNECT']._serialized_start=2278
-  _globals['_DISCONNECT']._serialized_end=2343
-  _globals['_CONTROLNODEREQUEST']._serialized_start=2345
-  _globals['_CONTROLNODEREQUEST']._serialized_end=2459
-  _globals['_CONTROLNODERESPONSE']._serialized_start=2461
-  _globals['_CONTROLNODERESPONSE']._serialized_end=2519
-  _globals['_WORKERSERVICE']._serialized_start=3028
-  _globals['_WORKERSERVICE']._serialized_end=3191
+  _globals['_REGISTERED']._serialized_end=1389
+  _globals['_HEARTBEAT']._serialized_start=1391
+  _globals['_HEARTBEAT']._serialized_end=1479
+  _globals['_WORKASSIGNMENT']._serialized_start=1482
+  _globals['_WORKASSIGNMENT']._serialized_end=1719
+  _globals['_STARTED']._serialized_start=1721
+  _globals['_STARTED']._serialized_end=1753
+  _globals['_EXECSTATS']._serialized_start=1755
+  _globals['_EXECSTATS']._serialized_end=1864
+  _globals['_RESULT']._serialized_start=1867
+  _globals['_RESULT']._serialized_end=2054
+  _globals['_ERRORREPORT']._serialized_start=2056
+  _globals['_ERRORREPORT']._serialized_end=2181
+  _globals['_ACK']._serialized_start=2183
+  _globals['_ACK']._serialized_end=2211
+  _globals['_CANCELASSIGNMENT']._serialized_start=2213
+  _globals['_CANCELASSIGNMENT']._serialized_end=2287
+  _globals['_DRAIN']._serialized_start=2289
+  _globals['_DRAIN']._serialized_end=2312
+  _globals['_DISCONNECT']._serialized_start=2314
+  _globals['_DISCONNECT']._serialized_end=2379
+  _globals['_CONTROLNODEREQUEST']._serialized_start=2381
+  _globals['_CONTROLNODEREQUEST']._serialized_end=2495
+  _globals['_CONTROLNODERESPONSE']._serialized_start=2497
+  _globals['_CONTROLNODERESPONSE']._serialized_end=2555
+  _globals['_WORKERSERVICE']._serialized_start=3064
+  _globals['_WORKERSERVICE']._serialized_end=3227
 # @@protoc_insertion_point(module_scope)

@@ -145,20 +145,22 @@ class Register(_message.Message):
     def __init__(self, info: _Optional[_Union[NodeInfo, _Mapping]] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("address", "heartbeat_interval_ms", "relay_address", "state", "chain_id", "verifying_contract")
+    __slots__ = ("address", "heartbeat_interval_ms", "relay_address", "state", "chain_id", "verifying_contract", "idle_heartbeat_interval_ms")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     RELAY_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     VERIFYING_CONTRACT_FIELD_NUMBER: _ClassVar[int]
+    IDLE_HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     address: str
     heartbeat_interval_ms: int
     relay_address: str
     state: NodeState
     chain_id: int
     verifying_contract: str
-    def __init__(self, address: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., relay_address: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., chain_id: _Optional[int] = ..., verifying_contract: _Optional[str] = ...) -> None: ...
+    idle_heartbeat_interval_ms: int
+    def __init__(self, address: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., relay_address: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., chain_id: _Optional[int] = ..., verifying_contract: _Optional[str] = ..., idle_heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("free_vram_bytes", "loaded_models", "running_assignments")

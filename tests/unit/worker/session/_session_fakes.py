@@ -69,6 +69,7 @@ class FakeStream:
 class FakeCoordinator(worker_pb2_grpc.WorkerServiceServicer):
     def __init__(self, *, heartbeat_ms: int = 150) -> None:
         self.heartbeat_ms = heartbeat_ms
+        self.idle_heartbeat_ms = 0  # Registered.idle_heartbeat_interval_ms; 0: none named
         self.streams: asyncio.Queue[FakeStream] = asyncio.Queue()
         self.attempts = 0
         # Status codes to answer the next Register with, one per connection attempt.
@@ -99,6 +100,7 @@ class FakeCoordinator(worker_pb2_grpc.WorkerServiceServicer):
             await context.abort(code, details)
         await context.write(worker_pb2.ConnectResponse(registered=worker_pb2.Registered(
             address=hello.address, heartbeat_interval_ms=self.heartbeat_ms, state=worker_pb2.NODE_STATE_AVAILABLE,
+            idle_heartbeat_interval_ms=self.idle_heartbeat_ms,
             chain_id=DOMAIN.chain_id, verifying_contract=DOMAIN.verifying_contract)))
         stream = FakeStream(hello=hello, info=reg.info, nonce=nonce)
         self.streams.put_nowait(stream)

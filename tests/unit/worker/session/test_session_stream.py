@@ -50,6 +50,24 @@ async def test_register_signed_nodeinfo_and_heartbeats(fake, tmp_path):
         assert first.free_vram_bytes == 20 << 30 and list(first.loaded_models) == ["tiny/gpt"]
 
 
+async def test_an_idle_node_heartbeats_at_the_idle_interval_and_a_busy_one_at_the_lease_interval(fake, tmp_path):
+    fake.heartbeat_ms, fake.idle_heartbeat_ms = 100, 1500
+    async with node_for(fake, tmp_path, [SlowExecutor(1.0)]):
+        stream = await fake.next_stream()
+        await stream.recv("heartbeat")  # the first one says where the node stands
+        await stream.nothing("heartbeat", within=0.8)  # idle, nothing changed: no lease to keep
+        a = assignment(gpt_args(seed=9))
+        stream.send(assignment=a)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        beats = [await stream.recv("heartbeat") for _ in range(3)]
+        assert loop.time() - t0 < 0.7  # every 100 ms while it holds the assignment
+        assert all(list(b.running_assignments) == [a.assignment_id] for b in beats)
+        await stream.recv("result", within=3)
+        after = await stream.recv("heartbeat")  # idle again: said once, at once
+        assert list(after.running_assignments) == []
+
+
 async def test_a_task_longer_than_the_report_threshold_is_reported_started_before_its_result(fake, tmp_path):
     async with node_for(fake, tmp_path, [InstantExecutor("gpt", delay=0.4)]):
         stream = await fake.next_stream()
