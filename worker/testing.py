@@ -2,8 +2,9 @@
 
 None of these runs a model. They make the network's behaviour reproducible
 without a GPU: an honest node (`InstantExecutor`), a slow one that times out
-(`SlowExecutor`), a cheat (`LyingExecutor`) and a failing one
-(`FailingExecutor`). Each implements `worker.executors.base.Executor`.
+(`SlowExecutor`), a cheat (`LyingExecutor`), a failing one
+(`FailingExecutor`) and an honest SD node whose images differ by a few pHash
+bits (`JitteredExecutor`). Each implements `worker.executors.base.Executor`.
 
 The honest hash is `keccak(b"helium:instant:" + canonical_args)`, so three
 honest doubles given the same task agree, and a different seed (part of the
@@ -14,6 +15,7 @@ pHash per image derived from that hash; a liar's pHashes are far from them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import threading
@@ -30,6 +32,7 @@ from worker.executors.base import Capabilities, Executor, Job, Outcome, OutputBl
 
 __all__ = [
     "FailingExecutor",
+    "JitteredExecutor",
     "NodeFleet",
     "InstantExecutor",
     "LyingExecutor",
@@ -155,6 +158,32 @@ class LyingExecutor(InstantExecutor):
 
     def __init__(self, task_type: str = "gpt", *, salt: bytes | None = None, **kwargs) -> None:
         super().__init__(task_type, salt=salt if salt is not None else b"lie:" + os.urandom(8), **kwargs)
+
+
+class JitteredExecutor(InstantExecutor):
+    """An honest SD node whose images come out a little different (another card, another kernel): the
+    honest pHashes with the bits `flip` flipped in image `image`, so its Hamming distance to an honest
+    node is len(flip) on that image and 0 elsewhere. Its result hash is sd_result_hash of its own pHashes,
+    so it differs from the honest hash while the results still match by pHash (below the threshold)."""
+
+    def __init__(self, flip: tuple[int, ...] = (0,), *, image: int = 0, **kwargs) -> None:
+        if not all(0 <= b < 64 for b in flip) or len(set(flip)) != len(flip):
+            raise ValueError(f"flip must hold distinct bit positions in [0, 64), got {flip}")
+        super().__init__("sd", **kwargs)
+        self.flip = tuple(flip)
+        self.image = image
+
+    def _sd(self, job: Job, digest: bytes) -> Outcome:
+        honest = super()._sd(job, digest)
+        phashes = list(honest.phashes)
+        if self.image < len(phashes):
+            phashes[self.image] ^= sum(1 << b for b in self.flip)
+        phashes = tuple(phashes)
+        blobs = tuple(dataclasses.replace(b, data=b"instant-image:" + f"{p:016x}".encode())
+                      for b, p in zip(honest.blobs, phashes, strict=False))  # fmt: skip (none when blobs=False)
+        manifest = {"images": [{"index": i, "phash": f"{p:016x}"} for i, p in enumerate(phashes)]}
+        return dataclasses.replace(honest, result_hash=sd_result_hash(phashes), phashes=phashes, blobs=blobs,
+                                   output=json.dumps(manifest, separators=(",", ":")).encode())  # fmt: skip
 
 
 _ERRORS: dict[int, type[ExecutorError]] = {

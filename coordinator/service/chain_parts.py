@@ -192,7 +192,8 @@ async def chain_parts(config, store, key, devchain=None, *, client: ChainClient 
 
     stakes = ChainStakes(client, tuning)
     deposits = ChainDeposits(client, tuning)
-    batches = BatchSettlement(store, client, settlement, on_settled=deposits.settled)
+    batches = BatchSettlement(store, client, settlement, on_settled=deposits.settled,
+                              phash_threshold=config.phash_threshold)  # fmt: skip
     pricer = ValuePricer(protocol, store)
 
     def kick_due(address: str, reason: str) -> None:

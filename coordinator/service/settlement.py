@@ -1,7 +1,11 @@
 """Batched on-chain settlement: payouts, slashes and kick-outs, journaled before they are sent.
 
 What is paid. A VALIDATED task is paid against its creator's Task signature and the signed results of
-its matching nodes, with their submission orders (the ledger computes the 10/9/6 split). A task aborted
+its matching nodes, with their submission orders (the ledger computes the 10/9/6 split). GPT results
+match by equal hashes. SD results match by pHash: each paid result is sent with its own pHashes and its
+signature over their hash, and the ledger checks that the paid results match PAIRWISE within the pHash
+threshold; validation matches each result against the accepted one, so a later winner that is not within
+the threshold of every other paid one is left out of the payment (it is not an outlier either). A task aborted
 because the majority reported invalid args is paid the same way, with the nodes' signatures over
 INVALID_ARGS_HASH. Any other abort (all results differ, deadline) takes no fee and is never sent.
 A submitted result that disagrees with the accepted one (after quorum) becomes slash evidence: the two
@@ -47,11 +51,12 @@ from chain.errors import (
     TransactionReverted,
 )
 from chain.models import EvidenceResult, SignedResult, SlashEvidence, SlashKind, TaskSettlement
+from chain.signing import SignatureError, sd_result_hash
 from coordinator import metrics
 from coordinator.domain.models import Assignment, AssignmentState, NodeState, Task, TaskState, TaskType
 from coordinator.service import validation
 
-__all__ = ["BatchSettlement", "SettlementSettings", "TEST_KILL_AFTER_SEND_ENV"]
+__all__ = ["BatchSettlement", "SettlementSettings", "TEST_KILL_AFTER_SEND_ENV", "paid_results", "settlement_for"]
 
 log = structlog.get_logger("coordinator.settlement")
 
@@ -93,19 +98,54 @@ def _paid(task: Task) -> bool:
     return task.state == TaskState.VALIDATED or (task.state == TaskState.ABORTED and task.validation == "invalid_args")
 
 
-def settlement_for(task: Task, assigns: Sequence[Assignment]) -> TaskSettlement | None:
-    """The TaskSettlement of a paid task, or None when it cannot be paid (fewer than two matching results
-    with one result hash)."""
+def _sd_provable(a: Assignment) -> bool:
+    """The ledger recomputes an SD result's hash from its pHashes: only a result whose signed hash is
+    sd_result_hash(phashes) can be paid or used as evidence."""
+    try:
+        return bool(a.phashes) and sd_result_hash(a.phashes) == a.result_hash
+    except SignatureError:
+        return False
+
+
+def _sd_sub(a: Assignment) -> validation.Submission:
+    return validation.Submission(a.node, a.submission_order, a.result_hash, a.phashes)
+
+
+def paid_results(task: Task, assigns: Sequence[Assignment], phash_threshold: int = 5) -> list[Assignment]:
+    """The submitted results a paid task pays, in submission order (at most three). GPT and invalid-args
+    verdicts: the matching results with the accepted hash. SD: the accepted result, then each later
+    matching one within the threshold of every one already taken (the ledger checks them pairwise)."""
     winners = sorted((a for a in assigns if a.state == AssignmentState.SUBMITTED and a.matched),
                      key=lambda a: a.submission_order)  # fmt: skip
-    want = validation.INVALID_ARGS_HASH if task.state == TaskState.ABORTED else task.result_hash
-    same = [a for a in winners if a.result_hash == want][:3]
-    if len(same) < 2:
+    if task.state == TaskState.ABORTED or task.type != TaskType.SD:
+        want = validation.INVALID_ARGS_HASH if task.state == TaskState.ABORTED else task.result_hash
+        return [a for a in winners if a.result_hash == want][:3]
+    provable = [a for a in winners if _sd_provable(a)]
+    accepted = next((a for a in provable if a.result_hash == task.result_hash), None)
+    if accepted is None:
+        return []
+    paid = [accepted]
+    for a in provable:
+        if a is not accepted and len(paid) < 3 and all(
+            validation.results_match("sd", _sd_sub(a), _sd_sub(p), phash_threshold) for p in paid
+        ):
+            paid.append(a)
+    return sorted(paid, key=lambda a: a.submission_order)
+
+
+def settlement_for(task: Task, assigns: Sequence[Assignment], phash_threshold: int = 5) -> TaskSettlement | None:
+    """The TaskSettlement of a paid task, or None when it cannot be paid (fewer than two results to pay).
+    An SD task's results carry their own pHashes (each node signed the hash of its own images)."""
+    paid = paid_results(task, assigns, phash_threshold)
+    if len(paid) < 2:
         return None
+    if task.type == TaskType.SD and task.state == TaskState.VALIDATED:
+        results = tuple(SignedResult.sd(a.node, a.phashes, a.signature, a.submission_order) for a in paid)
+    else:
+        results = tuple(SignedResult(a.node, a.result_hash, a.signature, a.submission_order) for a in paid)
     return TaskSettlement(
         task_id=bytes.fromhex(task.task_id[2:]), args_hash=task.args_hash, creator=task.creator, fee=task.fee,
-        nonce=task.nonce, deadline=task.deadline, creator_signature=task.signature,
-        results=tuple(SignedResult(a.node, a.result_hash, a.signature, a.submission_order) for a in same),
+        nonce=task.nonce, deadline=task.deadline, creator_signature=task.signature, results=results,
     )  # fmt: skip
 
 
@@ -115,12 +155,13 @@ def _evidence_result(task: Task, a: Assignment) -> EvidenceResult:
     return EvidenceResult(a.node, a.result_hash, a.signature)
 
 
-def slash_evidence(task: Task, assigns: Sequence[Assignment]) -> list[SlashEvidence]:
-    """Evidence against every submitted result that disagrees with the accepted one (after quorum)."""
+def slash_evidence(task: Task, assigns: Sequence[Assignment], phash_threshold: int = 5) -> list[SlashEvidence]:
+    """Evidence against every submitted result that disagrees with the accepted one (after quorum); the two
+    agreeing results are the first two paid ones."""
     if not _paid(task):
         return []
     subs = [a for a in assigns if a.state == AssignmentState.SUBMITTED]
-    winners = sorted((a for a in subs if a.matched), key=lambda a: a.submission_order)
+    winners = paid_results(task, assigns, phash_threshold)
     if len(winners) < 2:
         return []
     agreeing = (_evidence_result(task, winners[0]), _evidence_result(task, winners[1]))
@@ -151,8 +192,10 @@ class BatchSettlement:
     """hooks.SettlementHook over a ChainClient; `run(dispatcher)` is the background batch loop."""
 
     def __init__(self, store, client, settings: SettlementSettings = SettlementSettings(), *, clock=time.monotonic,
-                 on_settled=None) -> None:  # fmt: skip
+                 on_settled=None, phash_threshold: int = 5) -> None:  # fmt: skip
         self.store = store
+        # The dispatcher's SD threshold (distance < it matches); NodeStaking.phashThreshold must not be lower.
+        self.phash_threshold = phash_threshold
         self.client = client
         self.settings = settings
         self.clock = clock
@@ -182,15 +225,15 @@ class BatchSettlement:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         if not _paid(task):
             return
-        ts = settlement_for(task, assignments)
+        ts = settlement_for(task, assignments, self.phash_threshold)
         if ts is None:
-            log.warning("settlement_unpayable", task_id=task.task_id, reason="fewer than two equal signed results")
+            log.warning("settlement_unpayable", task_id=task.task_id, reason="fewer than two matching signed results")
             self.store.put_value(ABANDONED_PREFIX + task.task_id, "unpayable")
             return
         self.pending.setdefault(task.task_id, ts)
         self._since.setdefault(task.task_id, self.clock())
         new_slash = False
-        for ev in slash_evidence(task, assignments):
+        for ev in slash_evidence(task, assignments, self.phash_threshold):
             if ev.node not in self.slashes and ev.node not in self.slashed_nodes:
                 self.slashes[ev.node] = ev
                 new_slash = True
@@ -212,7 +255,7 @@ class BatchSettlement:
             assigns = self.store.assignments_for(t.task_id)
             if any(a.state.open for a in assigns):
                 continue  # still in flight: task_finished will come
-            ts = settlement_for(t, assigns)
+            ts = settlement_for(t, assigns, self.phash_threshold)
             if ts is not None:
                 self.pending[t.task_id] = ts
                 self._since[t.task_id] = self.clock()
