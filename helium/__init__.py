@@ -6,3 +6,9 @@ canonical encoding, JSON Schema), and `helium.cli` the `helium` command.
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# eth-hash (keccak for eth_utils, eth_account, web3, py-evm) picks its backend on first use: prefer the
+# C keccak of safe-pysha3 (a dependency) over pycryptodome's, ~9x less time per hash.
+_os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
