@@ -25,6 +25,7 @@ from typing import Any
 __all__ = ["speed_up_pyevm"]
 
 _SPED_UP = False
+_ORIGINAL: dict[str, Any] = {}  # py-evm's own loop, for the A/B test
 _MAX = 2**256 - 1
 _JUMPDEST = 0x5B
 # kinds of inlined opcodes
@@ -201,6 +202,8 @@ def _patch_interpreter() -> None:
         return computation
 
     base.apply_computation = classmethod(apply_computation)
+    _ORIGINAL["apply_computation"] = classmethod(original)
+    _ORIGINAL["fast_apply_computation"] = base.__dict__["apply_computation"]
 
 
 def _patch_helpers() -> None:
