@@ -15,6 +15,7 @@ can read the input and write only its own result.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import secrets
 import time
@@ -55,6 +56,17 @@ __all__ = [
 PUT = "Put"
 GET = "Get"
 ZERO_HASH = bytes(32)
+
+
+def _checksum_or_none(address: str) -> str | None:
+    """The checksum form of `address`, None if it is not an address. Cached: EIP-55 costs a keccak per
+    call and the relay sees the same few addresses over and over (only address-sized strings are kept)."""
+    return _checksum(address) if len(address) <= 42 else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _checksum(address: str) -> str | None:
+    return to_checksum_address(address) if is_address(address) else None
 
 
 # --- grants (issued by the coordinator) -----------------------------------------------------------------
@@ -190,9 +202,9 @@ class RelayAuthenticator:
         """`task_id` is canonical; `slot_as_sent` is the slot exactly as the caller signed it."""
         if auth is None or not auth.address:
             raise AuthenticationError("auth is required: every relay request must be signed")
-        if not is_address(auth.address):
+        address = _checksum_or_none(auth.address)
+        if address is None:
             raise AuthenticationError(f"auth.address must be an Ethereum address, got {auth.address!r:.60}")
-        address = to_checksum_address(auth.address)
         now = self._clock()
         if abs(now - auth.timestamp) > self._window:
             raise AuthenticationError(
@@ -233,7 +245,7 @@ class RelayAuthenticator:
             raise PermissionDeniedError(f"grant.task_id {g.task_id!r:.80} is not a task id") from None
         if grant_task != task_id:
             raise PermissionDeniedError(f"grant is for task {grant_task}, not task {task_id}")
-        if not is_address(g.grantee) or to_checksum_address(g.grantee) != caller.address:
+        if _checksum_or_none(g.grantee) != caller.address:
             raise PermissionDeniedError(f"grant.grantee {g.grantee!r:.60} is not the caller {caller.address}")
         if g.expires_at <= now:
             raise PermissionDeniedError(f"grant expired at {g.expires_at} (relay time {int(now)})")

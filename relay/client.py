@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import queue
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import grpc
@@ -108,21 +111,38 @@ class RelayClient:
     ) -> str:
         """Stores `data` at (task_id, slot); returns its sha256 hex. The slot must be empty (write-once)."""
         tid = canonical_task_id(task_id)
-        digest = await _sha256(data)
+        # The call is opened while the blob is hashed (off the loop); the header, signed over the hash,
+        # is its first message, so the relay still sees hash and size before any byte.
+        hashing = asyncio.ensure_future(_sha256(data))
         view = memoryview(data)
         step = self._chunk_bytes
 
-        async def requests(auth: relay_pb2.RelayAuth) -> AsyncIterator[relay_pb2.PutRequest | memoryview]:
+        async def requests(failed: list[BaseException]) -> AsyncIterator[relay_pb2.PutRequest | memoryview]:
+            try:
+                digest = await asyncio.shield(hashing)  # a retried attempt awaits the same hash
+                auth = build_auth(self._key, self._domain, PUT, tid, slot, digest, grant)
+            except Exception as exc:  # gRPC would only cancel the call: keep the cause for the caller
+                failed.append(exc)
+                return
             header = relay_pb2.PutHeader(task_id=tid, slot=slot, sha256=digest.hex(), size=len(data), auth=auth)
             yield relay_pb2.PutRequest(header=header)
             for off in range(0, len(view), step):
                 yield view[off : off + step]  # encoded as PutRequest{chunk} by relay._wire
 
         async def call() -> relay_pb2.PutResponse:
-            auth = build_auth(self._key, self._domain, PUT, tid, slot, digest, grant)
-            return await self._put(requests(auth), timeout=self._timeout)
+            failed: list[BaseException] = []
+            try:
+                return await self._put(requests(failed), timeout=self._timeout)
+            finally:
+                if failed:
+                    raise failed[0]
 
-        response = await self._call(call)
+        try:
+            response = await self._call(call)
+        finally:
+            if not hashing.done():
+                hashing.cancel()
+        digest = hashing.result()
         if response.sha256 != digest.hex() or response.size != len(data):
             raise ContentMismatchError(
                 f"relay stored {response.size} bytes with sha256 {response.sha256} for slot {slot!r}, "
@@ -145,6 +165,56 @@ class RelayClient:
         return await self._call(call)
 
 
+class _Hasher:
+    """sha256 of chunks fed in order. For a large blob the hashing runs on one worker thread (hashlib
+    releases the GIL) while the event loop keeps receiving; a small one is hashed inline."""
+
+    def __init__(self, background: bool) -> None:
+        self._h = hashlib.sha256()
+        self._queue: queue.SimpleQueue[bytes | memoryview | None] | None = None
+        self._stopped = False
+        self._result: asyncio.Future[bytes] | None = None
+        if background:
+            self._queue = queue.SimpleQueue()
+            self._result = asyncio.get_running_loop().run_in_executor(_hash_pool(), self._run)
+
+    def _run(self) -> bytes:
+        assert self._queue is not None
+        while (chunk := self._queue.get()) is not None:
+            self._h.update(chunk)
+        return self._h.digest()
+
+    def feed(self, chunk: bytes | memoryview) -> None:
+        if self._queue is None:
+            self._h.update(chunk)
+        else:
+            self._queue.put(chunk)
+
+    def stop(self) -> None:
+        """Ends the worker (idempotent); call on every path."""
+        if self._queue is not None and not self._stopped:
+            self._stopped = True
+            self._queue.put(None)
+
+    async def digest(self) -> bytes:
+        if self._result is None:
+            return self._h.digest()
+        self.stop()
+        return await self._result
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay-client-hash")
+        return _pool
+
+
 async def _receive(stream, slot: str) -> bytes:
     """Reads BlobInfo then the chunks of one Get, checking the bytes against the declared size and sha256."""
     first = await stream.read()
@@ -153,18 +223,24 @@ async def _receive(stream, slot: str) -> bytes:
     size = first.info.size
     parts: list[bytes | memoryview] = []
     got = 0
-    h = hashlib.sha256()
-    while (msg := await stream.read()) is not grpc.aio.EOF:
-        chunk = msg if isinstance(msg, memoryview) else msg.chunk
-        got += len(chunk)
-        if got > size:
-            raise ContentMismatchError(f"relay sent more than the declared {size} bytes for slot {slot!r}")
-        h.update(chunk)  # inline: overlaps with gRPC receiving the next chunks
-        parts.append(chunk)
-    if got != size:
-        raise ContentMismatchError(f"relay sent {got} bytes for slot {slot!r}, declared {size}")
-    if h.hexdigest() != first.info.sha256:
+    hasher = _Hasher(background=size >= _HASH_INLINE_BYTES)
+    try:
+        while (msg := await stream.read()) is not grpc.aio.EOF:
+            chunk = msg if isinstance(msg, memoryview) else msg.chunk
+            got += len(chunk)
+            if got > size:
+                raise ContentMismatchError(f"relay sent more than the declared {size} bytes for slot {slot!r}")
+            hasher.feed(chunk)  # overlaps with gRPC receiving the next chunks
+            parts.append(chunk)
+        if got != size:
+            raise ContentMismatchError(f"relay sent {got} bytes for slot {slot!r}, declared {size}")
+        hasher.stop()  # the last chunk is hashed while the blob is joined
+        data = b"".join(parts)
+        digest = (await hasher.digest()).hex()
+    finally:
+        hasher.stop()
+    if digest != first.info.sha256:
         raise ContentMismatchError(
-            f"bytes of slot {slot!r} do not match the relay's sha256 {first.info.sha256} (got {h.hexdigest()})"
+            f"bytes of slot {slot!r} do not match the relay's sha256 {first.info.sha256} (got {digest})"
         )
-    return b"".join(parts)
+    return data
