@@ -4,10 +4,11 @@ A settle batch runs ~5,000 opcodes per task through py-evm, and py-evm spends mo
 layers around each opcode (gas meter, stack helpers, validation of values that are valid by construction).
 ``speed_up_pyevm()`` patches, process-wide and idempotently:
 
-- the interpreter loop (``BaseComputation.apply_computation``): the stack, flow and arithmetic opcodes that
-  make up ~85% of a settlement (PUSH*, POP, JUMPDEST, DUP*, SWAP*, JUMP, JUMPI, ADD, SUB, LT, GT, EQ, ISZERO,
-  AND, OR, NOT, SHL, SHR) run inline, charging the fork's own gas cost for each; every other opcode runs
-  py-evm's own implementation, as before;
+- the interpreter loop (``BaseComputation.apply_computation``): the stack, flow, arithmetic and memory opcodes
+  that make up ~95% of a settlement (PUSH*, POP, JUMPDEST, DUP*, SWAP*, JUMP, JUMPI, ADD, SUB, MUL, LT, GT,
+  SLT, EQ, ISZERO, AND, OR, NOT, SHL, SHR, MLOAD, MSTORE, CALLDATALOAD, CALLDATASIZE) run inline, charging
+  the fork's own gas cost for each (memory growth through py-evm's own ``extend_memory``); every other opcode
+  runs py-evm's own implementation, as before;
 - the gas meter, the stack and the memory helpers that those other opcodes call.
 
 Semantics are py-evm's: the same gas, the same results, the same exception classes (OutOfGas,
@@ -30,9 +31,13 @@ _MAX = 2**256 - 1
 _JUMPDEST = 0x5B
 # kinds of inlined opcodes
 (_PUSH, _POP, _JUMPDEST_K, _DUP, _SWAP, _JUMP, _JUMPI, _ADD, _SUB, _LT, _GT, _EQ, _ISZERO, _AND, _OR, _NOT,
- _SHL, _SHR) = range(18)  # fmt: skip
+ _SHL, _SHR, _MUL, _SLT, _MSTORE, _MLOAD, _CALLDATALOAD, _CALLDATASIZE) = range(24)  # fmt: skip
 _SIMPLE = {"POP": _POP, "JUMPDEST": _JUMPDEST_K, "JUMP": _JUMP, "JUMPI": _JUMPI, "ADD": _ADD, "SUB": _SUB, "LT": _LT,
-           "GT": _GT, "EQ": _EQ, "ISZERO": _ISZERO, "AND": _AND, "OR": _OR, "NOT": _NOT, "SHL": _SHL, "SHR": _SHR}  # fmt: skip
+           "GT": _GT, "EQ": _EQ, "ISZERO": _ISZERO, "AND": _AND, "OR": _OR, "NOT": _NOT, "SHL": _SHL, "SHR": _SHR,
+           "MUL": _MUL, "SLT": _SLT, "MSTORE": _MSTORE, "MLOAD": _MLOAD, "CALLDATALOAD": _CALLDATALOAD,
+           "CALLDATASIZE": _CALLDATASIZE}  # fmt: skip
+_INT255 = 2**255 - 1
+_CEIL256 = 2**256
 
 
 def _kinds(opcodes: dict, fast_cls: type) -> list[tuple[int, int, int, str] | None]:
@@ -63,6 +68,7 @@ def _fast_loop(computation: Any, kinds: list, lookup: dict, exc: Any) -> None:
     append = values.append
     pop = values.pop
     meter = computation._gas_meter
+    calldata = computation.msg.data_as_bytes
     while True:
         pc = code.program_counter
         opcode = raw[pc] if pc < n else 0  # past the end: STOP, as CodeStream yields it
@@ -127,6 +133,35 @@ def _fast_loop(computation: Any, kinds: list, lookup: dict, exc: Any) -> None:
                     raise InvalidJumpDestination("Invalid Jump Destination")
                 if not code.is_valid_opcode(dest):
                     raise InvalidInstruction("Jump resulted in invalid instruction")
+        elif kind == _MSTORE:  # py-evm: pop start, pop value, grow memory (gas), write 32 bytes
+            if len(values) < 2:
+                raise InsufficientStack(f"Wanted 2 stack items, only had {len(values)}")
+            a = pop()
+            b = pop()
+            if a.__class__ is not int:
+                a = int.from_bytes(a, "big")
+            b = b.to_bytes(32, "big") if b.__class__ is int else b.rjust(32, b"\x00")[-32:]
+            computation.extend_memory(a, 32)
+            computation._memory._bytes[a : a + 32] = b
+        elif kind == _MLOAD:
+            if not values:
+                raise InsufficientStack("Wanted 1 stack item, had none")
+            a = pop()
+            if a.__class__ is not int:
+                a = int.from_bytes(a, "big")
+            computation.extend_memory(a, 32)
+            append(bytes(computation._memory._bytes[a : a + 32]))
+        elif kind == _CALLDATALOAD:
+            if not values:
+                raise InsufficientStack("Wanted 1 stack item, had none")
+            a = pop()
+            if a.__class__ is not int:
+                a = int.from_bytes(a, "big")
+            append(calldata[a : a + 32].ljust(32, b"\x00").lstrip(b"\x00"))
+        elif kind == _CALLDATASIZE:
+            if len(values) > 1023:
+                raise FullStack("Stack limit reached")
+            append(len(computation.msg.data))
         elif kind == _ISZERO or kind == _NOT:
             if not values:
                 raise InsufficientStack("Wanted 1 stack item, had none")
@@ -157,6 +192,10 @@ def _fast_loop(computation: Any, kinds: list, lookup: dict, exc: Any) -> None:
                 append(1 if a == b else 0)
             elif kind == _OR:
                 append(a | b)
+            elif kind == _MUL:
+                append((a * b) & _MAX)
+            elif kind == _SLT:
+                append(1 if (a if a <= _INT255 else a - _CEIL256) < (b if b <= _INT255 else b - _CEIL256) else 0)
             elif kind == _SHL:
                 append(0 if a >= 256 else (b << a) & _MAX)
             else:  # _SHR
