@@ -93,7 +93,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, rpc), handler.request_deserializer, handler.response_serializer
+                _wrap_unary(handler.stream_unary, rpc, self.durable), handler.request_deserializer, handler.response_serializer
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
