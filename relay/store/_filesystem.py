@@ -34,6 +34,7 @@ import structlog
 
 from relay.errors import BlobExistsError, BlobNotFoundError, ContentMismatchError, ResourceLimitError
 from relay.store._base import BlobInfo, BlobReader, BlobStore, BlobWriter, T, parse_sha256
+from relay.store._hashing import BackgroundHash
 from relay.store._names import canonical_slot, canonical_task_id
 
 __all__ = ["FilesystemBlobStore"]
@@ -42,7 +43,8 @@ log = structlog.get_logger("relay.store")
 
 _TMP = ".tmp"
 _FLUSH_EVERY_BYTES = 1 << 20
-_PARALLEL_HASH_BYTES = 256 << 10  # chunks at least this big are hashed in parallel with their disk write
+_HASH_BACKLOG_BYTES = 8 << 20  # a write blocks while this much is waiting to be hashed
+_HASH_INLINE_BYTES = 64 << 10  # smaller chunks are hashed in the writing thread when none are waiting
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux: map every page up front, no fault per page
 
 
@@ -74,7 +76,7 @@ class _FsWriter(BlobWriter):
     def __init__(self, store: FilesystemBlobStore, task_id: str, slot: str, sha256: bytes, size: int) -> None:
         self._store, self._task_id, self._slot = store, task_id, slot
         self._sha256, self._size = sha256, size
-        self._hash = hashlib.sha256()
+        self._hash = BackgroundHash(store._pool, _HASH_BACKLOG_BYTES, inline_below=_HASH_INLINE_BYTES)
         self._written = 0
         self._tmp = store._tmp_dir / f"{secrets.token_hex(12)}"
         self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -96,19 +98,15 @@ class _FsWriter(BlobWriter):
         except Exception:
             self.abort()
             raise
-        # sha256 and the copy into the page cache both release the GIL: for a large chunk run them side by
-        # side (hash on the store's pool, write here). Updates stay in order: write() returns after both.
-        hashing = self._store._pool.submit(self._hash.update, chunk) if len(chunk) >= _PARALLEL_HASH_BYTES else None
-        if hashing is None:
-            self._hash.update(chunk)
-        view = memoryview(chunk)
         try:
-            with _disk_full_is_resource_limit(self):
-                while view:
-                    view = view[os.write(self._fd, view) :]
-        finally:
-            if hashing is not None:
-                hashing.result()
+            self._hash.feed(chunk)  # hashed on the store's pool, behind this write (relay.store._hashing)
+        except BaseException:
+            self.abort()
+            raise
+        view = memoryview(chunk)
+        with _disk_full_is_resource_limit(self):
+            while view:
+                view = view[os.write(self._fd, view) :]
         self._written = n
         if n - self._flushed_at >= _FLUSH_EVERY_BYTES and (self._flush is None or self._flush.done()):
             self._flushed_at = n
@@ -127,15 +125,15 @@ class _FsWriter(BlobWriter):
                 raise ContentMismatchError(
                     f"blob {self._slot!r} has {self._written} bytes, declared size is {self._size}"
                 )
+            assert self._fd is not None
+            with _disk_full_is_resource_limit(self):
+                self._wait_flush()
+                os.fsync(self._fd)  # while the last chunks are still being hashed
             digest = self._hash.digest()
             if digest != self._sha256:
                 raise ContentMismatchError(
                     f"blob {self._slot!r} bytes do not match declared sha256 {self._sha256.hex()} (got {digest.hex()})"
                 )
-            assert self._fd is not None
-            with _disk_full_is_resource_limit(self):
-                self._wait_flush()
-                os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
             info = BlobInfo(self._task_id, self._slot, digest, self._written)
@@ -147,6 +145,7 @@ class _FsWriter(BlobWriter):
         return info
 
     def abort(self) -> None:
+        self._hash.discard()
         try:
             self._wait_flush()  # never close an fd a flush thread still uses
         except OSError:
@@ -208,8 +207,8 @@ class FilesystemBlobStore(BlobStore):
         self._tmp_dir = self.root / _TMP
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # only for the no-hard-link fallback of _publish
-        # background work of writes: one flush (fdatasync) in flight per write, and parallel hashing
-        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="relay-io")
+        # background work of writes: one flush (fdatasync) in flight and the hashing behind each write
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay-io")
         self._shards: set[str] = set()
         self._make_shards()
         swept = 0
