@@ -3,8 +3,10 @@ against the same network without settlement (chain "none": tasks end VALIDATED),
 
 Each side: a coordinator in this process on a real port, 12 worker nodes on real gRPC streams (instant
 test-double executors), one creator submitting TASKS GPT tasks with 8 in flight. The chain side stakes the
-nodes, checks the creator's deposit and settles in batches (50 tasks or 1 s) on the embedded EVM (py-evm,
-interpreted, in this process); a task counts when it is SETTLED. The baseline counts VALIDATED.
+nodes, checks the creator's deposit and settles in batches (50 tasks or 1 s) on the embedded EVM, which runs
+as the coordinator runs it by default: py-evm in its own process (`python -m chain serve`, JSON-RPC over
+HTTP on loopback, `DevChain.spawn`), so the interpreted EVM has a core of its own; a task counts when it is
+SETTLED. The baseline counts VALIDATED.
 
     python -m bench.settled_throughput [--tasks N]
 """

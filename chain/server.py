@@ -185,10 +185,12 @@ class ChainServerProcess:
         """Starts the child and returns its RPC URL once it is ready (DevChainError if it is not in time).
         The port is kept for later starts, so a restarted chain answers at the same URL."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        root = str(Path(__file__).resolve().parent.parent)  # `-m chain` from any working directory
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
         with open(self.log_path, "ab") as err:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.command(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path},
             )  # fmt: skip
         try:
             line = await asyncio.wait_for(self._ready_line(), self.ready_timeout.total_seconds())
