@@ -380,8 +380,9 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             return
         if error_kind == ErrorKind.INVALID_ARGS:
             result_hash = validation.INVALID_ARGS_HASH
-        if not self._signature_ok(task, session.address, result_hash, signature):
-            a = replace(a, state=AssignmentState.ERRORED, error="result signature does not verify", submitted_ms=now)
+        problem = self._result_problem(task, session.address, result_hash, signature, phashes, error_kind)
+        if problem:
+            a = replace(a, state=AssignmentState.ERRORED, error=problem, submitted_ms=now)
             self._close_assignment(flight, a, timeout=True)
             self._ack(session, assignment_id)
             self._free(session, assignment_id)

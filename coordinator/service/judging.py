@@ -19,6 +19,7 @@ from coordinator.domain.models import (
     AssignmentState,
     Task,
     TaskState,
+    TaskType,
 )
 from coordinator.service import validation
 
@@ -37,6 +38,21 @@ class Judging:
             return signing.result_signer(self.domain, tid, result_hash, node, signature) == node
         except (signing.SignatureError, ValueError):
             return False
+
+    def _result_problem(self, task: Task, node: str, result_hash: bytes, signature: bytes, phashes: Sequence[int],
+                        error_kind) -> str:
+        """Why a submitted result cannot count (it is then treated like a timeout), or "" when it can.
+        An SD result is compared by its pHashes but signed and settled by its hash, so the two must agree:
+        the chain pays an SD result only when its hash is sd_result_hash(its pHashes)."""
+        if not self._signature_ok(task, node, result_hash, signature):
+            return "result signature does not verify"
+        if task.type == TaskType.SD and error_kind is None:
+            try:
+                if not phashes or signing.sd_result_hash(phashes) != result_hash:
+                    return "SD result hash is not the hash of its pHashes"
+            except signing.SignatureError as exc:
+                return f"SD result: {exc}"
+        return ""
 
     def _judge(self, flight: _InFlight, changed: list[Assignment]) -> None:
         """Applies the validation rules after a submission, and stores the outcome in one transaction."""

@@ -124,3 +124,27 @@ async def test_cancel_before_dispatch_only_by_creator(tmp_path):
             sig = signing.sign_cancel(client.key, domain, bytes.fromhex(first[2:]))
             await client.stub.CancelTask(task_pb2.CancelTaskRequest(task_id=first, signature=sig), timeout=5)
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+class _UnboundHashExecutor(InstantExecutor):
+    """Honest pHashes under a signed hash that is not theirs: they would count, but could never be paid."""
+
+    def _sd(self, job, digest):
+        import dataclasses
+
+        return dataclasses.replace(super()._sd(job, digest), result_hash=b"\x07" * 32)
+
+
+async def test_an_sd_result_whose_hash_is_not_that_of_its_phashes_does_not_count(tmp_path):
+    from tests.integration.protocol.simnet import sd_args
+
+    async with TestNetwork(tmp_path) as net:
+        gpu = {"card": "gpu-sd", "vram": 24 << 30}
+        bad = (await net.add_nodes(1, lambda: _UnboundHashExecutor("sd", blobs=False), **gpu))[0]
+        good = await net.add_nodes(2, lambda: SlowExecutor(0.2, task_type="sd", blobs=False), **gpu)
+        client = net.client()
+        task = await client.wait(await client.submit(sd_args(1), fee=10), timeout=10)
+        assert task.state == task_pb2.TASK_STATE_VALIDATED
+        assert set(task.result.nodes) == {n.address for n in good}
+        a = {a.node: a for a in task.assignments}[bad.address]
+        assert a.state == task_pb2.ASSIGNMENT_STATE_ERRORED and "hash of its pHashes" in a.error
