@@ -115,10 +115,11 @@ class CoordinatorStore(abc.ABC):
         """Releases resources."""
 
 
-def check_transition(old: Task, new: Task) -> None:
+def check_transition(old: Task | TaskState, new: Task) -> None:
     """Raises FailedPrecondition unless old.state -> new.state is allowed (or unchanged)."""
     from coordinator.domain.models import TASK_TRANSITIONS
     from coordinator.errors import FailedPrecondition
 
-    if old.state != new.state and new.state not in TASK_TRANSITIONS[old.state]:
-        raise FailedPrecondition(f"task {old.task_id} cannot go from {old.state} to {new.state}")
+    old_state = old if isinstance(old, TaskState) else old.state
+    if old_state != new.state and new.state not in TASK_TRANSITIONS[old_state]:
+        raise FailedPrecondition(f"task {new.task_id} cannot go from {old_state} to {new.state}")

@@ -107,12 +107,16 @@ def _task_from(r: sqlite3.Row) -> Task:
     )  # fmt: skip
 
 
+def _json_list(items) -> str:
+    return json.dumps(list(items)) if items else "[]"  # most rows: empty, and this runs per result
+
+
 def _assign_row(a: Assignment) -> tuple:
     return (
         a.assignment_id, a.task_id, a.node, a.state.value, a.leased_ms, a.lease_expires_ms, a.result_hash,
-        a.signature, a.output, json.dumps(list(a.output_slots)), json.dumps([str(p) for p in a.phashes]),
+        a.signature, a.output, _json_list(a.output_slots), _json_list([str(p) for p in a.phashes]),
         a.submission_order, a.submitted_ms, int(a.matched), a.error_kind.value if a.error_kind else None,
-        a.error, json.dumps(a.stats),
+        a.error, json.dumps(a.stats) if a.stats else "{}",
     )  # fmt: skip
 
 
@@ -245,10 +249,10 @@ class SqliteStore(CoordinatorStore):
         return _task_from(row) if row else None
 
     def _write_task(self, db: sqlite3.Connection, task: Task) -> None:
-        row = db.execute(f"SELECT {_TASK_COLS} FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone()
+        row = db.execute("SELECT state FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone()
         if row is None:
             raise NotFound(f"task {task.task_id} not found")
-        check_transition(_task_from(row), task)
+        check_transition(TaskState(row[0]), task)
         db.execute(f"REPLACE INTO tasks ({_TASK_COLS}) VALUES ({','.join('?' * 29)})", _task_row(task))
 
     def save_task(self, task: Task) -> None:
