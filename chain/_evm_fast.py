@@ -59,7 +59,11 @@ def _kinds(opcodes: dict, fast_cls: type) -> list[tuple[int, int, int, str] | No
 
 
 def _fast_loop(computation: Any, kinds: list, lookup: dict, exc: Any) -> None:
-    """Runs `computation`'s code until it halts (py-evm's loop, with the common opcodes inline)."""
+    """Runs `computation`'s code until it halts (py-evm's loop, with the common opcodes inline).
+
+    The program counter and the gas left live in locals while inline opcodes run (`synced` False); they
+    are written back before anything of py-evm runs (an opcode, memory growth) and read back after it, so
+    py-evm always sees, and an exception always leaves, the values py-evm's own loop would have."""
     Halt, InvalidOpcode, InsufficientStack, FullStack, InvalidJumpDestination, InvalidInstruction = exc
     code = computation.code
     raw = code._raw_code_bytes
@@ -69,137 +73,160 @@ def _fast_loop(computation: Any, kinds: list, lookup: dict, exc: Any) -> None:
     pop = values.pop
     meter = computation._gas_meter
     calldata = computation.msg.data_as_bytes
-    while True:
-        pc = code.program_counter
-        opcode = raw[pc] if pc < n else 0  # past the end: STOP, as CodeStream yields it
-        code.program_counter = pc + 1
-        k = kinds[opcode]
-        if k is None:
-            fn = lookup.get(opcode)
-            if fn is None:
-                fn = InvalidOpcode(opcode)
-            try:
-                fn(computation=computation)
-            except Halt:
-                return
-            continue
-        kind, arg, gas, mnemonic = k
-        if gas > meter.gas_remaining:
-            meter.consume_gas(gas, mnemonic)  # raises OutOfGas
-        meter.gas_remaining -= gas
-        if kind == _PUSH:
-            end = pc + 1 + arg
-            data = raw[pc + 1 : end]
-            code.program_counter = end
-            if len(data) != arg:
-                data = data.ljust(arg, b"\x00")
-            if len(values) > 1023:
-                raise FullStack("Stack limit reached")
-            append(data)
-        elif kind == _JUMPDEST_K:
-            pass
-        elif kind == _POP:
-            if not values:
-                raise InsufficientStack("Wanted 1 stack item, had none")
-            pop()
-        elif kind == _DUP:
-            if len(values) > 1023:
-                raise FullStack("Stack limit reached")
-            if arg > len(values):
-                raise InsufficientStack(f"Insufficient stack items for DUP{arg}")
-            append(values[-arg])
-        elif kind == _SWAP:
-            if arg + 1 > len(values):
-                raise InsufficientStack(f"Insufficient stack items for SWAP{arg}")
-            values[-1], values[-arg - 1] = values[-arg - 1], values[-1]
-        elif kind == _JUMP or kind == _JUMPI:
-            if kind == _JUMP:
+    pc = code.program_counter
+    gas_left = meter.gas_remaining
+    synced = True
+    try:
+        while True:
+            opcode = raw[pc] if pc < n else 0  # past the end: STOP, as CodeStream yields it
+            pc += 1
+            k = kinds[opcode]
+            if k is None:
+                code.program_counter = pc
+                meter.gas_remaining = gas_left
+                synced = True
+                fn = lookup.get(opcode)
+                if fn is None:
+                    fn = InvalidOpcode(opcode)
+                try:
+                    fn(computation=computation)
+                except Halt:
+                    return
+                pc = code.program_counter
+                gas_left = meter.gas_remaining
+                continue
+            synced = False
+            kind, arg, cost, mnemonic = k
+            if cost > gas_left:
+                meter.gas_remaining = gas_left
+                synced = True
+                meter.consume_gas(cost, mnemonic)  # raises OutOfGas
+            gas_left -= cost
+            if kind == _PUSH:
+                end = pc + arg
+                data = raw[pc:end]
+                pc = end
+                if len(data) != arg:
+                    data = data.ljust(arg, b"\x00")
+                if len(values) > 1023:
+                    raise FullStack("Stack limit reached")
+                append(data)
+            elif kind == _JUMPDEST_K:
+                pass
+            elif kind == _POP:
                 if not values:
                     raise InsufficientStack("Wanted 1 stack item, had none")
-                dest = pop()
-                cond = 1
-            else:
+                pop()
+            elif kind == _DUP:
+                if len(values) > 1023:
+                    raise FullStack("Stack limit reached")
+                if arg > len(values):
+                    raise InsufficientStack(f"Insufficient stack items for DUP{arg}")
+                append(values[-arg])
+            elif kind == _SWAP:
+                if arg + 1 > len(values):
+                    raise InsufficientStack(f"Insufficient stack items for SWAP{arg}")
+                values[-1], values[-arg - 1] = values[-arg - 1], values[-1]
+            elif kind == _JUMP or kind == _JUMPI:
+                if kind == _JUMP:
+                    if not values:
+                        raise InsufficientStack("Wanted 1 stack item, had none")
+                    dest = pop()
+                    cond = 1
+                else:
+                    if len(values) < 2:
+                        raise InsufficientStack(f"Wanted 2 stack items, only had {len(values)}")
+                    dest = pop()
+                    cond = pop()
+                    if cond.__class__ is not int:
+                        cond = int.from_bytes(cond, "big")
+                if cond:
+                    if dest.__class__ is not int:
+                        dest = int.from_bytes(dest, "big")
+                    pc = dest
+                    if (raw[dest] if dest < n else 0) != _JUMPDEST:
+                        raise InvalidJumpDestination("Invalid Jump Destination")
+                    if not code.is_valid_opcode(dest):
+                        raise InvalidInstruction("Jump resulted in invalid instruction")
+            elif kind == _MSTORE:  # py-evm: pop start, pop value, grow memory (gas), write 32 bytes
                 if len(values) < 2:
                     raise InsufficientStack(f"Wanted 2 stack items, only had {len(values)}")
-                dest = pop()
-                cond = pop()
-                if cond.__class__ is not int:
-                    cond = int.from_bytes(cond, "big")
-            if cond:
-                if dest.__class__ is not int:
-                    dest = int.from_bytes(dest, "big")
-                code.program_counter = dest
-                if (raw[dest] if dest < n else 0) != _JUMPDEST:
-                    raise InvalidJumpDestination("Invalid Jump Destination")
-                if not code.is_valid_opcode(dest):
-                    raise InvalidInstruction("Jump resulted in invalid instruction")
-        elif kind == _MSTORE:  # py-evm: pop start, pop value, grow memory (gas), write 32 bytes
-            if len(values) < 2:
-                raise InsufficientStack(f"Wanted 2 stack items, only had {len(values)}")
-            a = pop()
-            b = pop()
-            if a.__class__ is not int:
-                a = int.from_bytes(a, "big")
-            b = b.to_bytes(32, "big") if b.__class__ is int else b.rjust(32, b"\x00")[-32:]
-            computation.extend_memory(a, 32)
-            computation._memory._bytes[a : a + 32] = b
-        elif kind == _MLOAD:
-            if not values:
-                raise InsufficientStack("Wanted 1 stack item, had none")
-            a = pop()
-            if a.__class__ is not int:
-                a = int.from_bytes(a, "big")
-            computation.extend_memory(a, 32)
-            append(bytes(computation._memory._bytes[a : a + 32]))
-        elif kind == _CALLDATALOAD:
-            if not values:
-                raise InsufficientStack("Wanted 1 stack item, had none")
-            a = pop()
-            if a.__class__ is not int:
-                a = int.from_bytes(a, "big")
-            append(calldata[a : a + 32].ljust(32, b"\x00").lstrip(b"\x00"))
-        elif kind == _CALLDATASIZE:
-            if len(values) > 1023:
-                raise FullStack("Stack limit reached")
-            append(len(computation.msg.data))
-        elif kind == _ISZERO or kind == _NOT:
-            if not values:
-                raise InsufficientStack("Wanted 1 stack item, had none")
-            a = pop()
-            if a.__class__ is not int:
-                a = int.from_bytes(a, "big")
-            append((1 if a == 0 else 0) if kind == _ISZERO else _MAX - a)
-        else:  # two operands, one result
-            if len(values) < 2:
-                raise InsufficientStack(f"Wanted 2 stack items, only had {len(values)}")
-            a = pop()  # the top: py-evm's `left` (SHL/SHR: the shift)
-            b = pop()
-            if a.__class__ is not int:
-                a = int.from_bytes(a, "big")
-            if b.__class__ is not int:
-                b = int.from_bytes(b, "big")
-            if kind == _ADD:
-                append((a + b) & _MAX)
-            elif kind == _SUB:
-                append((a - b) & _MAX)
-            elif kind == _AND:
-                append(a & b)
-            elif kind == _LT:
-                append(1 if a < b else 0)
-            elif kind == _GT:
-                append(1 if a > b else 0)
-            elif kind == _EQ:
-                append(1 if a == b else 0)
-            elif kind == _OR:
-                append(a | b)
-            elif kind == _MUL:
-                append((a * b) & _MAX)
-            elif kind == _SLT:
-                append(1 if (a if a <= _INT255 else a - _CEIL256) < (b if b <= _INT255 else b - _CEIL256) else 0)
-            elif kind == _SHL:
-                append(0 if a >= 256 else (b << a) & _MAX)
-            else:  # _SHR
-                append(0 if a >= 256 else b >> a)
+                a = pop()
+                b = pop()
+                if a.__class__ is not int:
+                    a = int.from_bytes(a, "big")
+                b = b.to_bytes(32, "big") if b.__class__ is int else b.rjust(32, b"\x00")[-32:]
+                meter.gas_remaining = gas_left
+                synced = True
+                computation.extend_memory(a, 32)
+                gas_left = meter.gas_remaining
+                synced = False
+                computation._memory._bytes[a : a + 32] = b
+            elif kind == _MLOAD:
+                if not values:
+                    raise InsufficientStack("Wanted 1 stack item, had none")
+                a = pop()
+                if a.__class__ is not int:
+                    a = int.from_bytes(a, "big")
+                meter.gas_remaining = gas_left
+                synced = True
+                computation.extend_memory(a, 32)
+                gas_left = meter.gas_remaining
+                synced = False
+                append(bytes(computation._memory._bytes[a : a + 32]))
+            elif kind == _CALLDATALOAD:
+                if not values:
+                    raise InsufficientStack("Wanted 1 stack item, had none")
+                a = pop()
+                if a.__class__ is not int:
+                    a = int.from_bytes(a, "big")
+                append(calldata[a : a + 32].ljust(32, b"\x00").lstrip(b"\x00"))
+            elif kind == _CALLDATASIZE:
+                if len(values) > 1023:
+                    raise FullStack("Stack limit reached")
+                append(len(computation.msg.data))
+            elif kind == _ISZERO or kind == _NOT:
+                if not values:
+                    raise InsufficientStack("Wanted 1 stack item, had none")
+                a = pop()
+                if a.__class__ is not int:
+                    a = int.from_bytes(a, "big")
+                append((1 if a == 0 else 0) if kind == _ISZERO else _MAX - a)
+            else:  # two operands, one result
+                if len(values) < 2:
+                    raise InsufficientStack(f"Wanted 2 stack items, only had {len(values)}")
+                a = pop()  # the top: py-evm's `left` (SHL/SHR: the shift)
+                b = pop()
+                if a.__class__ is not int:
+                    a = int.from_bytes(a, "big")
+                if b.__class__ is not int:
+                    b = int.from_bytes(b, "big")
+                if kind == _ADD:
+                    append((a + b) & _MAX)
+                elif kind == _SUB:
+                    append((a - b) & _MAX)
+                elif kind == _AND:
+                    append(a & b)
+                elif kind == _LT:
+                    append(1 if a < b else 0)
+                elif kind == _GT:
+                    append(1 if a > b else 0)
+                elif kind == _EQ:
+                    append(1 if a == b else 0)
+                elif kind == _OR:
+                    append(a | b)
+                elif kind == _MUL:
+                    append((a * b) & _MAX)
+                elif kind == _SLT:
+                    append(1 if (a if a <= _INT255 else a - _CEIL256) < (b if b <= _INT255 else b - _CEIL256) else 0)
+                elif kind == _SHL:
+                    append(0 if a >= 256 else (b << a) & _MAX)
+                else:  # _SHR
+                    append(0 if a >= 256 else b >> a)
+    finally:
+        if not synced:  # an inline opcode raised: leave py-evm's state as its own loop would
+            code.program_counter = pc
+            meter.gas_remaining = gas_left
 
 
 def _patch_interpreter() -> None:
