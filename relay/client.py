@@ -29,6 +29,7 @@ __all__ = ["RelayClient"]
 log = structlog.get_logger("relay.client")
 
 _HASH_INLINE_BYTES = 1 << 20  # hash larger blobs off the event loop
+_PREENCODE_BYTES = 8 << 20  # a Put encodes up to this much of its chunks while the blob is hashed
 
 
 def _is_unavailable(exc: BaseException) -> bool:
@@ -40,10 +41,14 @@ class _Unavailable(Exception):
         self.error = error
 
 
-async def _sha256(data: bytes | memoryview) -> bytes:
+def _start_sha256(data: bytes | memoryview) -> asyncio.Future[bytes]:
+    """The sha256 of `data`: a large blob is hashed on a worker thread, started now."""
+    loop = asyncio.get_running_loop()
     if len(data) <= _HASH_INLINE_BYTES:
-        return hashlib.sha256(data).digest()
-    return await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
+        done = loop.create_future()
+        done.set_result(hashlib.sha256(data).digest())
+        return done
+    return loop.run_in_executor(None, lambda: hashlib.sha256(data).digest())
 
 
 class RelayClient:
@@ -111,13 +116,15 @@ class RelayClient:
     ) -> str:
         """Stores `data` at (task_id, slot); returns its sha256 hex. The slot must be empty (write-once)."""
         tid = canonical_task_id(task_id)
-        # The call is opened while the blob is hashed (off the loop); the header, signed over the hash,
-        # is its first message, so the relay still sees hash and size before any byte.
-        hashing = asyncio.ensure_future(_sha256(data))
+        # While the blob is hashed (on a thread) the call is opened and the first chunks are encoded here;
+        # the header, signed over the hash, is still the first message: the relay sees hash and size first.
+        hashing = _start_sha256(data)
         view = memoryview(data)
         step = self._chunk_bytes
+        ready = min(len(view), _PREENCODE_BYTES) // step * step
+        head = [_wire.encoded_chunk(view[off : off + step]) for off in range(0, ready, step)]
 
-        async def requests(failed: list[BaseException]) -> AsyncIterator[relay_pb2.PutRequest | memoryview]:
+        async def requests(failed: list[BaseException]) -> AsyncIterator[relay_pb2.PutRequest | _wire.Encoded | memoryview]:
             try:
                 digest = await asyncio.shield(hashing)  # a retried attempt awaits the same hash
                 auth = build_auth(self._key, self._domain, PUT, tid, slot, digest, grant)
@@ -126,7 +133,9 @@ class RelayClient:
                 return
             header = relay_pb2.PutHeader(task_id=tid, slot=slot, sha256=digest.hex(), size=len(data), auth=auth)
             yield relay_pb2.PutRequest(header=header)
-            for off in range(0, len(view), step):
+            for frame in head:
+                yield frame
+            for off in range(ready, len(view), step):
                 yield view[off : off + step]  # encoded as PutRequest{chunk} by relay._wire
 
         async def call() -> relay_pb2.PutResponse:
