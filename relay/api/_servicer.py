@@ -76,10 +76,20 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         frames = read_frames(reader, self._chunk_bytes, _wire.encoded_chunk)
         with reader:
             async with contextlib.aclosing(frames):  # closed before the reader, also when the call is cancelled
-                info = reader.info
-                yield relay_pb2.GetResponse(info=relay_pb2.BlobInfo(sha256=info.sha256_hex, size=info.size))
-                async for frame in frames:
-                    yield frame  # GetResponse{chunk}, already encoded off the loop (relay._wire)
+                first = asyncio.ensure_future(anext(frames, None))  # read while the info goes out
+                try:
+                    info = reader.info
+                    yield relay_pb2.GetResponse(info=relay_pb2.BlobInfo(sha256=info.sha256_hex, size=info.size))
+                    frame = await first
+                finally:
+                    if not first.done():
+                        await asyncio.wait([first])  # the generator is closed only once it is idle
+                    if not first.cancelled():
+                        first.exception()  # retrieved: raised above when it mattered
+                if frame is not None:
+                    yield frame
+                    async for frame in frames:
+                        yield frame  # GetResponse{chunk}, already encoded off the loop (relay._wire)
         log.info("relay_get", task_id=task_id, slot=slot, node=caller.address, size=info.size)
         if self.on_bytes is not None:
             self.on_bytes("out", info.size)

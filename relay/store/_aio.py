@@ -123,7 +123,7 @@ async def read_frames(reader: BlobReader, chunk_bytes: int, encode: Callable[[me
     few at a time: the next batch is read and encoded while the current one is sent."""
     frames = reader.frames(chunk_bytes, encode)
     try:
-        ahead = asyncio.ensure_future(asyncio.to_thread(_next_batch, frames, _READ_AHEAD_CHUNKS))
+        ahead = asyncio.ensure_future(asyncio.to_thread(_next_batch, frames, 1))  # the first one, soonest
         while batch := await ahead:
             ahead = asyncio.ensure_future(asyncio.to_thread(_next_batch, frames, _READ_AHEAD_CHUNKS))
             for frame in batch:
