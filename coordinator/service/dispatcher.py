@@ -122,6 +122,8 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         self.inflight: dict[str, _InFlight] = {}
         self._needs_node: dict[str, int] = {}  # task id -> missing assignments (replacements)
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set while run() runs
+        self._round_scheduled = False
         self._stopping = False
         self._observed_at = 0.0
         self._maybe_free: dict[TaskType, set[str]] = {}
@@ -152,8 +154,10 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         log.info("recovered", queued=len(self.queue), inflight=len(self.inflight))
 
     async def run(self) -> None:
-        """Dispatch and housekeeping until `stop()`."""
+        """Dispatch and housekeeping until `stop()`. Between ticks, `wake()` runs a dispatch round on the
+        loop's next turn, so a new task or a freed node costs no tick of latency."""
         tick = max(0.05, self.settings.heartbeat_interval_s / 4)
+        self._loop = asyncio.get_running_loop()
         while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=tick)
@@ -182,7 +186,20 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         self._wake.set()
 
     def wake(self) -> None:
-        self._wake.set()
+        if self._loop is None:  # not running yet: the first tick dispatches
+            self._wake.set()
+        elif not self._round_scheduled:
+            self._round_scheduled = True
+            self._loop.call_soon(self._round_now)
+
+    def _round_now(self) -> None:
+        self._round_scheduled = False
+        if self._stopping:
+            return
+        try:
+            self._dispatch_round()
+        except Exception:
+            log.exception("dispatch_round_failed")
 
     # --- tasks ----------------------------------------------------------------------------------
 
