@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import queue
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from relay.auth import GET, PUT, build_auth
 from relay.config import DEFAULT_CHUNK_BYTES
 from relay.errors import ContentMismatchError, InvalidRequestError, RelayError, error_from_status
 from relay.store import canonical_task_id
+from relay.store._hashing import BackgroundHash
 
 __all__ = ["RelayClient"]
 
@@ -174,49 +174,12 @@ class RelayClient:
         return await self._call(call)
 
 
-class _Hasher:
-    """sha256 of chunks fed in order. For a large blob the hashing runs on one worker thread (hashlib
-    releases the GIL) while the event loop keeps receiving; a small one is hashed inline."""
-
-    def __init__(self, background: bool) -> None:
-        self._h = hashlib.sha256()
-        self._queue: queue.SimpleQueue[bytes | memoryview | None] | None = None
-        self._stopped = False
-        self._result: asyncio.Future[bytes] | None = None
-        if background:
-            self._queue = queue.SimpleQueue()
-            self._result = asyncio.get_running_loop().run_in_executor(_hash_pool(), self._run)
-
-    def _run(self) -> bytes:
-        assert self._queue is not None
-        while (chunk := self._queue.get()) is not None:
-            self._h.update(chunk)
-        return self._h.digest()
-
-    def feed(self, chunk: bytes | memoryview) -> None:
-        if self._queue is None:
-            self._h.update(chunk)
-        else:
-            self._queue.put(chunk)
-
-    def stop(self) -> None:
-        """Ends the worker (idempotent); call on every path."""
-        if self._queue is not None and not self._stopped:
-            self._stopped = True
-            self._queue.put(None)
-
-    async def digest(self) -> bytes:
-        if self._result is None:
-            return self._h.digest()
-        self.stop()
-        return await self._result
-
-
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
 def _hash_pool() -> ThreadPoolExecutor:
+    """Hashes Gets of large blobs; a thread is held only while received chunks wait to be hashed."""
     global _pool
     with _pool_lock:
         if _pool is None:
@@ -232,22 +195,25 @@ async def _receive(stream, slot: str) -> bytes:
     size = first.info.size
     parts: list[bytes | memoryview] = []
     got = 0
-    hasher = _Hasher(background=size >= _HASH_INLINE_BYTES)
+    # A large blob is hashed on a pool thread while the loop keeps receiving (hashlib releases the GIL);
+    # the chunks are kept in `parts` anyway, so the backlog needs no bound of its own.
+    inline = 0 if size >= _HASH_INLINE_BYTES else size + 1
+    hasher = BackgroundHash(_hash_pool(), max_backlog=size + 1, inline_below=inline)
     try:
         while (msg := await stream.read()) is not grpc.aio.EOF:
             chunk = msg if isinstance(msg, memoryview) else msg.chunk
             got += len(chunk)
             if got > size:
                 raise ContentMismatchError(f"relay sent more than the declared {size} bytes for slot {slot!r}")
-            hasher.feed(chunk)  # overlaps with gRPC receiving the next chunks
+            hasher.feed(chunk)  # never blocks here: the backlog bound is the declared size
             parts.append(chunk)
         if got != size:
             raise ContentMismatchError(f"relay sent {got} bytes for slot {slot!r}, declared {size}")
-        hasher.stop()  # the last chunk is hashed while the blob is joined
-        data = b"".join(parts)
-        digest = (await hasher.digest()).hex()
-    finally:
-        hasher.stop()
+        data = b"".join(parts)  # while the last chunks are hashed
+        digest = (await asyncio.to_thread(hasher.digest) if inline == 0 else hasher.digest()).hex()
+    except BaseException:
+        hasher.discard()
+        raise
     if digest != first.info.sha256:
         raise ContentMismatchError(
             f"bytes of slot {slot!r} do not match the relay's sha256 {first.info.sha256} (got {digest})"

@@ -10,9 +10,11 @@ A write streams into a staging file on the same filesystem, checks size and sha2
 published with ``link()`` (which, unlike ``rename()``, refuses to replace an existing slot, so two
 writers of one slot cannot both win), and the directory is fsynced. Staging lives in one directory so
 leftovers of a crash are swept at start-up; ``rename``/``link`` within one filesystem stay atomic.
-Blobs sit flat in 256 shard directories rather than one directory per task, so a task's first write
-costs one directory fsync, not two. While a large write streams in, its bytes are flushed to disk in
-the background every few MiB, so the final fsync has little left to do.
+Blobs sit flat in 256 shard directories, made at start-up, rather than one directory per task, so a
+write costs one directory fsync. While a large write streams in, its bytes are flushed to disk in the
+background every MiB, so the final fsync has little left to do, and they are hashed on the store's
+pool behind the writes (the digest is checked after the fsync, before anything is published).
+Reads for the relay's Get map the file and encode straight from the page cache.
 The sidecar is written after the blob, without fsync; a blob whose sidecar is missing or damaged
 (a crash in between) is re-hashed on read.
 """
@@ -46,6 +48,7 @@ _FLUSH_EVERY_BYTES = 1 << 20
 _HASH_BACKLOG_BYTES = 8 << 20  # a write blocks while this much is waiting to be hashed
 _HASH_INLINE_BYTES = 64 << 10  # smaller chunks are hashed in the writing thread when none are waiting
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux: map every page up front, no fault per page
+_POPULATE_MAX_BYTES = 32 << 20  # larger blobs are mapped lazily: the first frame need not wait for all
 
 
 def _fsync_dir(path: Path) -> None:
@@ -179,11 +182,14 @@ class _FsReader(BlobReader):
         size = self.info.size
         if size == 0:
             return
+        populate = _MAP_POPULATE if size <= _POPULATE_MAX_BYTES else 0
         try:
-            mapped = mmap.mmap(self._f.fileno(), size, flags=mmap.MAP_SHARED | _MAP_POPULATE, prot=mmap.PROT_READ)
+            mapped = mmap.mmap(self._f.fileno(), size, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ)
         except (OSError, ValueError):  # a filesystem that cannot map files
             yield from super().frames(chunk_bytes, encode)
             return
+        if not populate and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
+            mapped.madvise(mmap.MADV_SEQUENTIAL)  # a big blob: read ahead as it is streamed, not all up front
         try:
             with memoryview(mapped) as whole:
                 for off in range(0, size, chunk_bytes):
