@@ -20,7 +20,7 @@ from relay.client import RelayClient
 from relay.config import RelayConfig, grpc_options
 from relay.errors import ContentMismatchError
 from relay.server import add_relay_to_server
-from relay.store import BlobInfo, BlobReader, FilesystemBlobStore, result_slot
+from relay.store import BlobInfo, BlobReader, FilesystemBlobStore, _filesystem, result_slot
 from relay.store._aio import write_chunks
 from relay.store._hashing import BackgroundHash
 
@@ -119,6 +119,14 @@ def test_frames_are_the_blob_in_encoded_pieces(store: FilesystemBlobStore) -> No
     store.put_bytes(TASK, "empty", b"")
     with store.open_read(TASK, "empty") as reader:
         assert list(reader.frames(MIB, bytes)) == []
+
+
+def test_frames_of_a_big_blob_map_lazily(store: FilesystemBlobStore, monkeypatch) -> None:
+    monkeypatch.setattr(_filesystem, "_POPULATE_MAX_BYTES", MIB)  # 3 MiB counts as big here
+    data = os.urandom(3 * MIB)
+    store.put_bytes(TASK, "input", data)
+    with store.open_read(TASK, "input") as reader:
+        assert b"".join(reader.frames(MIB, bytes)) == data
 
 
 def test_default_frames_follow_chunks() -> None:
