@@ -54,8 +54,11 @@ def _start_sha256(data: bytes | memoryview) -> asyncio.Future[bytes]:
 class RelayClient:
     """Talks to a relay (bundled in the coordinator or standalone) as the owner of `key`.
 
-    The channel should allow messages of chunk_bytes (:func:`relay.config.grpc_options`; the gRPC
-    default of 4 MiB fits the default 1 MiB chunks). Each call has a deadline of `timeout`; a relay
+    The channel should allow messages of chunk_bytes (the gRPC default of 4 MiB fits the default
+    1 MiB chunks); a channel opened for the relay alone should use :func:`relay.config.grpc_options`
+    (large HTTP/2 frames and window: bulk transfers are not paced by flow control). Large blobs are
+    hashed on worker threads, and constructing a client tunes the process's allocator for blob-sized
+    buffers (:mod:`relay._malloc`). Each call has a deadline of `timeout`; a relay
     that is UNAVAILABLE is retried up to `attempts` times with jittered backoff, each attempt freshly
     signed. Errors are the classes of :mod:`relay.errors`, mapped from the relay's status.
     """

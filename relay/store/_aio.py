@@ -1,8 +1,9 @@
 """Async adapters between a stream of chunks and a blocking BlobWriter/BlobReader.
 
-Disk work (write + sha256, reads) runs in threads, pipelined with the network: chunk i+1 is received
-while chunk i is written and hashed, and the next few chunks of a Get are read and encoded while the
-current ones are sent (hashlib and file I/O release the GIL).
+Disk work runs in threads, pipelined with the network (hashlib and file I/O release the GIL): a Put's
+chunks are queued to one drain that writes them in order while the next ones are received (the store
+hashes them behind the writes), and a Get's next few frames are read and encoded while the current
+ones are sent. The event loop never waits on the disk per chunk, only when a backlog bound is hit.
 """
 
 from __future__ import annotations
