@@ -71,7 +71,7 @@ class DevNetwork:
             from chain.devchain import DevChain
             from coordinator.service.chain_parts import chain_parts
 
-            self.devchain = await DevChain.open(data / "chain")
+            self.devchain = await DevChain.spawn(data / "chain")  # the EVM on a core of its own
             for key in keys:
                 if await self.devchain.client().stake_of(key.address) == 0:
                     await self.devchain.fund_and_stake(key)
