@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -124,3 +125,14 @@ async def channel(address: str):
         yield ch
     finally:
         await ch.close()
+
+
+async def wait_states(store, ids, want, timeout: float) -> None:
+    """Waits until every task in `ids` is in state `want`; fails with the state counts after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [store.get_task(i).state for i in ids]
+        if all(s == want for s in states):
+            return
+        assert time.monotonic() < deadline, {s.value: states.count(s) for s in set(states)}
+        await asyncio.sleep(0.1)

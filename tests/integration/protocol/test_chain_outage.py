@@ -10,7 +10,6 @@ is back, settlement catches up and every node is paid its share.
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import timedelta
 
 from web3 import AsyncWeb3
@@ -21,7 +20,7 @@ from chain.client import ChainClient
 from chain.models import ClientSettings
 from coordinator.domain.models import TaskState
 from coordinator.service.settlement import SettlementSettings
-from tests.integration.protocol.chainnet import ChainNet
+from tests.integration.protocol.chainnet import ChainNet, wait_states
 from tests.integration.protocol.test_settlement_flow import expected_credits
 from tests.support.network import gpt_args
 from worker.testing import InstantExecutor
@@ -49,16 +48,6 @@ class CuttableProvider(AsyncEthereumTesterProvider):
         return not self.down
 
 
-async def _states(store, ids, want, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        states = [store.get_task(i).state for i in ids]
-        if all(s == want for s in states):
-            return
-        assert time.monotonic() < deadline, {s.value: states.count(s) for s in set(states)}
-        await asyncio.sleep(0.1)
-
-
 async def test_tasks_complete_through_an_outage_and_settlement_catches_up(tmp_path):
     cut: list[CuttableProvider] = []
 
@@ -76,17 +65,17 @@ async def test_tasks_complete_through_an_outage_and_settlement_catches_up(tmp_pa
         client = net.client()
         store = net.app.store
         first = [await client.submit(gpt_args(f"before {i}"), fee=2500 + i) for i in range(3)]
-        await _states(store, first, TaskState.SETTLED, 30)
+        await wait_states(store, first, TaskState.SETTLED, 30)
 
         cut[0].down = True
         during = [await client.submit(gpt_args(f"during {i}"), fee=2500 + i) for i in range(8)]
-        await _states(store, during, TaskState.VALIDATED, 30)
+        await wait_states(store, during, TaskState.VALIDATED, 30)
         await asyncio.sleep(1.0)  # several settlement attempts fail meanwhile
         assert all(store.get_task(i).state == TaskState.VALIDATED for i in during)
         assert cut[0].refused > 0 and not net.app.parts.settlement.chain_ok
 
         cut[0].down = False
-        await _states(store, during, TaskState.SETTLED, 30)
+        await wait_states(store, during, TaskState.SETTLED, 30)
         exp = expected_credits(store, first + during)
         for n in nodes:
             assert await net.admin.credit_of(n.address) == exp[n.address]

@@ -9,26 +9,15 @@ settlement catches up: every node ends with exactly its share of every task.
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import timedelta
 
 from chain.errors import ContractRevert
 from coordinator.domain.models import TaskState
 from coordinator.service.settlement import SettlementSettings
-from tests.integration.protocol.chainnet import ChainNet
+from tests.integration.protocol.chainnet import ChainNet, wait_states
 from tests.integration.protocol.test_settlement_flow import expected_credits
 from tests.support.network import gpt_args
 from worker.testing import InstantExecutor
-
-
-async def _states(store, ids, want, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        states = [store.get_task(i).state for i in ids]
-        if all(s == want for s in states):
-            return
-        assert time.monotonic() < deadline, {s.value: states.count(s) for s in set(states)}
-        await asyncio.sleep(0.1)
 
 
 async def test_chain_server_killed_and_restarted_keeps_state_and_settlement_catches_up(tmp_path):
@@ -41,7 +30,7 @@ async def test_chain_server_killed_and_restarted_keeps_state_and_settlement_catc
         client = net.client()
         store = net.app.store
         first = [await client.submit(gpt_args(f"before {i}"), fee=2500 + i) for i in range(3)]
-        await _states(store, first, TaskState.SETTLED, 60)
+        await wait_states(store, first, TaskState.SETTLED, 60)
         paid = expected_credits(store, first)
         assert {n.address: await net.admin.credit_of(n.address) for n in nodes} == paid
         min_stake = await net.admin.min_stake()
@@ -56,7 +45,7 @@ async def test_chain_server_killed_and_restarted_keeps_state_and_settlement_catc
         server.kill()
         assert await server.proc.wait() == -9
         during = [await client.submit(gpt_args(f"during {i}"), fee=3500 + i) for i in range(4)]
-        await _states(store, during, TaskState.VALIDATED, 30)
+        await wait_states(store, during, TaskState.VALIDATED, 30)
         await asyncio.sleep(1.0)  # settlement attempts fail meanwhile
         assert all(store.get_task(i).state == TaskState.VALIDATED for i in during)
 
@@ -65,7 +54,7 @@ async def test_chain_server_killed_and_restarted_keeps_state_and_settlement_catc
         for n in nodes:  # the state before the kill is all there
             assert (await net.admin.node_info(n.address)).stake == min_stake
             assert await net.admin.credit_of(n.address) >= paid.get(n.address, 0)
-        await _states(store, during, TaskState.SETTLED, 60)
+        await wait_states(store, during, TaskState.SETTLED, 60)
         exp = expected_credits(store, first + during)
         for n in nodes:
             assert await net.admin.credit_of(n.address) == exp[n.address]
