@@ -37,6 +37,7 @@ from helium.v1 import (  # noqa: I001
     worker_pb2,
     worker_pb2_grpc,
 )
+from relay.config import grpc_options as relay_grpc_options
 
 __all__ = ["CoordinatorApp", "ProtocolParts", "backbone_parts", "load_admin_token"]
 
@@ -59,6 +60,8 @@ GRPC_OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 0),
+    # The bundled relay's bulk transfers: large HTTP/2 frames, a per-stream window of a few chunks.
+    *[(k, v) for k, v in relay_grpc_options() if k.startswith("grpc.http2.")],
 ]
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 
 from helium.net import is_loopback
+from relay.config import grpc_options as relay_grpc_options
 from worker.errors import ConnectError
 
 __all__ = [
@@ -60,6 +61,8 @@ def channel_options(
         ("grpc.max_receive_message_length", _MAX_MESSAGE),
         # One stream per node: never share a TCP connection between nodes of this process.
         ("grpc.use_local_subchannel_pool", 1),
+        # Relay blobs move in MiB chunks: large HTTP/2 frames and a per-stream window of a few chunks.
+        *[(k, v) for k, v in relay_grpc_options() if k.startswith("grpc.http2.")],
     ]
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))

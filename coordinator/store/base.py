@@ -106,7 +106,7 @@ class CoordinatorStore(abc.ABC):
         callback()
 
     async def durable(self) -> None:  # noqa: B027 - optional
-        """Returns once every write made so far is durable."""
+        """Returns once every write the calling task (its context) has made so far is durable."""
 
     def flush(self) -> None:  # noqa: B027 - optional
         """Makes every write made so far durable now."""

@@ -17,6 +17,7 @@ once, because a chain transaction is sent right after it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -183,6 +184,12 @@ class SqliteStore(CoordinatorStore):
         self._loop: asyncio.AbstractEventLoop | None = None  # set: group commit is on
         self._group_open = False
         self._after: list[Callable[[], object]] = []
+        self._waiters: list[asyncio.Future] = []
+        # Groups are numbered; each task (an RPC handler) remembers the last group it wrote in, so
+        # `durable()` waits for its own writes only, not for a group other code opened since.
+        self._group = 0
+        self._committed = 0
+        self._wrote_in: contextvars.ContextVar[int] = contextvars.ContextVar(f"store_{id(self)}_group", default=0)
 
     # One transaction per write method; with group commit, the turn's transaction, plus a savepoint
     # around a method that writes with `several` statements (a single statement that fails is undone
@@ -197,6 +204,7 @@ class SqliteStore(CoordinatorStore):
     def _open_group(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         self._group_open = True
+        self._group += 1
         assert self._loop is not None
         self._loop.call_soon(self.flush)
 
@@ -211,9 +219,18 @@ class SqliteStore(CoordinatorStore):
             self._db.execute("ROLLBACK")
             self._after.clear()
             self._nodes = None
+            waiters, self._waiters = self._waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_exception(sqlite3.OperationalError("the store could not commit these writes"))
             raise
         finally:
             self._group_open = False
+        self._committed = self._group
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
         callbacks, self._after = self._after, []
         for cb in callbacks:
             try:
@@ -228,11 +245,12 @@ class SqliteStore(CoordinatorStore):
             callback()
 
     async def durable(self) -> None:
-        if not self._group_open:
+        """Returns once every write made so far by this task (and its context) is committed."""
+        if not self._group_open or self._wrote_in.get() <= self._committed:
             return
         assert self._loop is not None
         done = self._loop.create_future()
-        self._after.append(lambda: done.done() or done.set_result(None))
+        self._waiters.append(done)
         await done
 
     # --- tasks ---
@@ -397,6 +415,7 @@ class _Tx:
             return self.db
         if not self.store._group_open:
             self.store._open_group()
+        self.store._wrote_in.set(self.store._group)
         if self.savepoint:
             self.db.execute("SAVEPOINT write")
         return self.db

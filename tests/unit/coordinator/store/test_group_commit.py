@@ -96,3 +96,17 @@ async def test_a_several_statement_write_that_fails_half_way_leaves_none_of_itse
     assert [a.task_id for a in store.assignments_for(task(6).task_id)] == [task(6).task_id]
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT state FROM tasks WHERE task_id = ?", (task(7).task_id,)).fetchone() == ("queued",)
+
+
+async def test_durable_waits_for_the_callers_own_writes_not_for_a_group_opened_since(grouped):
+    store, path = grouped
+    store.create_task(task(8))
+    await store.durable()
+    asyncio.get_running_loop().call_soon(store.create_task, task(9))  # other code, its own context
+    await asyncio.sleep(0)
+    assert store._group_open  # task 9's group is open...
+    await store.durable()  # ...but this task wrote nothing since its commit: no wait
+    assert _committed_ids(path) == {task(8).task_id}
+    store.create_task(task(10))
+    await store.durable()
+    assert _committed_ids(path) == {task(8).task_id, task(9).task_id, task(10).task_id}
