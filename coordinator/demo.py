@@ -58,6 +58,9 @@ class DevProcess:
         def pump() -> None:
             for line in self.proc.stdout:
                 out.put(line.rstrip("\n"))
+                with contextlib.suppress(ValueError, OSError):  # the log is closed by stop()
+                    self._log.write(line.encode())  # stdout (structlog) goes to dev.log too
+                    self._log.flush()
             out.put(None)
 
         threading.Thread(target=pump, daemon=True, name="dev-stdout").start()

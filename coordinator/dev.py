@@ -123,6 +123,7 @@ class DevNetwork:
         return f"{self.app.ready_line()} model={self.model} sd_model={self.sd_model}"
 
     async def stop(self) -> None:
+        t0 = time.monotonic()
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -133,9 +134,14 @@ class DevNetwork:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        steps = {"workers_s": time.monotonic() - t0}
         await self.app.stop()
+        steps["coordinator_s"] = time.monotonic() - t0 - sum(steps.values())
         if self.devchain is not None:
             await self.devchain.close()
+            steps["chain_s"] = time.monotonic() - t0 - sum(steps.values())
+        report = log.warning if time.monotonic() - t0 > 10 else log.info
+        report("dev_stopped", **{k: round(v, 2) for k, v in steps.items()})
 
 
 @dataclass(frozen=True)

@@ -15,4 +15,4 @@ def dev(tmp_path_factory):
     net = DevProcess(data).start()
     net.tool_model, net.sd_model = tool_model, sd_model
     yield net
-    assert net.stop() == 0
+    assert net.stop() == 0, (data / "dev.log").read_text(errors="replace")[-4000:]
