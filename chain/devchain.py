@@ -219,7 +219,8 @@ class DevChain:
     async def close(self) -> None:
         if self.server is not None:
             await self.provider.disconnect()
-            await self.server.stop()
+            # SIGKILL after 5 s is safe: the store commits block by block (the kill -9 tests rely on it).
+            await self.server.stop(timedelta(seconds=5))
             return
         self.provider.close()
         if self._lock_fd >= 0:
