@@ -244,11 +244,13 @@ def main(argv: list[str] | None = None) -> int:
               f"({r['idle_failed']} failed); the figures are for {idle}")  # fmt: skip
     print(f"idle nodes connected {idle} (failed {r['idle_failed']}) in {r['join_s']:.1f} s "
           f"({idle / r['join_s']:.0f} registrations/s) over {args.fleets} processes")  # fmt: skip
+    every = args.idle_heartbeat_s or 30.0  # the coordinator's default idle interval
     view = r["view"]
     print(f"coordinator view: available={view.get('state:available', 0)} "
           f"idle-card={sum(v for k, v in view.items() if k.startswith('card:idle-card'))}")  # fmt: skip
     print(f"heartbeats sent by the idle nodes: {r['heartbeats']} in all, {r['hb_rate']:.0f}/s during the "
-          f"idle phase (expected {idle / 5:.0f}/s at 5 s), streams lost: {r['lost']}")  # fmt: skip
+          f"task phase (fleet counters every 5 s; expected {idle / every:.0f}/s at {every:g} s), "
+          f"streams lost: {r['lost']}")  # fmt: skip
     print(f"coordinator RSS: empty {r['rss_empty']:.0f} MiB, with {args.workers} workers {r['rss_30']:.0f} MiB, "
           f"with {idle} idle {r['rss_idle']:.0f} MiB ({(r['rss_idle'] - r['rss_30']) * 1024 / max(1, idle):.1f} KiB "
           f"a node), after the tasks {r['rss_after']:.0f} MiB")  # fmt: skip
