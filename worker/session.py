@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 import structlog
@@ -45,6 +45,7 @@ from helium.v1 import worker_pb2, worker_pb2_grpc
 from worker import metrics
 from worker._conn import Conn, status_error, status_error_from
 from worker._jobs import JobRunner
+from worker._relay import RelayFactory, RelayLike, default_relay_factory
 from worker.config import WorkerConfig
 from worker.errors import ConnectError
 from worker.executors.base import Executor
@@ -74,21 +75,6 @@ class NodeProfile:
             return int(self.free_vram())
         except Exception:  # a driver hiccup must not kill the heartbeat
             return 0
-
-
-class RelayLike(Protocol):
-    async def put(self, task_id: str, slot: str, data: bytes, grant: Any = None) -> str: ...
-
-    async def get(self, task_id: str, slot: str, grant: Any = None) -> bytes: ...
-
-
-RelayFactory = Callable[[grpc.aio.Channel, LocalAccount, signing.Domain], RelayLike]
-
-
-def default_relay_factory(channel: grpc.aio.Channel, key: LocalAccount, domain: signing.Domain) -> RelayLike:
-    from relay.client import RelayClient  # imported late: the relay package is optional for a worker
-
-    return RelayClient(channel, key, domain)
 
 
 class WorkerNode:
