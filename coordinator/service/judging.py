@@ -46,12 +46,8 @@ class Judging:
         the chain pays an SD result only when its hash is sd_result_hash(its pHashes)."""
         if not self._signature_ok(task, node, result_hash, signature):
             return "result signature does not verify"
-        if task.type == TaskType.SD and error_kind is None:
-            try:
-                if not phashes or signing.sd_result_hash(phashes) != result_hash:
-                    return "SD result hash is not the hash of its pHashes"
-            except signing.SignatureError as exc:
-                return f"SD result: {exc}"
+        if task.type == TaskType.SD and error_kind is None and not validation.sd_hash_binds(result_hash, phashes):
+            return "SD result hash is not the hash of its pHashes"
         return ""
 
     def _judge(self, flight: _InFlight, changed: list[Assignment]) -> None:

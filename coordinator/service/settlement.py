@@ -51,7 +51,6 @@ from chain.errors import (
     TransactionReverted,
 )
 from chain.models import EvidenceResult, SignedResult, SlashEvidence, SlashKind, TaskSettlement
-from chain.signing import SignatureError, sd_result_hash
 from coordinator import metrics
 from coordinator.domain.models import Assignment, AssignmentState, NodeState, Task, TaskState, TaskType
 from coordinator.service import validation
@@ -98,15 +97,6 @@ def _paid(task: Task) -> bool:
     return task.state == TaskState.VALIDATED or (task.state == TaskState.ABORTED and task.validation == "invalid_args")
 
 
-def _sd_provable(a: Assignment) -> bool:
-    """The ledger recomputes an SD result's hash from its pHashes: only a result whose signed hash is
-    sd_result_hash(phashes) can be paid or used as evidence."""
-    try:
-        return bool(a.phashes) and sd_result_hash(a.phashes) == a.result_hash
-    except SignatureError:
-        return False
-
-
 def _sd_sub(a: Assignment) -> validation.Submission:
     return validation.Submission(a.node, a.submission_order, a.result_hash, a.phashes)
 
@@ -120,7 +110,9 @@ def paid_results(task: Task, assigns: Sequence[Assignment], phash_threshold: int
     if task.state == TaskState.ABORTED or task.type != TaskType.SD:
         want = validation.INVALID_ARGS_HASH if task.state == TaskState.ABORTED else task.result_hash
         return [a for a in winners if a.result_hash == want][:3]
-    provable = [a for a in winners if _sd_provable(a)]
+    # Only a result the ledger can recompute the hash of can be paid (stores from before the dispatcher
+    # refused unbound SD results may hold others).
+    provable = [a for a in winners if validation.sd_hash_binds(a.result_hash, a.phashes)]
     accepted = next((a for a in provable if a.result_hash == task.result_hash), None)
     if accepted is None:
         return []

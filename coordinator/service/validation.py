@@ -22,11 +22,10 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from eth_utils import keccak
+from chain.signing import INVALID_ARGS_HASH, SignatureError, sd_result_hash
 
-__all__ = ["INVALID_ARGS_HASH", "Decision", "Submission", "Verdict", "decide", "hamming", "results_match"]
-
-INVALID_ARGS_HASH = keccak(b"helium:invalid-args")
+__all__ = ["INVALID_ARGS_HASH", "Decision", "Submission", "Verdict", "decide", "hamming", "results_match",
+           "sd_hash_binds"]  # fmt: skip
 
 
 class Verdict(enum.StrEnum):
@@ -77,3 +76,12 @@ def decide(
     if len(subs) >= group_size:
         return Decision(Verdict.MISMATCH, None, (), tuple(subs))
     return Decision(Verdict.PENDING)
+
+
+def sd_hash_binds(result_hash: bytes, phashes: Sequence[int]) -> bool:
+    """Whether an SD result's signed hash is sd_result_hash(its pHashes): SD results are compared by pHash
+    but signed and settled by hash, and the ledger pays only a result whose hash it can recompute."""
+    try:
+        return bool(phashes) and sd_result_hash(phashes) == result_hash
+    except SignatureError:
+        return False

@@ -5,9 +5,10 @@ drop the last commits), at ~15x the commit rate of FULL. Every write method is a
 single transaction.
 
 Group commit (`enable_group_commit`, which the coordinator turns on): the writes made during one
-turn of the event loop share one SQLite transaction, committed at the start of the next turn. Each
-write method still runs in its own SAVEPOINT, so a refused write is rolled back alone and the others
-stand: every write is still whole or absent. What depends on durability waits for the commit:
+turn of the event loop share one SQLite transaction, committed at the start of the next turn. A write
+method of several statements runs in its own SAVEPOINT (a single failing statement SQLite undoes by
+itself), so a refused write is rolled back alone and the others stand: every write is still whole or
+absent. What depends on durability waits for the commit:
 `after_commit` callbacks (acks to workers, task events) run right after it and `durable()` returns
 after it (CreateTask answers), so nothing acknowledged can be lost by a `kill -9`, and a crash before
 the commit loses only writes nobody was told about. `put_value` (the settlement journal) commits at
