@@ -21,35 +21,32 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
     for n in nodes:
         await dc.fund_and_stake(n)
     creator = dc.keys.creator
+
+    async def snapshot(chain: DevChain) -> dict:
+        """Everything that must survive a reopen."""
+        c = chain.client()
+        return {
+            "addresses": chain.addresses,
+            "keys": chain.keys.as_dict(),
+            "block": await chain.w3.eth.block_number,
+            "deposit": await c.deposit_balance(creator.address),
+            "credits": [await c.credit_of(n.address) for n in nodes],
+            "stakes": [await c.stake_of(n.address) for n in nodes],
+            "eth": await c.balance_of(nodes[0].address),
+            "stats": await c.stats(),
+        }
+
     deadline = await client.block_timestamp() + 3600
     task = make_task(dc.domain, creator, 1, 10**16, deadline, nodes)
     await client.wait_receipt(await client.settle([task]))
-    before = {
-        "addresses": dc.addresses,
-        "keys": dc.keys.as_dict(),
-        "block": await dc.w3.eth.block_number,
-        "deposit": await client.deposit_balance(creator.address),
-        "credits": [await client.credit_of(n.address) for n in nodes],
-        "stakes": [await client.stake_of(n.address) for n in nodes],
-        "eth": await client.balance_of(nodes[0].address),
-        "stats": await client.stats(),
-    }
+    before = await snapshot(dc)
     with pytest.raises(DevChainError):
         await DevChain.open(data)  # one process at a time
     await dc.close()
 
     dc = await DevChain.open(data)
     client = dc.client()
-    after = {
-        "addresses": dc.addresses,
-        "keys": dc.keys.as_dict(),
-        "block": await dc.w3.eth.block_number,
-        "deposit": await client.deposit_balance(creator.address),
-        "credits": [await client.credit_of(n.address) for n in nodes],
-        "stakes": [await client.stake_of(n.address) for n in nodes],
-        "eth": await client.balance_of(nodes[0].address),
-        "stats": await client.stats(),
-    }
+    after = await snapshot(dc)
     assert after == before
     assert await client.is_settled(creator.address, 1)
     assert await client.settle([task]) is None
