@@ -1,6 +1,7 @@
 """Dispatch throughput: validated tasks per second through the coordinator, with 30
-simulated instant workers in a separate process, against raw gRPC echo round trips
-measured in the same run.
+simulated instant workers in a separate process and the creator in another (as
+applications are), against raw gRPC echo round trips measured in the same run.
+The clock runs from the creator's first CreateTask to the last validation.
 
     python -m bench.dispatch_throughput [--tasks 3000] [--workers 30]
 """
@@ -12,13 +13,9 @@ import asyncio
 import sys
 import time
 
-import grpc
-from eth_account import Account
-
 from bench._coord import coordinator, sim_workers
+from bench._creator import creator
 from bench._sim import echo_round_trips
-from helium.client import TaskClient
-from tests.support.network import gpt_args
 
 
 async def run(tasks: int, workers: int, concurrency: int) -> tuple[float, float]:
@@ -35,17 +32,9 @@ async def run(tasks: int, workers: int, concurrency: int) -> tuple[float, float]
                     done.set()
 
             app.dispatcher.on_validated.append(on_validated)
-            async with grpc.aio.insecure_channel(app.address) as ch:
-                client = TaskClient(ch, Account.create())
-                reqs = [await client.build(gpt_args(f"task {i}"), fee=1000 + i) for i in range(tasks)]
-                sem = asyncio.Semaphore(concurrency)
-
-                async def send(req) -> None:
-                    async with sem:
-                        await client.stub.CreateTask(req, timeout=60)
-
+            async with creator(app.address, tasks, concurrency) as go:
                 start = time.perf_counter()
-                await asyncio.gather(*(send(r) for r in reqs))
+                await go()
                 await asyncio.wait_for(done.wait(), timeout=600)
                 elapsed = time.perf_counter() - start
     return tasks / elapsed, echo

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 import structlog
 
 from coordinator.domain.models import (
+    TASK_TRANSITIONS,
     Assignment,
     AssignmentState,
     Card,
@@ -86,6 +88,29 @@ _ASSIGN_COLS = (
 )
 _OPEN_TASK_STATES = (TaskState.QUEUED, TaskState.DISPATCHED, TaskState.VALIDATED)
 
+# What a saved task may change: everything but its identity (task id, creator, nonce, args, args hash;
+# the id commits to them) and the creator's signature over that id.
+_TASK_MUTABLE = (
+    "type, state, fee, deadline, model, priority, created_ms, updated_ms, expires_ms, card_name, card_vram, "
+    "min_vram, dtype, quantize_bits, result_hash, output, result_nodes, validation, reason, settlement_tx, "
+    "validated_ms, estimate_s, stream_deltas"
+).split(", ")
+
+
+def _previous_states(new: TaskState) -> tuple[str, ...]:
+    return tuple(s.value for s, nxt in TASK_TRANSITIONS.items() if new in nxt or s == new)
+
+
+_UPDATE_TASK = {
+    state: f"UPDATE tasks SET {', '.join(c + ' = ?' for c in _TASK_MUTABLE)} WHERE task_id = ? AND state IN "
+    f"({', '.join(repr(v) for v in _previous_states(state))})"
+    for state in TaskState
+}
+_INSERT_ASSIGNMENT = f"INSERT INTO assignments ({_ASSIGN_COLS}) VALUES ({','.join('?' * 17)})"
+_UPSERT_ASSIGNMENT = _INSERT_ASSIGNMENT + " ON CONFLICT (assignment_id) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in _ASSIGN_COLS.split(", ")[1:]
+)
+
 
 def _task_row(t: Task) -> tuple:
     return (
@@ -93,6 +118,15 @@ def _task_row(t: Task) -> tuple:
         t.args_hash, t.signature, t.model, t.priority, t.created_ms, t.updated_ms, t.expires_ms,
         t.card.name if t.card else None, t.card.vram_bytes if t.card else None, t.min_vram_bytes, t.dtype,
         t.quantize_bits, t.result_hash, t.output, json.dumps(list(t.result_nodes)), t.validation, t.reason,
+        t.settlement_tx, t.validated_ms, t.estimate_s, int(t.stream_deltas),
+    )  # fmt: skip
+
+
+def _task_update_row(t: Task) -> tuple:
+    return (
+        t.type.value, t.state.value, str(t.fee), t.deadline, t.model, t.priority, t.created_ms, t.updated_ms,
+        t.expires_ms, t.card.name if t.card else None, t.card.vram_bytes if t.card else None, t.min_vram_bytes,
+        t.dtype, t.quantize_bits, t.result_hash, t.output, json.dumps(list(t.result_nodes)), t.validation, t.reason,
         t.settlement_tx, t.validated_ms, t.estimate_s, int(t.stream_deltas),
     )  # fmt: skip
 
@@ -132,6 +166,7 @@ def _assign_from(r: sqlite3.Row) -> Assignment:
     )  # fmt: skip
 
 
+@functools.lru_cache(maxsize=4096)  # a node's caps rarely change, and its record is saved per scored task
 def caps_to_json(c: NodeCaps) -> str:
     return json.dumps(
         {
@@ -268,11 +303,14 @@ class SqliteStore(CoordinatorStore):
         return _task_from(row) if row else None
 
     def _write_task(self, db: sqlite3.Connection, task: Task) -> None:
-        row = db.execute("SELECT state FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"task {task.task_id} not found")
-        check_transition(TaskState(row[0]), task)
-        db.execute(f"REPLACE INTO tasks ({_TASK_COLS}) VALUES ({','.join('?' * 29)})", _task_row(task))
+        # One UPDATE of the fields that can change, guarded by the allowed previous states: no read
+        # first, and the identity columns (and the args blob) are never rewritten.
+        cur = db.execute(_UPDATE_TASK[task.state], (*_task_update_row(task), task.task_id))
+        if cur.rowcount == 0:
+            row = db.execute("SELECT state FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"task {task.task_id} not found")
+            check_transition(TaskState(row[0]), task)
 
     def save_task(self, task: Task) -> None:
         with self._tx() as db:
@@ -281,10 +319,7 @@ class SqliteStore(CoordinatorStore):
     def dispatch_task(self, task: Task, assignments: Sequence[Assignment]) -> None:
         with self._tx(several=True) as db:
             self._write_task(db, task)
-            db.executemany(
-                f"INSERT INTO assignments ({_ASSIGN_COLS}) VALUES ({','.join('?' * 17)})",
-                [_assign_row(a) for a in assignments],
-            )
+            db.executemany(_INSERT_ASSIGNMENT, [_assign_row(a) for a in assignments])
 
     def list_tasks(self, states: Iterable[TaskState] = (), limit: int = 100) -> list[Task]:
         states = [s.value for s in states]
@@ -328,13 +363,13 @@ class SqliteStore(CoordinatorStore):
     # --- assignments ---
 
     def save_assignments(self, assignments: Sequence[Assignment], task: Task | None = None) -> None:
-        with self._tx(several=True) as db:
+        with self._tx(several=task is not None or len(assignments) > 1) as db:
             if task is not None:
                 self._write_task(db, task)
-            db.executemany(
-                f"REPLACE INTO assignments ({_ASSIGN_COLS}) VALUES ({','.join('?' * 17)})",
-                [_assign_row(a) for a in assignments],
-            )
+            if len(assignments) == 1:
+                db.execute(_UPSERT_ASSIGNMENT, _assign_row(assignments[0]))
+            elif assignments:
+                db.executemany(_UPSERT_ASSIGNMENT, [_assign_row(a) for a in assignments])
 
     def get_assignment(self, assignment_id: str) -> Assignment | None:
         row = self._db.execute(
@@ -360,7 +395,9 @@ class SqliteStore(CoordinatorStore):
     def save_node(self, node: NodeRecord) -> None:
         with self._tx() as db:
             db.execute(
-                "REPLACE INTO nodes (address, caps, state, qos, last_seen_ms, reason) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO nodes (address, caps, state, qos, last_seen_ms, reason) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (address) DO UPDATE SET caps = excluded.caps, state = excluded.state, "
+                "qos = excluded.qos, last_seen_ms = excluded.last_seen_ms, reason = excluded.reason",
                 (node.address, caps_to_json(node.caps), node.state.value, json.dumps(node.qos), node.last_seen_ms,
                  node.reason),
             )  # fmt: skip
