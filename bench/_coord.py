@@ -27,11 +27,12 @@ async def coordinator(**config):
 
 @contextlib.asynccontextmanager
 async def sim_workers(address: str, nodes: int, *, delay: float = 0.0, card: str = "sim-card", heartbeat: float = 5.0,
-                      timeout: float = 300.0):  # fmt: skip
+                      timeout: float = 300.0, max_assignments: int = 1):  # fmt: skip
     """Starts `nodes` simulated workers in one child process; yields once all are registered."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench._sim", "--coordinator", address, "--nodes", str(nodes), "--delay", str(delay),
-        "--card", card, "--heartbeat", str(heartbeat), stdout=asyncio.subprocess.PIPE)  # fmt: skip
+        "--card", card, "--heartbeat", str(heartbeat),
+        "--max-assignments", str(max_assignments), stdout=asyncio.subprocess.PIPE)  # fmt: skip
     try:
         line = (await asyncio.wait_for(proc.stdout.readline(), timeout)).decode()
         if not line.startswith("ready"):

@@ -1,10 +1,10 @@
 """Bench support: a creator in its own process, as applications are in production.
 
-    python -m bench._creator --coordinator HOST:PORT --tasks N [--concurrency 64]
+    python -m bench._creator --coordinator HOST:PORT --tasks N [--concurrency 64] [--batch 1]
 
 signs N GPT tasks up front, prints `ready`, waits for a line on stdin, then sends
-them all with CreateTask (at most `concurrency` in flight) and prints
-`sent N seconds=S`. Keeping the creator out of the coordinator's process means
+them all (at most `concurrency` calls in flight) and prints `sent N seconds=S`:
+one CreateTask each, or with `--batch B > 1` CreateTasks calls of B tasks. Keeping the creator out of the coordinator's process means
 the coordinator's core serves only the coordinator, and the figure measures it.
 """
 
@@ -24,7 +24,7 @@ from helium.log import configure_logging
 from tests.support.network import gpt_args
 
 
-async def run(address: str, tasks: int, concurrency: int) -> int:
+async def run(address: str, tasks: int, concurrency: int, batch: int) -> int:
     async with grpc.aio.insecure_channel(address) as ch:
         client = TaskClient(ch, Account.create())
         reqs = [await client.build(gpt_args(f"task {i}"), fee=1000 + i) for i in range(tasks)]
@@ -36,18 +36,27 @@ async def run(address: str, tasks: int, concurrency: int) -> int:
             async with sem:
                 await client.stub.CreateTask(req, timeout=60)
 
+        async def send_many(part) -> None:
+            async with sem:
+                refused = [o for o in await client.create_many(part) if o.code != 0]
+                if refused:
+                    raise RuntimeError(f"{len(refused)} tasks refused: {refused[0].message}")
+
         start = time.perf_counter()
-        await asyncio.gather(*(send(r) for r in reqs))
+        if batch > 1:
+            await asyncio.gather(*(send_many(reqs[i:i + batch]) for i in range(0, len(reqs), batch)))
+        else:
+            await asyncio.gather(*(send(r) for r in reqs))
         print(f"sent {tasks} seconds={time.perf_counter() - start:.3f}", flush=True)
     return 0
 
 
 @contextlib.asynccontextmanager
-async def creator(address: str, tasks: int, concurrency: int = 64, timeout: float = 300.0):
+async def creator(address: str, tasks: int, concurrency: int = 64, batch: int = 1, timeout: float = 300.0):
     """Starts the creator process; yields an async `go()` that starts the sending."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench._creator", "--coordinator", address, "--tasks", str(tasks),
-        "--concurrency", str(concurrency), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)  # fmt: skip
+        "--concurrency", str(concurrency), "--batch", str(batch), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)  # fmt: skip
     try:
         line = (await asyncio.wait_for(proc.stdout.readline(), timeout)).decode()
         if not line.startswith("ready"):
@@ -72,9 +81,10 @@ def main() -> int:
     p.add_argument("--coordinator", required=True)
     p.add_argument("--tasks", type=int, required=True)
     p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--batch", type=int, default=1)
     configure_logging(False, "error")
     a = p.parse_args()
-    return asyncio.run(run(a.coordinator, a.tasks, a.concurrency))
+    return asyncio.run(run(a.coordinator, a.tasks, a.concurrency, a.batch))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ async def run_nodes(args) -> int:
 
     channel = grpc.aio.insecure_channel(args.coordinator)
     cfg = WorkerConfig(coordinator=args.coordinator, data_dir=Path("/tmp/helium-bench-sim"),
-                       heartbeat_interval=timedelta(seconds=args.heartbeat))  # fmt: skip
+                       heartbeat_interval=timedelta(seconds=args.heartbeat),
+                       max_assignments=args.max_assignments)  # fmt: skip
     profile = NodeProfile(card_name=args.card, vram_bytes=24 << 30, device="cpu")
     nodes = [WorkerNode(cfg, Account.create(), [InstantExecutor("gpt", delay=args.delay)], profile=profile,
                         channel=channel) for _ in range(args.nodes)]  # fmt: skip
@@ -85,6 +86,7 @@ def main() -> int:
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--card", default="sim-card")
     p.add_argument("--heartbeat", type=float, default=5.0)
+    p.add_argument("--max-assignments", type=int, default=1)
     configure_logging(False, "error")
     return asyncio.run(run_nodes(p.parse_args()))
 

@@ -33,6 +33,8 @@ class CoordinatorConfig:
     # Nodes without an assignment heartbeat this seldom (they hold no lease; keepalive watches them).
     idle_heartbeat_interval_s: float = 30.0
     lapse_after_missed: int = 3
+    # The most assignments one node may hold at once (it asks for its own number, 1 by default).
+    max_assignments_per_node: int = 8
     task_timeout_s: float = 900.0
     queue_capacity: int = 100_000
     min_fee_wei: int = 1

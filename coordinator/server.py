@@ -130,7 +130,7 @@ class CoordinatorApp:
             self.key = parts.key
         settings = DispatchSettings(
             heartbeat_interval_s=c.heartbeat_interval_s, lapse_after_missed=c.lapse_after_missed,
-            idle_heartbeat_interval_s=c.idle_heartbeat_interval_s,
+            idle_heartbeat_interval_s=c.idle_heartbeat_interval_s, max_assignments_per_node=c.max_assignments_per_node,
             group_size=c.group_size, quorum=c.quorum, phash_threshold=c.phash_threshold,
         )  # fmt: skip
         self.dispatcher = d = Dispatcher(

@@ -84,6 +84,11 @@ class TaskClient:
         resp = await self.stub.CreateTask(req, timeout=self.rpc_timeout)
         return resp.task_id
 
+    async def create_many(self, reqs: list[task_pb2.CreateTaskRequest]) -> list[task_pb2.CreateTaskOutcome]:
+        """Sends signed requests in one CreateTasks call; one outcome each, in order (code 0: created)."""
+        resp = await self.stub.CreateTasks(task_pb2.CreateTasksRequest(tasks=reqs), timeout=self.rpc_timeout)
+        return list(resp.outcomes)
+
     async def get(self, task_id: str) -> task_pb2.Task:
         resp = await self.stub.GetTask(task_pb2.GetTaskRequest(task_id=task_id), timeout=self.rpc_timeout)
         return resp.task

@@ -36,6 +36,8 @@ def build_parser(prog: str = "helium worker") -> argparse.ArgumentParser:
       help="real: the GPT/SD executors. TEST DOUBLES that run no model (tests and benchmarks only): "
            "instant (honest hashes), lying (wrong hashes)")
     a("--instant-delay", type=float, metavar="SECONDS", help="test doubles only: time each task takes")
+    a("--max-assignments", type=int, metavar="N",
+      help="assignments this node holds at once: the running one and those queued behind it (default 1)")
     a("--heartbeat-interval", type=float, metavar="SECONDS", help="used when the coordinator names none")
     a("--connect-timeout", type=float, metavar="SECONDS", help="bound of one connection attempt")
     a("--reconnect-max-attempts", type=int, metavar="N")

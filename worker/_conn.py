@@ -36,18 +36,29 @@ class Conn:
         self.relay_channel = relay_channel
         self.queue: asyncio.Queue[worker_pb2.ConnectRequest | None] = asyncio.Queue()
         self.relay: Any = None
+        # The coordinator reads ConnectRequest batches (its Registered says so).
+        self.batches = False
 
     def send(self, msg: worker_pb2.ConnectRequest) -> None:
         self.queue.put_nowait(msg)
 
     async def write_loop(self) -> None:
+        """Writes in order; what is queued together goes as one batch when the coordinator reads them."""
         while True:
             msg = await self.queue.get()
+            batch = [msg] if msg is not None else []
+            while msg is not None and self.batches and not self.queue.empty():
+                msg = self.queue.get_nowait()
+                if msg is not None:
+                    batch.append(msg)
             try:
+                if len(batch) > 1:
+                    await self.call.write(worker_pb2.ConnectRequest(batch=worker_pb2.ConnectRequestBatch(messages=batch)))
+                elif batch:
+                    await self.call.write(batch[0])
                 if msg is None:
                     await self.call.done_writing()
                     return
-                await self.call.write(msg)
             except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
                 return  # the stream is gone; the reader sees why
 

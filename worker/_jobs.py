@@ -170,6 +170,7 @@ class JobRunner:
             dtypes=sorted(dtypes),
             quantize_bits=sorted(quant),
             device=profile.device,
+            max_assignments=node.config.max_assignments,
         )
 
     def _refresh(self) -> None:

@@ -60,6 +60,9 @@ class WorkerConfig:
     started_report_after: timedelta = timedelta(milliseconds=100)
     # Deadline of one relay or ControlNode call.
     rpc_timeout: timedelta = timedelta(seconds=60)
+    # How many assignments the node asks to hold at once: the running one and those queued behind it,
+    # so the next task is already here when one finishes (the coordinator may allow fewer).
+    max_assignments: int = 1
     # Outputs larger than this go to the relay instead of travelling inline.
     max_inline_output_bytes: int = 1 << 20
     # PEM bundle of the CA that signed the coordinator's (and relay's) certificate.
@@ -77,6 +80,8 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.executor not in EXECUTOR_KINDS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTOR_KINDS)}, got {self.executor!r}")
+        if not 1 <= self.max_assignments <= 64:
+            raise ValueError(f"max_assignments must be in [1, 64], got {self.max_assignments}")
         if self.device is not None and self.device not in ("cuda", "mps", "cpu"):
             raise ValueError(f"device must be cuda, mps or cpu, got {self.device!r}")
         if self.backend not in ("transformers", "vllm"):

@@ -307,7 +307,7 @@ class WorkerNode:
 
     async def _handshake(self, call: Any, info: worker_pb2.NodeInfo) -> worker_pb2.Registered:
         await call.write(worker_pb2.ConnectRequest(
-            hello=worker_pb2.Hello(address=self.address, worker_version=self.worker_version)))
+            hello=worker_pb2.Hello(address=self.address, worker_version=self.worker_version, accepts_batches=True)))
         first = await self._read_handshake(call, "challenge")
         challenge = first.challenge
         if len(challenge.nonce) != 32:
@@ -345,6 +345,7 @@ class WorkerNode:
         self.state = registered.state
         self.relay_address = registered.relay_address
         interval_ms = registered.heartbeat_interval_ms or int(self.config.heartbeat_interval.total_seconds() * 1000)
+        conn.batches = registered.accepts_batches
         self._conn = conn
         metrics.set_connected(self.address, True)
         self.registrations += 1
@@ -399,27 +400,38 @@ class WorkerNode:
                 level = self.log.info if self._closing.is_set() or self._draining else self.log.warning
                 level("stream_ended", code=code.name, details=details)
                 return self._stream_ended(status_error_from(code, details, "stream"))
-            kind = msg.WhichOneof("msg")
-            if kind == "assignment":
-                self.jobs.assign(msg.assignment)
-            elif kind == "ack":
-                self.jobs.acked(msg.ack.assignment_id)
-            elif kind == "cancel":
-                self.jobs.cancel(msg.cancel.assignment_id, msg.cancel.reason)
-            elif kind == "drain":
-                self.log.info("drain_requested", reason=msg.drain.reason)
-                asyncio.get_running_loop().create_task(self.drain(msg.drain.reason, notify_coordinator=False))
-            elif kind == "disconnect":
-                d = msg.disconnect
-                if self._draining and d.state == worker_pb2.NODE_STATE_QUIT:
-                    self.log.info("node_quit", reason=d.reason)
-                else:
-                    self._fatal = self._disconnected(d)
-                    self.jobs.cancel_all()
-                self._closing.set()
+            if msg.WhichOneof("msg") == "batch":
+                for inner in msg.batch.messages:
+                    if self._handle(inner):
+                        return
+            elif self._handle(msg):
                 return
+
+    def _handle(self, msg: worker_pb2.ConnectResponse) -> bool:
+        """Acts on one message from the coordinator; True when the stream is to end."""
+        assert self._closing is not None
+        kind = msg.WhichOneof("msg")
+        if kind == "assignment":
+            self.jobs.assign(msg.assignment)
+        elif kind == "ack":
+            self.jobs.acked(msg.ack.assignment_id)
+        elif kind == "cancel":
+            self.jobs.cancel(msg.cancel.assignment_id, msg.cancel.reason)
+        elif kind == "drain":
+            self.log.info("drain_requested", reason=msg.drain.reason)
+            asyncio.get_running_loop().create_task(self.drain(msg.drain.reason, notify_coordinator=False))
+        elif kind == "disconnect":
+            d = msg.disconnect
+            if self._draining and d.state == worker_pb2.NODE_STATE_QUIT:
+                self.log.info("node_quit", reason=d.reason)
             else:
-                self.log.warning("unexpected_message", kind=kind)
+                self._fatal = self._disconnected(d)
+                self.jobs.cancel_all()
+            self._closing.set()
+            return True
+        else:  # a batch inside a batch included
+            self.log.warning("unexpected_message", kind=kind)
+        return False
 
     def _stream_ended(self, err: ConnectError) -> None:
         assert self._closing is not None

@@ -23,9 +23,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         session = d.nodes.get(record.address)
         record = session.record if session else record
         running = []
-        if session is not None and session.current:
-            _, a = d._find(session.current)
-            running = [a.task_id] if a else []
+        if session is not None:
+            found = (d._find(assignment_id)[1] for assignment_id in session.assigned)
+            running = [a.task_id for a in found if a is not None]
         q = d.qos.describe(record, d.now_ms()) if d.qos is not None and hasattr(d.qos, "describe") else {}
         return serde.node_to_pb(
             record, d.node_view_state(record), connected=session is not None, running=running,

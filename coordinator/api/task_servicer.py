@@ -7,8 +7,8 @@ import asyncio
 import structlog
 
 from coordinator.domain import serde
-from coordinator.domain.models import TaskState, TaskType
-from coordinator.errors import InvalidArgument
+from coordinator.domain.models import Task, TaskState, TaskType
+from coordinator.errors import CoordinatorError, InvalidArgument
 from coordinator.service.dispatcher import Dispatcher
 from coordinator.service.events import DeltaEvent
 from coordinator.service.intake import NewTask, TaskIntake
@@ -16,8 +16,16 @@ from helium.v1 import task_pb2, task_pb2_grpc
 
 __all__ = ["TaskServicer"]
 
+# The most tasks one CreateTasks call may carry.
+MAX_BATCH = 1000
+
 # WatchTask ends once the task has its outcome.
 _FINAL = (TaskState.VALIDATED, TaskState.SETTLED, TaskState.ABORTED, TaskState.CANCELLED)
+
+
+def _new_task(request: task_pb2.CreateTaskRequest) -> NewTask:
+    return NewTask(request.args, request.creator, request.nonce, request.fee, request.deadline, request.signature,
+                   request.stream_deltas)
 
 
 def _task_id(value: str) -> str:
@@ -35,10 +43,24 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         self.min_fee = min_fee
 
     async def CreateTask(self, request, context):
-        req = NewTask(request.args, request.creator, request.nonce, request.fee, request.deadline, request.signature,
-                      request.stream_deltas)
-        task, _ = await self.intake.create(req)
+        task, _ = await self.intake.create(_new_task(request))
         structlog.contextvars.bind_contextvars(task_id=task.task_id)
+        return self._created(task, request)
+
+    async def CreateTasks(self, request, context):
+        if len(request.tasks) > MAX_BATCH:
+            raise InvalidArgument(f"tasks: at most {MAX_BATCH} per call, got {len(request.tasks)}", "tasks")
+        outcomes = await self.intake.create_many([_new_task(r) for r in request.tasks])
+        resp = task_pb2.CreateTasksResponse()
+        for req, outcome in zip(request.tasks, outcomes, strict=True):
+            if isinstance(outcome, CoordinatorError):
+                resp.outcomes.add(code=outcome.status.value[0], message=str(outcome))
+            else:
+                resp.outcomes.add(created=self._created(outcome[0], req))
+        return resp
+
+    def _created(self, task: Task, request) -> task_pb2.CreateTaskResponse:
+        serde.remember_args_wire(task.args, request.args)  # its assignments reuse the creator's proto
         resp = task_pb2.CreateTaskResponse(task_id=task.task_id)
         if task.type == TaskType.SD:
             resp.grant.CopyFrom(serde.grant_to_pb(self.dispatcher.grant(task.task_id, task.creator, ("*",), ())))

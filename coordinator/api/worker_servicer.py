@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from dataclasses import replace
 
 import structlog
 from eth_utils import is_address, keccak, to_checksum_address
@@ -58,9 +59,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         if reg.info.address and to_checksum_address(reg.info.address) != address:
             raise Unauthenticated(f"register.info.address {reg.info.address} differs from hello.address {address}")
         info_hash = keccak(reg.info.SerializeToString(deterministic=True))
-        session = await self.membership.register(address, nonce, info_hash, reg.signature,
-                                                 serde.caps_from_info(reg.info))  # fmt: skip
-        yield worker_pb2.ConnectResponse(registered=worker_pb2.Registered(
+        caps = serde.caps_from_info(reg.info, self.dispatcher.settings.max_assignments_per_node)
+        session = await self.membership.register(address, nonce, info_hash, reg.signature, caps)
+        session.batches = hello.accepts_batches
+        yield worker_pb2.ConnectResponse(registered=worker_pb2.Registered(accepts_batches=True,
             address=address, heartbeat_interval_ms=int(self.dispatcher.settings.heartbeat_interval_s * 1000),
             idle_heartbeat_interval_ms=int(self.dispatcher.settings.idle_heartbeat_interval_s * 1000),
             relay_address=self.relay_address, state=serde.NODE_STATE_TO_PB[session.record.state],
@@ -72,7 +74,20 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 msg = await session.outbox.get()
                 if msg is _CLOSE or not session.connected:
                     break
-                yield serde.outgoing_to_pb(msg)
+                if not session.batches or session.outbox.empty():
+                    yield serde.outgoing_to_pb(msg)
+                    continue
+                # What became ready together (an ack and the next assignment, say) goes in one message.
+                batch, closing = [msg], False
+                while not session.outbox.empty():
+                    more = session.outbox.get_nowait()
+                    if more is _CLOSE:
+                        closing = True
+                        break
+                    batch.append(more)
+                yield serde.outgoing_batch_to_pb(batch)
+                if closing:
+                    break
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -80,33 +95,38 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             self.dispatcher.detach(session, "stream closed")
 
     async def _read(self, it, session: NodeSession) -> None:
-        d = self.dispatcher
         async for req in it:
-            kind = req.WhichOneof("msg")
-            if kind == "heartbeat":
-                hb = req.heartbeat
-                caps = session.record.caps
-                from dataclasses import replace
-
-                caps = replace(caps, free_vram_bytes=hb.free_vram_bytes,
-                               loaded_models=tuple(hb.loaded_models) or caps.loaded_models)  # fmt: skip
-                d.heartbeat(session, caps, list(hb.running_assignments))
-            elif kind == "started":
-                d.started(session, req.started.assignment_id)
-            elif kind == "result":
-                r = req.result
-                stats = {"prompt_tokens": r.stats.prompt_tokens, "completion_tokens": r.stats.completion_tokens,
-                         "images": r.stats.images, "steps": r.stats.steps, "exec_ms": r.stats.exec_ms}  # fmt: skip
-                d.submit(session, r.assignment_id, r.result_hash, r.signature, output=r.inline_output,
-                         output_slots=list(r.output_slots), phashes=list(r.phashes), stats=stats)  # fmt: skip
-            elif kind == "error":
-                e = req.error
-                d.submit(session, e.assignment_id, b"", e.signature, error_kind=serde.ERROR_KIND_FROM_PB[e.kind],
-                         error=e.message)  # fmt: skip
-            elif kind == "delta":
-                d.delta(session, req.delta.task_id, req.delta.seq, req.delta.chunk_json)
+            if req.WhichOneof("msg") == "batch":
+                for inner in req.batch.messages:
+                    self._handle(inner, session)
             else:
-                log.warning("unexpected_stream_message", kind=kind)
+                self._handle(req, session)
+
+    def _handle(self, req: worker_pb2.ConnectRequest, session: NodeSession) -> None:
+        d = self.dispatcher
+        kind = req.WhichOneof("msg")
+        if kind == "heartbeat":
+            hb = req.heartbeat
+            caps = session.record.caps
+            caps = replace(caps, free_vram_bytes=hb.free_vram_bytes,
+                           loaded_models=tuple(hb.loaded_models) or caps.loaded_models)  # fmt: skip
+            d.heartbeat(session, caps, list(hb.running_assignments))
+        elif kind == "started":
+            d.started(session, req.started.assignment_id)
+        elif kind == "result":
+            r = req.result
+            stats = {"prompt_tokens": r.stats.prompt_tokens, "completion_tokens": r.stats.completion_tokens,
+                     "images": r.stats.images, "steps": r.stats.steps, "exec_ms": r.stats.exec_ms}  # fmt: skip
+            d.submit(session, r.assignment_id, r.result_hash, r.signature, output=r.inline_output,
+                     output_slots=list(r.output_slots), phashes=list(r.phashes), stats=stats)  # fmt: skip
+        elif kind == "error":
+            e = req.error
+            d.submit(session, e.assignment_id, b"", e.signature, error_kind=serde.ERROR_KIND_FROM_PB[e.kind],
+                     error=e.message)  # fmt: skip
+        elif kind == "delta":
+            d.delta(session, req.delta.task_id, req.delta.seq, req.delta.chunk_json)
+        else:  # a batch inside a batch included
+            log.warning("unexpected_stream_message", kind=kind)
 
     async def ControlNode(self, request, context):
         if not is_address(request.address):

@@ -110,6 +110,8 @@ class NodeCaps:
     free_vram_bytes: int = 0
     worker_version: str = ""
     device: str = ""
+    # How many assignments it holds at once (the running one and those queued behind it).
+    max_assignments: int = 1
 
 
 @dataclass(frozen=True)

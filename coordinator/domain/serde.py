@@ -5,7 +5,7 @@ Only the API layer calls these; the services never see a `*_pb2` type.
 
 from __future__ import annotations
 
-import functools
+from collections import OrderedDict
 
 from google.protobuf import json_format
 
@@ -47,21 +47,47 @@ ERROR_KIND_FROM_PB = {
 }
 
 
-@functools.lru_cache(maxsize=4096)
-def _args_wire(canon: bytes) -> bytes:
-    return json_format.Parse(canon.decode(), task_pb2.TaskArgs()).SerializeToString()
+# canonical args JSON -> serialized TaskArgs, for the tasks most recently created or dispatched.
+_ARGS_WIRE: OrderedDict[bytes, bytes] = OrderedDict()
+_ARGS_WIRE_SIZE = 8192
+
+
+_ARGS_WIRE_MAX_BYTES = 64 * 1024  # larger args are parsed again when needed: the cache stays small
+
+
+def _keep_args_wire(canon: bytes, wire: bytes) -> bytes:
+    if len(wire) > _ARGS_WIRE_MAX_BYTES:
+        return wire
+    _ARGS_WIRE[canon] = wire
+    if len(_ARGS_WIRE) > _ARGS_WIRE_SIZE:
+        _ARGS_WIRE.popitem(last=False)
+    return wire
+
+
+def remember_args_wire(canon: bytes, args: task_pb2.TaskArgs) -> None:
+    """At creation: the creator's own TaskArgs stands for its canonical JSON (they are the same message,
+    less unknown fields), so dispatch need not parse the JSON again."""
+    if canon not in _ARGS_WIRE:
+        clean = task_pb2.TaskArgs()
+        clean.CopyFrom(args)
+        clean.DiscardUnknownFields()
+        _keep_args_wire(canon, clean.SerializeToString())
 
 
 def args_from_canonical(canon: bytes) -> task_pb2.TaskArgs:
-    """The TaskArgs of canonical args JSON (parsed once per task: each of its assignments reuses it)."""
-    return task_pb2.TaskArgs.FromString(_args_wire(canon))
+    """The TaskArgs of canonical args JSON (parsed at most once per task while it is recent)."""
+    wire = _ARGS_WIRE.get(canon)
+    if wire is None:
+        wire = _keep_args_wire(canon, json_format.Parse(canon.decode(), task_pb2.TaskArgs()).SerializeToString())
+    return task_pb2.TaskArgs.FromString(wire)
 
 
 def card_to_pb(card: Card | None) -> card_pb2.Card:
     return card_pb2.Card(name=card.name, vram_bytes=card.vram_bytes) if card else card_pb2.Card()
 
 
-def caps_from_info(info: worker_pb2.NodeInfo) -> NodeCaps:
+def caps_from_info(info: worker_pb2.NodeInfo, max_assignments_cap: int = 1) -> NodeCaps:
+    """`max_assignments_cap`: the most assignments the coordinator lets one node hold, whatever it asks."""
     types = {TASK_TYPE_FROM_PB[t] for t in info.task_types if t in TASK_TYPE_FROM_PB}
     return NodeCaps(
         card=Card(info.card.name or "unknown", info.card.vram_bytes),
@@ -74,6 +100,7 @@ def caps_from_info(info: worker_pb2.NodeInfo) -> NodeCaps:
         free_vram_bytes=info.free_vram_bytes,
         worker_version=info.worker_version,
         device=info.device,
+        max_assignments=max(1, min(info.max_assignments, max_assignments_cap)),
     )
 
 
@@ -143,6 +170,10 @@ def outgoing_to_pb(msg: Outgoing) -> worker_pb2.ConnectResponse:
             disconnect=worker_pb2.Disconnect(state=NODE_STATE_TO_PB[msg.state], reason=msg.reason)
         )
     raise TypeError(f"unknown outgoing message {msg!r}")
+
+
+def outgoing_batch_to_pb(msgs: list[Outgoing]) -> worker_pb2.ConnectResponse:
+    return worker_pb2.ConnectResponse(batch=worker_pb2.ConnectResponseBatch(messages=[outgoing_to_pb(m) for m in msgs]))
 
 
 def node_to_pb(record: NodeRecord, state: NodeState, *, connected: bool, running: list[str], qos: float,

@@ -36,7 +36,6 @@ from coordinator.service.events import DeltaEvent, TaskEvents
 from coordinator.service.housekeeping import Housekeeping
 from coordinator.service.judging import Judging
 from coordinator.service.messages import (
-    AckMsg,
     AssignMsg,
     CancelMsg,
     DrainMsg,
@@ -56,6 +55,10 @@ class DispatchSettings:
     # A node with no assignment has no lease to keep: it heartbeats this seldom (Registered names it).
     idle_heartbeat_interval_s: float = 30.0
     lapse_after_missed: int = 3
+    # An ack waits at most this long for a message to ride with (nodes that read batches).
+    ack_delay_s: float = 0.02
+    # A node asks how many assignments it holds at once (NodeInfo.max_assignments); at most this many.
+    max_assignments_per_node: int = 8
     group_size: int = 3
     quorum: int = 2
     phash_threshold: int = 5
@@ -238,13 +241,19 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         if not self._needs_node and not len(self.queue):
             return
         cache: dict = {}
-        taken: set[str] = set()
+        taken: set[str] = set()  # nodes this round has filled (a node may hold several assignments)
 
         def free_for(task: Task) -> list[hooks.NodeView]:
             views = self._free_views(task.type, cache)
             if taken:
                 views = cache[task.type] = [v for v in views if v.address not in taken]
             return views
+
+        def took(group: Sequence[hooks.NodeView]) -> None:
+            for n in group:
+                session = self.nodes.get(n.address)
+                if session is None or not session.free:
+                    taken.add(n.address)
 
         for task_id, missing in list(self._needs_node.items()):
             flight = self.inflight.get(task_id)
@@ -255,7 +264,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             group = self.selector.pick(flight.task, free_for(flight.task), missing, used)
             if group:
                 self._assign(flight, group)
-                taken.update(n.address for n in group)
+                took(group)
         size = self.settings.group_size
         # A bounded scan: with many queued tasks that no free group can run, a round stays cheap;
         # deeper tasks are also the lower-value ones, and aging brings them forward.
@@ -268,7 +277,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             group = self.selector.pick(task, free, size, frozenset())
             if group:
                 self._dispatch(task, group)
-                taken.update(n.address for n in group)
+                took(group)
 
     def _new_assignment(self, task: Task, node: str, now: int) -> Assignment:
         return Assignment(
@@ -309,7 +318,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         session = self.nodes.get(a.node)
         if session is None:
             return
-        session.current = a.assignment_id
+        session.assigned[a.assignment_id] = None
         task = flight.task
         inline = len(task.args) <= self.settings.inline_args_limit
         grant = None
@@ -420,14 +429,16 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
     def _ack(self, session: NodeSession, assignment_id: str) -> None:
         """Acknowledges a result or error report once what it changed is durable: the node drops its
         copy on the ack, so an ack sent before the commit could lose a finished result in a crash."""
-        self.store.after_commit(lambda: session.send(AckMsg(assignment_id)))
+        delay = self.settings.ack_delay_s
+        self.store.after_commit(lambda: session.ack(assignment_id, delay))
 
     def _free(self, session: NodeSession, assignment_id: str) -> None:
-        if session.current == assignment_id:
-            session.current = None
+        if session.release(assignment_id):
             self._candidate(session)
             state = session.record.state
-            if state == NodeState.PENDING_PAUSE:
+            if session.busy:
+                pass  # a pending pause or quit waits for the node's last assignment
+            elif state == NodeState.PENDING_PAUSE:
                 self.set_node_state(session.address, NodeState.PAUSED, "paused after its task")
             elif state == NodeState.PENDING_QUIT:
                 self.set_node_state(session.address, NodeState.QUIT, "quit after its task")
@@ -441,8 +452,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
                 session = self.nodes.get(a.node)
                 if session is not None:
                     session.send(CancelMsg(a.assignment_id, a.task_id, reason))
-                    if session.current == a.assignment_id:
-                        session.current = None
+                    if session.release(a.assignment_id):
                         self._candidate(session)
                 changed.append(replace(a, state=AssignmentState.EXPIRED, error=reason))
         for a in changed:

@@ -109,9 +109,18 @@ class TaskQueue:
     def __iter__(self) -> Iterator[Task]:
         return iter(list(self._items))
 
-    def head(self, limit: int) -> list[Task]:
-        """The first `limit` tasks in order (a copy: the caller may remove while it walks them)."""
-        return list(itertools.islice(self._items, limit))
+    def head(self, limit: int, chunk: int = 64) -> Iterator[Task]:
+        """The first `limit` tasks in order. Read a chunk at a time, each from where the last one ended, so
+        the caller may remove tasks while it walks, and a round that stops early copies little."""
+        taken, after = 0, None
+        while taken < limit:
+            it = iter(self._items) if after is None else self._items.irange_key(after, inclusive=(False, False))
+            part = list(itertools.islice(it, min(chunk, limit - taken)))
+            if not part:
+                return
+            yield from part
+            taken += len(part)
+            after = self._items.key(part[-1])
 
     def depth_by_type(self) -> dict[TaskType, int]:
         return dict(self._depth)

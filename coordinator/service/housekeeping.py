@@ -26,8 +26,7 @@ class Housekeeping:
     def _lapse(self, flight: _InFlight, a: Assignment, why: str) -> None:
         a = replace(a, state=AssignmentState.EXPIRED, error=why)
         session = self.nodes.get(a.node)
-        if session is not None and session.current == a.assignment_id:
-            session.current = None
+        if session is not None and session.release(a.assignment_id):
             self._candidate(session)
             session.send(CancelMsg(a.assignment_id, a.task_id, why))
         log.info("lease_lapsed", task_id=a.task_id, node=a.node, reason=why)

@@ -19,6 +19,7 @@ from eth_utils import is_address, to_checksum_address
 from chain import signing
 from coordinator.domain.models import Task, TaskState, TaskType
 from coordinator.errors import (
+    CoordinatorError,
     FailedPrecondition,
     InsufficientDeposit,
     InvalidArgument,
@@ -96,7 +97,26 @@ class TaskIntake:
         self.input_store = input_store
 
     async def create(self, req: NewTask) -> tuple[Task, bool]:
-        """Returns (task, created). Re-sending an identical task is idempotent: (existing, False)."""
+        """Returns (task, created) once the task is durable. Re-sending an identical task is idempotent:
+        (existing, False)."""
+        admitted = await self._admit(req)
+        await self.dispatcher.store.durable()  # accepted means stored: answer only after the commit
+        return admitted
+
+    async def create_many(self, reqs: list[NewTask]) -> list[tuple[Task, bool] | CoordinatorError]:
+        """Each request on its own, as `create` would (a refusal is returned in its place and changes
+        nothing); returns once every accepted one is durable, so they share the commits."""
+        out: list[tuple[Task, bool] | CoordinatorError] = []
+        for req in reqs:
+            try:
+                out.append(await self._admit(req))
+            except CoordinatorError as exc:
+                out.append(exc)
+        await self.dispatcher.store.durable()
+        return out
+
+    async def _admit(self, req: NewTask) -> tuple[Task, bool]:
+        """Every check, then the task is stored and queued (committed with the loop turn's writes)."""
         if not is_address(req.creator):
             raise InvalidArgument(f"creator must be a 0x-prefixed 20-byte address, got {req.creator!r}", "creator")
         creator = to_checksum_address(req.creator)
@@ -126,8 +146,7 @@ class TaskIntake:
             raise Unauthenticated(f"signature: recovered signer {signer} is not the creator {creator}")
 
         existing = self.dispatcher.store.get_task(task_id)
-        if existing is not None:
-            await self.dispatcher.store.durable()  # it may have been created in this very loop turn
+        if existing is not None:  # the caller waits for the commit: it may be this very turn's write
             return existing, False
 
         now_ms = int(now * 1000)
@@ -157,7 +176,6 @@ class TaskIntake:
                 if not self.input_store.exists(task_id, "input"):  # fsynced: off the event loop
                     await asyncio.to_thread(self.input_store.put_bytes, task_id, "input", canon)
             self.dispatcher.enqueue(task)
-        await self.dispatcher.store.durable()  # accepted means stored: answer only after the commit
         return task, True
 
     def _priced(self, task: Task, now_ms: int) -> Task:

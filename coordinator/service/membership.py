@@ -76,7 +76,7 @@ class Membership:
         if record.state.banned:
             raise FailedPrecondition(f"node {address} is {record.state.value}")
         session = d.nodes.get(address)
-        busy = session is not None and session.current is not None
+        busy = session is not None and session.busy
         if action == NodeAction.PAUSE:
             state = NodeState.PENDING_PAUSE if busy else NodeState.PAUSED
         elif action == NodeAction.RESUME:

@@ -22,7 +22,7 @@ from coordinator.domain.models import (
 )
 from coordinator.errors import NotFound
 from coordinator.service import hooks
-from coordinator.service.messages import DisconnectMsg, DrainMsg, Outgoing
+from coordinator.service.messages import AckMsg, DisconnectMsg, DrainMsg, Outgoing
 
 __all__ = ["NodeRegistry", "NodeSession"]
 
@@ -35,9 +35,15 @@ class NodeSession:
 
     record: NodeRecord
     outbox: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
-    current: str | None = None  # the open assignment id
+    # The open assignment ids it holds, oldest first (at most record.caps.max_assignments).
+    assigned: dict[str, None] = field(default_factory=dict)
     connected: bool = True
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    # The worker reads ConnectResponse batches: what is ready at once goes in one message.
+    batches: bool = False
+    # Acks held back (at most `ack_delay` s) to ride with the next message to the node.
+    acks: list[str] = field(default_factory=list)
+    _ack_timer: asyncio.TimerHandle | None = None
 
     @property
     def address(self) -> str:
@@ -45,11 +51,44 @@ class NodeSession:
 
     def send(self, msg: Outgoing) -> None:
         if self.connected:
+            if self.acks:
+                self.flush_acks()
             self.outbox.put_nowait(msg)
+
+    def ack(self, assignment_id: str, delay_s: float) -> None:
+        """Acknowledges a durable result. A node that reads batches gets it with its next message (the
+        next assignment, usually) or after `delay_s`, whichever comes first: one stream message less per
+        result, and a node keeps an unacknowledged result anyway."""
+        if not self.connected:
+            return
+        if not self.batches or delay_s <= 0:
+            self.outbox.put_nowait(AckMsg(assignment_id))
+            return
+        self.acks.append(assignment_id)
+        if self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(delay_s, self.flush_acks)
+
+    def flush_acks(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        acks, self.acks = self.acks, []
+        if self.connected:
+            for assignment_id in acks:
+                self.outbox.put_nowait(AckMsg(assignment_id))
 
     @property
     def free(self) -> bool:
-        return self.connected and self.current is None and self.record.state == NodeState.AVAILABLE
+        return (self.connected and len(self.assigned) < self.record.caps.max_assignments
+                and self.record.state == NodeState.AVAILABLE)  # fmt: skip
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.assigned)
+
+    def release(self, assignment_id: str) -> bool:
+        """Forgets an assignment the node no longer holds; whether it held it."""
+        return self.assigned.pop(assignment_id, 0) is None
 
 
 class NodeRegistry:
@@ -69,7 +108,7 @@ class NodeRegistry:
         for flight in self.inflight.values():
             for a in flight.assignments.values():
                 if a.node == address and a.state.open:
-                    session.current = a.assignment_id
+                    session.assigned[a.assignment_id] = None
         self.nodes[address] = session
         self._candidate(session)
         log.info("node_attached", node=address, card=str(caps.card), state=state.value)
@@ -81,6 +120,7 @@ class NodeRegistry:
             self._detach(session, reason)
 
     def _detach(self, session: NodeSession, reason: str) -> None:
+        session.flush_acks()  # a closed stream sends nothing more; this only stops the timer
         session.connected = False
         session.closed.set()
         if self.nodes.get(session.address) is session:
@@ -92,18 +132,16 @@ class NodeRegistry:
         (it restarted) lapses at once."""
         now = self.now_ms()
         session.record = replace(session.record, caps=caps, last_seen_ms=now)
-        if session.current is None:
-            return
-        flight, a = self._find(session.current)
-        if a is None or flight is None:
-            session.current = None
-            self._candidate(session)
-            return
-        if a.assignment_id in running:
-            flight.assignments[a.assignment_id] = replace(a, lease_expires_ms=now + self.settings.lease_ms)
-        elif now - a.leased_ms > self.settings.heartbeat_interval_s * 2000:
-            # The node is alive but does not run it: it lost the assignment (restart).
-            self._lapse(flight, a, "node no longer runs the assignment")
+        for assignment_id in list(session.assigned):
+            flight, a = self._find(assignment_id)
+            if a is None or flight is None:
+                session.release(assignment_id)
+                self._candidate(session)
+            elif a.assignment_id in running:
+                flight.assignments[a.assignment_id] = replace(a, lease_expires_ms=now + self.settings.lease_ms)
+            elif now - a.leased_ms > self.settings.heartbeat_interval_s * 2000:
+                # The node is alive but does not hold it: it lost the assignment (restart).
+                self._lapse(flight, a, "node no longer runs the assignment")
 
     def set_node_state(self, address: str, state: NodeState, reason: str = "") -> NodeRecord:
         session = self.nodes.get(address)
@@ -126,7 +164,7 @@ class NodeRegistry:
         if record.state == NodeState.AVAILABLE:
             if session is None:
                 return NodeState.DISCONNECTED
-            if session.current is not None:
+            if session.busy:
                 return NodeState.BUSY
         return record.state
 

@@ -180,6 +180,7 @@ def caps_to_json(c: NodeCaps) -> str:
             "free_vram_bytes": c.free_vram_bytes,
             "worker_version": c.worker_version,
             "device": c.device,
+            "max_assignments": c.max_assignments,
         }
     )
 
@@ -197,6 +198,7 @@ def caps_from_json(s: str) -> NodeCaps:
         free_vram_bytes=d["free_vram_bytes"],
         worker_version=d["worker_version"],
         device=d["device"],
+        max_assignments=d.get("max_assignments", 1),  # a store written before the field existed
     )
 
 

@@ -85,6 +85,28 @@ class CreateTaskResponse(_message.Message):
     grant: RelayGrant
     def __init__(self, task_id: _Optional[str] = ..., grant: _Optional[_Union[RelayGrant, _Mapping]] = ...) -> None: ...
 
+class CreateTasksRequest(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[CreateTaskRequest]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[CreateTaskRequest, _Mapping]]] = ...) -> None: ...
+
+class CreateTasksResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[CreateTaskOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[CreateTaskOutcome, _Mapping]]] = ...) -> None: ...
+
+class CreateTaskOutcome(_message.Message):
+    __slots__ = ("code", "message", "created")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    created: CreateTaskResponse
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., created: _Optional[_Union[CreateTaskResponse, _Mapping]] = ...) -> None: ...
+
 class GetTaskRequest(_message.Message):
     __slots__ = ("task_id",)
     TASK_ID_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class TaskServiceStub:
                 request_serializer=helium_dot_v1_dot_task__pb2.CreateTaskRequest.SerializeToString,
                 response_deserializer=helium_dot_v1_dot_task__pb2.CreateTaskResponse.FromString,
                 _registered_method=True)
+        self.CreateTasks = channel.unary_unary(
+                '/helium.v1.TaskService/CreateTasks',
+                request_serializer=helium_dot_v1_dot_task__pb2.CreateTasksRequest.SerializeToString,
+                response_deserializer=helium_dot_v1_dot_task__pb2.CreateTasksResponse.FromString,
+                _registered_method=True)
         self.GetTask = channel.unary_unary(
                 '/helium.v1.TaskService/GetTask',
                 request_serializer=helium_dot_v1_dot_task__pb2.GetTaskRequest.SerializeToString,
@@ -73,6 +78,15 @@ class TaskServiceServicer:
 
     def CreateTask(self, request, context):
         """Stores the task durably and queues it. Nothing is sent on chain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTasks(self, request, context):
+        """Creates up to 1,000 tasks in one call. Each is checked and stored on its own, exactly as
+        CreateTask would: a refused task refuses none of the others. The answer lists, in request
+        order, each task's id or the status it was refused with; it is sent once all are stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,6 +133,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.CreateTask,
                     request_deserializer=helium_dot_v1_dot_task__pb2.CreateTaskRequest.FromString,
                     response_serializer=helium_dot_v1_dot_task__pb2.CreateTaskResponse.SerializeToString,
+            ),
+            'CreateTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTasks,
+                    request_deserializer=helium_dot_v1_dot_task__pb2.CreateTasksRequest.FromString,
+                    response_serializer=helium_dot_v1_dot_task__pb2.CreateTasksResponse.SerializeToString,
             ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTask,
@@ -174,6 +193,33 @@ class TaskService:
             '/helium.v1.TaskService/CreateTask',
             helium_dot_v1_dot_task__pb2.CreateTaskRequest.SerializeToString,
             helium_dot_v1_dot_task__pb2.CreateTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helium.v1.TaskService/CreateTasks',
+            helium_dot_v1_dot_task__pb2.CreateTasksRequest.SerializeToString,
+            helium_dot_v1_dot_task__pb2.CreateTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,7 +55,7 @@ NODE_ACTION_RESUME: NodeAction
 NODE_ACTION_QUIT: NodeAction
 
 class NodeInfo(_message.Message):
-    __slots__ = ("address", "card", "free_vram_bytes", "backends", "loaded_models", "cached_models", "worker_version", "task_types", "dtypes", "quantize_bits", "device")
+    __slots__ = ("address", "card", "free_vram_bytes", "backends", "loaded_models", "cached_models", "worker_version", "task_types", "dtypes", "quantize_bits", "device", "max_assignments")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CARD_FIELD_NUMBER: _ClassVar[int]
     FREE_VRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class NodeInfo(_message.Message):
     DTYPES_FIELD_NUMBER: _ClassVar[int]
     QUANTIZE_BITS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     address: str
     card: _card_pb2.Card
     free_vram_bytes: int
@@ -78,10 +79,11 @@ class NodeInfo(_message.Message):
     dtypes: _containers.RepeatedScalarFieldContainer[str]
     quantize_bits: _containers.RepeatedScalarFieldContainer[int]
     device: str
-    def __init__(self, address: _Optional[str] = ..., card: _Optional[_Union[_card_pb2.Card, _Mapping]] = ..., free_vram_bytes: _Optional[int] = ..., backends: _Optional[_Iterable[str]] = ..., loaded_models: _Optional[_Iterable[str]] = ..., cached_models: _Optional[_Iterable[str]] = ..., worker_version: _Optional[str] = ..., task_types: _Optional[_Iterable[_Union[_task_pb2.TaskType, str]]] = ..., dtypes: _Optional[_Iterable[str]] = ..., quantize_bits: _Optional[_Iterable[int]] = ..., device: _Optional[str] = ...) -> None: ...
+    max_assignments: int
+    def __init__(self, address: _Optional[str] = ..., card: _Optional[_Union[_card_pb2.Card, _Mapping]] = ..., free_vram_bytes: _Optional[int] = ..., backends: _Optional[_Iterable[str]] = ..., loaded_models: _Optional[_Iterable[str]] = ..., cached_models: _Optional[_Iterable[str]] = ..., worker_version: _Optional[str] = ..., task_types: _Optional[_Iterable[_Union[_task_pb2.TaskType, str]]] = ..., dtypes: _Optional[_Iterable[str]] = ..., quantize_bits: _Optional[_Iterable[int]] = ..., device: _Optional[str] = ..., max_assignments: _Optional[int] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("hello", "register", "heartbeat", "started", "result", "error", "delta")
+    __slots__ = ("hello", "register", "heartbeat", "started", "result", "error", "delta", "batch")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +91,7 @@ class ConnectRequest(_message.Message):
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     register: Register
     heartbeat: Heartbeat
@@ -96,10 +99,17 @@ class ConnectRequest(_message.Message):
     result: Result
     error: ErrorReport
     delta: _task_pb2.TokenDelta
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., error: _Optional[_Union[ErrorReport, _Mapping]] = ..., delta: _Optional[_Union[_task_pb2.TokenDelta, _Mapping]] = ...) -> None: ...
+    batch: ConnectRequestBatch
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., error: _Optional[_Union[ErrorReport, _Mapping]] = ..., delta: _Optional[_Union[_task_pb2.TokenDelta, _Mapping]] = ..., batch: _Optional[_Union[ConnectRequestBatch, _Mapping]] = ...) -> None: ...
+
+class ConnectRequestBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ConnectRequest]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ConnectRequest, _Mapping]]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("challenge", "registered", "assignment", "ack", "cancel", "drain", "disconnect")
+    __slots__ = ("challenge", "registered", "assignment", "ack", "cancel", "drain", "disconnect", "batch")
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +117,7 @@ class ConnectResponse(_message.Message):
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
     DISCONNECT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     challenge: Challenge
     registered: Registered
     assignment: WorkAssignment
@@ -114,15 +125,24 @@ class ConnectResponse(_message.Message):
     cancel: CancelAssignment
     drain: Drain
     disconnect: Disconnect
-    def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., registered: _Optional[_Union[Registered, _Mapping]] = ..., assignment: _Optional[_Union[WorkAssignment, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., cancel: _Optional[_Union[CancelAssignment, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., disconnect: _Optional[_Union[Disconnect, _Mapping]] = ...) -> None: ...
+    batch: ConnectResponseBatch
+    def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., registered: _Optional[_Union[Registered, _Mapping]] = ..., assignment: _Optional[_Union[WorkAssignment, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., cancel: _Optional[_Union[CancelAssignment, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., disconnect: _Optional[_Union[Disconnect, _Mapping]] = ..., batch: _Optional[_Union[ConnectResponseBatch, _Mapping]] = ...) -> None: ...
+
+class ConnectResponseBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ConnectResponse]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ConnectResponse, _Mapping]]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("address", "worker_version")
+    __slots__ = ("address", "worker_version", "accepts_batches")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     WORKER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_BATCHES_FIELD_NUMBER: _ClassVar[int]
     address: str
     worker_version: str
-    def __init__(self, address: _Optional[str] = ..., worker_version: _Optional[str] = ...) -> None: ...
+    accepts_batches: bool
+    def __init__(self, address: _Optional[str] = ..., worker_version: _Optional[str] = ..., accepts_batches: _Optional[bool] = ...) -> None: ...
 
 class Challenge(_message.Message):
     __slots__ = ("nonce", "coordinator", "chain_id", "verifying_contract")
@@ -145,7 +165,7 @@ class Register(_message.Message):
     def __init__(self, info: _Optional[_Union[NodeInfo, _Mapping]] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("address", "heartbeat_interval_ms", "relay_address", "state", "chain_id", "verifying_contract", "idle_heartbeat_interval_ms")
+    __slots__ = ("address", "heartbeat_interval_ms", "relay_address", "state", "chain_id", "verifying_contract", "idle_heartbeat_interval_ms", "accepts_batches")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     RELAY_ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +173,7 @@ class Registered(_message.Message):
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     VERIFYING_CONTRACT_FIELD_NUMBER: _ClassVar[int]
     IDLE_HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_BATCHES_FIELD_NUMBER: _ClassVar[int]
     address: str
     heartbeat_interval_ms: int
     relay_address: str
@@ -160,7 +181,8 @@ class Registered(_message.Message):
     chain_id: int
     verifying_contract: str
     idle_heartbeat_interval_ms: int
-    def __init__(self, address: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., relay_address: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., chain_id: _Optional[int] = ..., verifying_contract: _Optional[str] = ..., idle_heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+    accepts_batches: bool
+    def __init__(self, address: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., relay_address: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., chain_id: _Optional[int] = ..., verifying_contract: _Optional[str] = ..., idle_heartbeat_interval_ms: _Optional[int] = ..., accepts_batches: _Optional[bool] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("free_vram_bytes", "loaded_models", "running_assignments")
