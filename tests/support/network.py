@@ -53,13 +53,15 @@ class TestNetwork:
             await ch.close()
         await self.app.stop(0.2)
 
-    async def add_nodes(self, n: int, executor_factory, card: str = "cpu", vram: int = 0) -> list[WorkerNode]:
+    async def add_nodes(self, n: int, executor_factory, card: str = "cpu", vram: int = 0,
+                        max_assignments: int = 1) -> list[WorkerNode]:  # fmt: skip
         out = []
         for _ in range(n):
             cfg = WorkerConfig(
                 coordinator=self.address, data_dir=self.root / f"worker-{len(self.nodes)}",
                 heartbeat_interval=timedelta(seconds=self.heartbeat_s), connect_timeout=timedelta(seconds=5),
                 reconnect_initial=timedelta(milliseconds=100), reconnect_max=timedelta(seconds=1),
+                max_assignments=max_assignments,
             )  # fmt: skip
             node = WorkerNode(cfg, Account.create(), [executor_factory()],
                               profile=NodeProfile(card_name=card, vram_bytes=vram, device="cpu"))  # fmt: skip

@@ -188,6 +188,11 @@ def test_settings_precedence_flags_env_toml_defaults(tmp_path):
     with pytest.raises(ValueError, match="executor must be one of real, instant, lying, got 'fast'"):
         WorkerConfig(executor="fast")
     assert main(["--coordinator", "nohostport", "--data-dir", str(tmp_path)]) == 2
+    from worker.__main__ import build_parser, load_config
+
+    assert load_config(build_parser().parse_args(["--max-assignments", "4"])).max_assignments == 4
+    with pytest.raises(ValueError, match=r"max_assignments must be in \[1, 64\], got 0"):
+        WorkerConfig(max_assignments=0)
 
 
 def test_device_profile_on_cpu_is_honest(tmp_path):
