@@ -13,6 +13,7 @@ directly), so the label sets stay in one place.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -76,28 +77,35 @@ GATEWAY_STREAM_OUTCOMES = Counter(
     "helium_gateway_stream_outcomes_total", "Streams ended validated or with a verification error", ["outcome"])
 
 
+@functools.lru_cache(maxsize=1024)
+def _child(metric, *values: str):
+    """The labelled child of `metric` (label values in declaration order), looked up once: these are
+    recorded per task."""
+    return metric.labels(*values)
+
+
 def set_queue_depth(task_type: str, depth: int) -> None:
     QUEUE_DEPTH.labels(task_type=task_type).set(depth)
 
 
 def observe_dispatch_latency(task_type: str, seconds: float) -> None:
-    DISPATCH_LATENCY.labels(task_type=task_type).observe(seconds)
+    _child(DISPATCH_LATENCY, task_type).observe(seconds)
 
 
 def observe_time_to_quorum(task_type: str, seconds: float) -> None:
-    TIME_TO_QUORUM.labels(task_type=task_type).observe(seconds)
+    _child(TIME_TO_QUORUM, task_type).observe(seconds)
 
 
 def record_task_created(task_type: str) -> None:
-    TASKS_CREATED.labels(task_type=task_type).inc()
+    _child(TASKS_CREATED, task_type).inc()
 
 
 def record_task_finished(task_type: str, state: str) -> None:
-    TASKS_FINISHED.labels(task_type=task_type, state=state).inc()
+    _child(TASKS_FINISHED, task_type, state).inc()
 
 
 def record_validation(task_type: str, outcome: str) -> None:
-    VALIDATIONS.labels(task_type=task_type, outcome=outcome).inc()
+    _child(VALIDATIONS, task_type, outcome).inc()
 
 
 def record_slash(reason: str = "wrong_result") -> None:

@@ -7,6 +7,8 @@ objects are created once, at import; the worker code calls the helpers below.
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 __all__ = [
@@ -33,21 +35,28 @@ MODEL_LOADED = Gauge("helium_worker_model_loaded", "1 for each model loaded in m
 RELAY_BYTES = Counter("helium_worker_relay_bytes_total", "Bytes to/from the relay", ["node", "direction"])
 
 
+@functools.lru_cache(maxsize=8192)
+def _child(metric, *values: str):
+    """The labelled child of `metric` (label values in declaration order), looked up once: these are
+    recorded per task."""
+    return metric.labels(*values)
+
+
 def observe_task(node: str, task_type: str, model: str, seconds: float, *,
                  completion_tokens: int = 0, images: int = 0) -> None:
     """One finished execution: its time, and tokens/s (GPT) or images (SD)."""
-    TASK_SECONDS.labels(node=node, task_type=task_type).observe(seconds)
+    _child(TASK_SECONDS, node, task_type).observe(seconds)
     if completion_tokens:
-        TOKENS.labels(node=node, model=model).inc(completion_tokens)
+        _child(TOKENS, node, model).inc(completion_tokens)
         if seconds > 0:
-            TOKENS_PER_SECOND.labels(node=node, model=model).set(completion_tokens / seconds)
+            _child(TOKENS_PER_SECOND, node, model).set(completion_tokens / seconds)
     if images:
-        IMAGES.labels(node=node, model=model).inc(images)
+        _child(IMAGES, node, model).inc(images)
 
 
 def record_assignment(node: str, task_type: str, outcome: str) -> None:
     """outcome: "submitted", "invalid_args", "out_of_memory", "crash", "cancelled"."""
-    ASSIGNMENTS.labels(node=node, task_type=task_type, outcome=outcome).inc()
+    _child(ASSIGNMENTS, node, task_type, outcome).inc()
 
 
 def set_connected(node: str, up: bool) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import threading
@@ -48,7 +49,13 @@ def _args_of(task_type: str, spec: Message) -> task_pb2.TaskArgs:
 
 
 def _instant_digest(task_type: str, spec: Message, salt: bytes = b"") -> bytes:
-    return keccak(b"helium:instant:" + salt + canonical_args(_args_of(task_type, spec)))
+    # The nodes of one process (a simulated fleet) hash the same task: its canonical JSON is encoded once.
+    return _digest_of(task_type, type(spec), spec.SerializeToString(deterministic=True), salt)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest_of(task_type: str, spec_type: type, wire: bytes, salt: bytes) -> bytes:
+    return keccak(b"helium:instant:" + salt + canonical_args(_args_of(task_type, spec_type.FromString(wire))))
 
 
 def _instant_phashes(spec: Message, digest: bytes) -> tuple[int, ...]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from dataclasses import replace
 
 import structlog
 from eth_utils import is_address, keccak, to_checksum_address
 
 from coordinator.domain import serde
+from coordinator.domain.models import evolve
 from coordinator.errors import InvalidArgument, Unauthenticated
 from coordinator.service.dispatcher import Dispatcher, NodeSession
 from coordinator.service.membership import Membership
@@ -108,7 +108,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         if kind == "heartbeat":
             hb = req.heartbeat
             caps = session.record.caps
-            caps = replace(caps, free_vram_bytes=hb.free_vram_bytes,
+            caps = evolve(caps, free_vram_bytes=hb.free_vram_bytes,
                            loaded_models=tuple(hb.loaded_models) or caps.loaded_models)  # fmt: skip
             d.heartbeat(session, caps, list(hb.running_assignments))
         elif kind == "started":

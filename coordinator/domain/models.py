@@ -8,7 +8,8 @@ SUBMITTED | ERRORED | EXPIRED.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import TypeVar
 
 __all__ = [
     "Assignment",
@@ -21,6 +22,7 @@ __all__ = [
     "Task",
     "TaskState",
     "TaskType",
+    "evolve",
 ]
 
 
@@ -178,3 +180,21 @@ class Assignment:
     error_kind: ErrorKind | None = None
     error: str = ""
     stats: dict = field(default_factory=dict)
+
+
+R = TypeVar("R")
+_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def evolve(record: R, **changes) -> R:
+    """`dataclasses.replace` for these frozen records, without running `__init__` again (they check
+    nothing there): the hot paths evolve a task or an assignment several times per task."""
+    cls = type(record)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = frozenset(f.name for f in fields(cls))
+    if not names.issuperset(changes):
+        raise TypeError(f"{cls.__name__} has no field(s) {sorted(set(changes) - names)}")
+    new = object.__new__(cls)
+    new.__dict__.update(record.__dict__, **changes)
+    return new

@@ -74,12 +74,16 @@ def remember_args_wire(canon: bytes, args: task_pb2.TaskArgs) -> None:
         _keep_args_wire(canon, clean.SerializeToString())
 
 
-def args_from_canonical(canon: bytes) -> task_pb2.TaskArgs:
-    """The TaskArgs of canonical args JSON (parsed at most once per task while it is recent)."""
+def _args_wire(canon: bytes) -> bytes:
+    """Serialized TaskArgs of canonical args JSON (parsed at most once per task while it is recent)."""
     wire = _ARGS_WIRE.get(canon)
     if wire is None:
         wire = _keep_args_wire(canon, json_format.Parse(canon.decode(), task_pb2.TaskArgs()).SerializeToString())
-    return task_pb2.TaskArgs.FromString(wire)
+    return wire
+
+
+def args_from_canonical(canon: bytes) -> task_pb2.TaskArgs:
+    return task_pb2.TaskArgs.FromString(_args_wire(canon))
 
 
 def card_to_pb(card: Card | None) -> card_pb2.Card:
@@ -153,7 +157,7 @@ def outgoing_to_pb(msg: Outgoing) -> worker_pb2.ConnectResponse:
             stream_deltas=task.stream_deltas and task.type == TaskType.GPT,
         )  # fmt: skip
         if msg.inline_args:
-            wa.args.CopyFrom(args_from_canonical(task.args))
+            wa.args.ParseFromString(_args_wire(task.args))
         if msg.grant is not None:
             wa.grant.CopyFrom(grant_to_pb(msg.grant))
         return worker_pb2.ConnectResponse(assignment=wa)

@@ -15,7 +15,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -29,6 +29,7 @@ from coordinator.domain.models import (
     Task,
     TaskState,
     TaskType,
+    evolve,
 )
 from coordinator.errors import FailedPrecondition, NotFound
 from coordinator.service import hooks, validation
@@ -149,7 +150,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             assigns = {a.assignment_id: a for a in self.store.assignments_for(task.task_id)}
             for a in list(assigns.values()):
                 if a.state.open:  # give the node time to reconnect and resend
-                    assigns[a.assignment_id] = replace(a, lease_expires_ms=now + self.settings.lease_ms)
+                    assigns[a.assignment_id] = evolve(a, lease_expires_ms=now + self.settings.lease_ms)
             flight = _InFlight(task, assigns)
             self.inflight[task.task_id] = flight
             self._by_assignment.update(dict.fromkeys(assigns, task.task_id))
@@ -182,7 +183,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             return
         self._observed_at = now
         metrics.observe_queue(self.queue.depth_by_type())
-        metrics.observe_nodes(replace(r, state=self.node_view_state(r)) for r in self.store.list_nodes())
+        metrics.observe_nodes(evolve(r, state=self.node_view_state(r)) for r in self.store.list_nodes())
 
     def stop(self) -> None:
         self._stopping = True
@@ -228,7 +229,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         task, _ = self.get(task_id)
         if task.state != TaskState.QUEUED:
             raise FailedPrecondition(f"task {task_id} is {task.state.value}; only a queued task can be cancelled")
-        task = replace(task, state=TaskState.CANCELLED, reason=reason, updated_ms=self.now_ms())
+        task = evolve(task, state=TaskState.CANCELLED, reason=reason, updated_ms=self.now_ms())
         self.store.save_task(task)
         self.queue.remove(task_id)
         self.events.publish_task(task)
@@ -288,7 +289,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
     def _dispatch(self, task: Task, group: Sequence[hooks.NodeView]) -> None:
         now = self.now_ms()
         card = group[0].record.caps.card if task.type == TaskType.GPT else None
-        task = replace(task, state=TaskState.DISPATCHED, card=card, updated_ms=now)
+        task = evolve(task, state=TaskState.DISPATCHED, card=card, updated_ms=now)
         assigns = [self._new_assignment(task, n.address, now) for n in group]
         self.store.dispatch_task(task, assigns)
         self.queue.remove(task.task_id)
@@ -304,7 +305,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         now = self.now_ms()
         task = flight.task
         if task.type == TaskType.GPT and task.card is None:
-            task = flight.task = replace(task, card=group[0].record.caps.card)
+            task = flight.task = evolve(task, card=group[0].record.caps.card)
         new = [self._new_assignment(task, n.address, now) for n in group]
         self.store.save_assignments(new, task)
         for a in new:
@@ -346,7 +347,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             return
         # RUNNING is kept in memory only: after a restart LEASED and RUNNING are both "open", so
         # persisting it would cost a transaction per node per task and change nothing on recovery.
-        a = replace(a, state=AssignmentState.RUNNING, lease_expires_ms=self.now_ms() + self.settings.lease_ms)
+        a = evolve(a, state=AssignmentState.RUNNING, lease_expires_ms=self.now_ms() + self.settings.lease_ms)
         flight.assignments[a.assignment_id] = a
 
     def delta(self, session: NodeSession, task_id: str, seq: int, chunk_json: str) -> None:
@@ -399,7 +400,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             return
         now = self.now_ms()
         if error_kind in (ErrorKind.OUT_OF_MEMORY, ErrorKind.CRASH):
-            a = replace(a, state=AssignmentState.ERRORED, error_kind=error_kind, error=error[:2000], submitted_ms=now)
+            a = evolve(a, state=AssignmentState.ERRORED, error_kind=error_kind, error=error[:2000], submitted_ms=now)
             self._close_assignment(flight, a, timeout=True)
             self._ack(session, assignment_id)
             self._free(session, assignment_id)
@@ -408,13 +409,13 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             result_hash = validation.INVALID_ARGS_HASH
         problem = self._result_problem(task, session.address, result_hash, signature, phashes, error_kind)
         if problem:
-            a = replace(a, state=AssignmentState.ERRORED, error=problem, submitted_ms=now)
+            a = evolve(a, state=AssignmentState.ERRORED, error=problem, submitted_ms=now)
             self._close_assignment(flight, a, timeout=True)
             self._ack(session, assignment_id)
             self._free(session, assignment_id)
             return
         order = 1 + sum(1 for x in flight.assignments.values() if x.state == AssignmentState.SUBMITTED)
-        a = replace(
+        a = evolve(
             a, state=AssignmentState.SUBMITTED, result_hash=result_hash, signature=signature, output=output,
             output_slots=tuple(output_slots), phashes=tuple(phashes), submission_order=order, submitted_ms=now,
             stats=stats or {}, error_kind=error_kind, error=error[:2000],
@@ -454,7 +455,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
                     session.send(CancelMsg(a.assignment_id, a.task_id, reason))
                     if session.release(a.assignment_id):
                         self._candidate(session)
-                changed.append(replace(a, state=AssignmentState.EXPIRED, error=reason))
+                changed.append(evolve(a, state=AssignmentState.EXPIRED, error=reason))
         for a in changed:
             flight.assignments[a.assignment_id] = a
         if changed:

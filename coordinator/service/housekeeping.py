@@ -6,12 +6,11 @@ whose execution deadline passes (aborted, no fee taken).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
 
-from coordinator.domain.models import Assignment, AssignmentState, TaskState
+from coordinator.domain.models import Assignment, AssignmentState, TaskState, evolve
 from coordinator.service.messages import CancelMsg
 
 if TYPE_CHECKING:
@@ -24,7 +23,7 @@ log = structlog.get_logger("coordinator.dispatch")
 
 class Housekeeping:
     def _lapse(self, flight: _InFlight, a: Assignment, why: str) -> None:
-        a = replace(a, state=AssignmentState.EXPIRED, error=why)
+        a = evolve(a, state=AssignmentState.EXPIRED, error=why)
         session = self.nodes.get(a.node)
         if session is not None and session.release(a.assignment_id):
             self._candidate(session)
@@ -43,14 +42,14 @@ class Housekeeping:
         now = self.now_ms()
         expired = [t for t in self.queue if t.expires_ms < now]
         for task in expired:
-            task = replace(task, state=TaskState.ABORTED, reason="deadline passed before dispatch", updated_ms=now)
+            task = evolve(task, state=TaskState.ABORTED, reason="deadline passed before dispatch", updated_ms=now)
             self.store.save_task(task)
             self.queue.remove(task.task_id)
             self.events.publish_task(task)
             self.settlement.task_finished(task, [])
         for flight in list(self.inflight.values()):
             if flight.task.state == TaskState.DISPATCHED and flight.task.expires_ms < now:
-                task = replace(flight.task, state=TaskState.ABORTED, reason="deadline passed; no fee is taken",
+                task = evolve(flight.task, state=TaskState.ABORTED, reason="deadline passed; no fee is taken",
                                updated_ms=now)  # fmt: skip
                 self.store.save_task(task)
                 flight.task = task

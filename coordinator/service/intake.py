@@ -10,11 +10,12 @@ stored durably and queued. No transaction is sent at creation.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from dataclasses import dataclass
 
 import structlog
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_address, keccak, to_checksum_address
 
 from chain import signing
 from coordinator.domain.models import Task, TaskState, TaskType
@@ -29,7 +30,7 @@ from coordinator.errors import (
 )
 from coordinator.service import hooks
 from coordinator.service.dispatcher import Dispatcher
-from helium.tasks import TaskArgsError, args_hash, canonical_args
+from helium.tasks import TaskArgsError, canonical_args
 
 __all__ = ["IntakeSettings", "NewTask", "TaskIntake"]
 
@@ -79,6 +80,13 @@ def _parse_args(args) -> tuple[TaskType, str, str, int, int]:
                               f"args.{kind}.{exc.field}") from exc  # fmt: skip
 
 
+@functools.lru_cache(maxsize=65536)  # creators send many tasks; the checksum is a keccak each time
+def _checksum(address: str) -> str:
+    if not is_address(address):
+        raise InvalidArgument(f"creator must be a 0x-prefixed 20-byte address, got {address!r}", "creator")
+    return to_checksum_address(address)
+
+
 class TaskIntake:
     def __init__(
         self,
@@ -117,9 +125,7 @@ class TaskIntake:
 
     async def _admit(self, req: NewTask) -> tuple[Task, bool]:
         """Every check, then the task is stored and queued (committed with the loop turn's writes)."""
-        if not is_address(req.creator):
-            raise InvalidArgument(f"creator must be a 0x-prefixed 20-byte address, got {req.creator!r}", "creator")
-        creator = to_checksum_address(req.creator)
+        creator = _checksum(req.creator)
         if not _DECIMAL.match(req.fee or ""):
             raise InvalidArgument(f"fee must be a decimal number of wei, got {req.fee!r}", "fee")
         fee = int(req.fee)
@@ -134,7 +140,7 @@ class TaskIntake:
         if not model:
             raise InvalidArgument("model is required", "model")
         canon = canonical_args(req.args)
-        ahash = args_hash(req.args)
+        ahash = keccak(canon)  # args_hash(req.args), without a second canonical encoding
         task_id_b = signing.compute_task_id(creator, req.nonce, ahash)
         task_id = "0x" + task_id_b.hex()
         try:

@@ -8,7 +8,6 @@ and scoring the nodes once a task's outcome is final.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
@@ -20,6 +19,7 @@ from coordinator.domain.models import (
     Task,
     TaskState,
     TaskType,
+    evolve,
 )
 from coordinator.service import validation
 
@@ -66,7 +66,7 @@ class Judging:
             winners = {w.node for w in decision.winners}
             for a in flight.assignments.values():
                 if a.state == AssignmentState.SUBMITTED and a.matched != (a.node in winners):
-                    a = replace(a, matched=a.node in winners)
+                    a = evolve(a, matched=a.node in winners)
                     flight.assignments[a.assignment_id] = a
                     if a not in changed:
                         changed.append(a)
@@ -96,18 +96,18 @@ class Judging:
             acc = next(a for a in flight.assignments.values() if a.node == decision.accepted.node
                        and a.state == AssignmentState.SUBMITTED)  # fmt: skip
             n = len(decision.winners)
-            return replace(
+            return evolve(
                 task, state=TaskState.VALIDATED, result_hash=acc.result_hash, output=acc.output,
                 result_nodes=tuple(w.node for w in decision.winners), validation=f"quorum {n}/{self.settings.group_size}",
                 validated_ms=now, updated_ms=now,
             )  # fmt: skip
         if decision.verdict == validation.Verdict.INVALID_ARGS:
-            return replace(
+            return evolve(
                 task, state=TaskState.ABORTED, result_hash=validation.INVALID_ARGS_HASH, validation="invalid_args",
                 result_nodes=tuple(w.node for w in decision.winners), updated_ms=now,
                 reason="the nodes' majority reports invalid task arguments",
             )  # fmt: skip
-        return replace(task, state=TaskState.ABORTED, validation="mismatch", updated_ms=now,
+        return evolve(task, state=TaskState.ABORTED, validation="mismatch", updated_ms=now,
                        reason="all results differ; no fee is taken")  # fmt: skip
 
     def _score(self, task: Task, assigns: Sequence[Assignment]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -19,6 +19,7 @@ from coordinator.domain.models import (
     NodeState,
     Task,
     TaskType,
+    evolve,
 )
 from coordinator.errors import NotFound
 from coordinator.service import hooks
@@ -131,14 +132,14 @@ class NodeRegistry:
         """Renews the leases of the node's running assignments; an assignment the node no longer runs
         (it restarted) lapses at once."""
         now = self.now_ms()
-        session.record = replace(session.record, caps=caps, last_seen_ms=now)
+        session.record = evolve(session.record, caps=caps, last_seen_ms=now)
         for assignment_id in list(session.assigned):
             flight, a = self._find(assignment_id)
             if a is None or flight is None:
                 session.release(assignment_id)
                 self._candidate(session)
             elif a.assignment_id in running:
-                flight.assignments[a.assignment_id] = replace(a, lease_expires_ms=now + self.settings.lease_ms)
+                flight.assignments[a.assignment_id] = evolve(a, lease_expires_ms=now + self.settings.lease_ms)
             elif now - a.leased_ms > self.settings.heartbeat_interval_s * 2000:
                 # The node is alive but does not hold it: it lost the assignment (restart).
                 self._lapse(flight, a, "node no longer runs the assignment")
@@ -220,10 +221,10 @@ class NodeRegistry:
         return cache[task_type]
 
     def _save_qos(self, record: NodeRecord, qos_state: dict) -> None:
-        record = replace(record, qos=qos_state)
+        record = evolve(record, qos=qos_state)
         session = self.nodes.get(record.address)
         if session is not None:
-            session.record = replace(session.record, qos=qos_state)
+            session.record = evolve(session.record, qos=qos_state)
         self.store.save_node(record)
 
     def available_models(self) -> list[dict]:
