@@ -15,8 +15,9 @@ write costs one directory fsync. While a large write streams in, its bytes are f
 background every MiB, so the final fsync has little left to do, and they are hashed on the store's
 pool behind the writes (the digest is checked after the fsync, before anything is published).
 Reads for the relay's Get map the file and encode straight from the page cache.
-The sidecar is written after the blob, without fsync; a blob whose sidecar is missing or damaged
-(a crash in between) is re-hashed on read.
+The sidecar (the declared hash and size) is staged while the bytes stream in and renamed into place
+after the blob is published, without fsync; a blob whose sidecar is missing or damaged (a crash in
+between) is re-hashed on read.
 """
 
 from __future__ import annotations
@@ -81,11 +82,19 @@ class _FsWriter(BlobWriter):
         self._sha256, self._size = sha256, size
         self._hash = BackgroundHash(store._pool, _HASH_BACKLOG_BYTES, inline_below=_HASH_INLINE_BYTES)
         self._written = 0
-        self._tmp = store._tmp_dir / f"{secrets.token_hex(12)}"
-        self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._done = False
         self._flush: Future | None = None
         self._flushed_at = 0
+        self._tmp = store._tmp_dir / f"{secrets.token_hex(12)}"
+        self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            # The sidecar holds the declared hash and size, which commit checks before publishing: it is
+            # staged while the bytes stream in, so publishing it costs a rename instead of a new file.
+            self._sidecar: Future[Path] | None = store._pool.submit(store._stage_sidecar, sha256, size)
+        except BaseException:  # the store is closed
+            self._sidecar = None
+            self.abort()
+            raise
 
     def write(self, chunk: bytes) -> None:
         if self._done or self._fd is None:
@@ -129,9 +138,11 @@ class _FsWriter(BlobWriter):
                     f"blob {self._slot!r} has {self._written} bytes, declared size is {self._size}"
                 )
             assert self._fd is not None
+            assert self._sidecar is not None
             with _disk_full_is_resource_limit(self):
                 self._wait_flush()
                 os.fsync(self._fd)  # while the last chunks are still being hashed
+                staged_sidecar = self._sidecar.result()
             digest = self._hash.digest()
             if digest != self._sha256:
                 raise ContentMismatchError(
@@ -140,15 +151,26 @@ class _FsWriter(BlobWriter):
             os.close(self._fd)
             self._fd = None
             info = BlobInfo(self._task_id, self._slot, digest, self._written)
-            self._store._publish(self._tmp, info)
+            self._store._publish(self._tmp, info, staged_sidecar)
         except BaseException:
             self.abort()
             raise
-        self._done = True
+        self._done, self._sidecar = True, None
         return info
+
+    def _discard_sidecar(self) -> None:
+        staged, self._sidecar = self._sidecar, None
+        if staged is None or staged.cancel():
+            return
+        try:
+            path = staged.result()
+        except Exception:  # staging failed: nothing was left
+            return
+        path.unlink(missing_ok=True)  # already gone if it was published
 
     def abort(self) -> None:
         self._hash.discard()
+        self._discard_sidecar()
         try:
             self._wait_flush()  # never close an fd a flush thread still uses
         except OSError:
@@ -262,7 +284,9 @@ class FilesystemBlobStore(BlobStore):
             raise BlobExistsError(f"slot {s!r} of task {tid} is already written (slots are write-once)")
         return _FsWriter(self, tid, s, digest, size)
 
-    def _publish(self, tmp: Path, info: BlobInfo) -> None:
+    def _publish(self, tmp: Path, info: BlobInfo, staged_sidecar: Path) -> None:
+        """Links the verified, fsynced staging file `tmp` to its slot, then renames the staged sidecar next
+        to it. The sidecar is a cache: failing to place it does not fail the write (it is rebuilt on read)."""
         _, _, blob, sidecar = self._paths(info.task_id, info.slot)
         shard = blob.parent
         if shard.name not in self._shards:
@@ -285,13 +309,25 @@ class FilesystemBlobStore(BlobStore):
         else:
             os.unlink(tmp)
         _fsync_dir(shard)
-        self._write_sidecar(sidecar, info)
+        try:
+            os.replace(staged_sidecar, sidecar)  # no fsync: a lost or torn sidecar is rebuilt from the blob
+        except OSError as exc:
+            staged_sidecar.unlink(missing_ok=True)
+            log.warning("relay_sidecar_not_written", task_id=info.task_id, slot=info.slot, error=str(exc))
+
+    def _stage_sidecar(self, sha256: bytes, size: int) -> Path:
+        """A new staging file holding the sidecar line for (sha256, size); the caller renames or removes it."""
+        tmp = self._tmp_dir / f"{secrets.token_hex(12)}.sc"
+        try:
+            with open(tmp, "x") as f:
+                f.write(f"{sha256.hex()} {size}\n")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
 
     def _write_sidecar(self, sidecar: Path, info: BlobInfo) -> None:
-        tmp = self._tmp_dir / f"{secrets.token_hex(12)}.sc"
-        with open(tmp, "w") as f:
-            f.write(f"{info.sha256_hex} {info.size}\n")
-        os.replace(tmp, sidecar)  # no fsync: a lost or torn sidecar is rebuilt from the blob
+        os.replace(self._stage_sidecar(info.sha256, info.size), sidecar)  # no fsync, as in _publish
 
     # --- reads ---------------------------------------------------------------------------------------
 
