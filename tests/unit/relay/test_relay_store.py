@@ -193,3 +193,56 @@ def test_any_accepted_slot_stays_inside_its_shard(slot: str) -> None:
     for path in (blob, sidecar):
         assert path.parent == root / TASK[2:4]  # one flat file per slot in the task's shard
         assert os.path.normpath(path) == str(path)
+
+
+def test_sidecar_is_staged_during_the_write_and_renamed_on_commit(store: FilesystemBlobStore) -> None:
+    data = os.urandom(3000)
+    with store.begin_write(TASK, "input", hashlib.sha256(data).digest(), len(data)) as w:
+        w.write(data)
+        info = w.commit()
+    _, _, blob, sidecar = store._paths(TASK, "input")
+    assert sidecar.read_text() == f"{info.sha256_hex} {len(data)}\n"
+    assert list((store.root / ".tmp").iterdir()) == []  # neither the blob's nor the sidecar's staging file
+
+
+def test_write_refused_after_the_sidecar_is_staged_leaves_nothing(store: FilesystemBlobStore) -> None:
+    data = b"abc"
+    w = store.begin_write(TASK, "input", hashlib.sha256(b"abd").digest(), 3)
+    w._sidecar.result()  # staged
+    w.write(data)
+    with pytest.raises(ContentMismatchError, match="do not match declared sha256"):
+        w.commit()
+    assert _files(store) == [] and not store.exists(TASK, "input")
+
+
+def test_sidecar_that_cannot_be_placed_does_not_fail_the_write(store: FilesystemBlobStore, monkeypatch) -> None:
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith(".sha256"):
+            raise PermissionError(13, "denied")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    info = store.put_bytes(TASK, "input", b"payload")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert list((store.root / ".tmp").iterdir()) == []
+    assert store.stat(TASK, "input") == info  # rebuilt from the blob on read
+    assert store.get_bytes(TASK, "input") == b"payload"
+
+
+def test_full_disk_while_staging_the_sidecar_is_resource_limit(store: FilesystemBlobStore, monkeypatch) -> None:
+    def full(sha256: bytes, size: int) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "_stage_sidecar", full)
+    with pytest.raises(ResourceLimitError, match="storage is full"):
+        store.put_bytes(TASK, "input", b"payload")
+    assert _files(store) == [] and not store.exists(TASK, "input")
+
+
+def test_write_to_a_closed_store_leaves_nothing(store: FilesystemBlobStore) -> None:
+    store.close()
+    with pytest.raises(RuntimeError):
+        store.begin_write(TASK, "input", hashlib.sha256(b"x").digest(), 1)
+    assert _files(store) == []
