@@ -246,3 +246,41 @@ def test_write_to_a_closed_store_leaves_nothing(store: FilesystemBlobStore) -> N
     with pytest.raises(RuntimeError):
         store.begin_write(TASK, "input", hashlib.sha256(b"x").digest(), 1)
     assert _files(store) == []
+
+
+def test_streamed_write_starts_writeback_and_fsyncs_before_publishing(tmp_path: Path, monkeypatch) -> None:
+    from relay.store import _filesystem
+
+    events: list[str] = []
+    real_fsync, real_link = os.fsync, os.link
+    monkeypatch.setattr(_filesystem, "_start_writeback", lambda fd: events.append("writeback"))
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "link", lambda src, dst: (events.append("link"), real_link(src, dst))[1])
+    store = FilesystemBlobStore(tmp_path, 8 << 20)
+    data = os.urandom(3 * _filesystem._FLUSH_EVERY_BYTES + 5)
+    with store.begin_write(TASK, "input", hashlib.sha256(data).digest(), len(data)) as w:
+        for off in range(0, len(data), 1 << 18):
+            w.write(data[off : off + (1 << 18)])
+        w.commit()
+    store.close()
+    assert events.index("writeback") < events.index("link")
+    assert events[events.index("link") - 1] == "fsync"  # the blob's own fsync comes right before it is linked
+    assert store.get_bytes(TASK, "input") == data
+
+
+def test_writeback_starter_on_this_platform_and_its_fallback(tmp_path: Path, monkeypatch) -> None:
+    from relay.store import _filesystem
+
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10000)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        _filesystem._writeback_starter()(fd)  # a hint: never raises on a regular file
+    finally:
+        os.close(fd)
+
+    def no_libc(name, use_errno=False):
+        raise OSError("no C library here")
+
+    monkeypatch.setattr(_filesystem.ctypes, "CDLL", no_libc)
+    assert _filesystem._writeback_starter() is os.fdatasync
