@@ -193,3 +193,94 @@ def test_any_accepted_slot_stays_inside_its_shard(slot: str) -> None:
     for path in (blob, sidecar):
         assert path.parent == root / TASK[2:4]  # one flat file per slot in the task's shard
         assert os.path.normpath(path) == str(path)
+
+
+def test_sidecar_is_staged_during_the_write_and_renamed_on_commit(store: FilesystemBlobStore) -> None:
+    data = os.urandom(3000)
+    with store.begin_write(TASK, "input", hashlib.sha256(data).digest(), len(data)) as w:
+        w.write(data)
+        info = w.commit()
+    _, _, blob, sidecar = store._paths(TASK, "input")
+    assert sidecar.read_text() == f"{info.sha256_hex} {len(data)}\n"
+    assert list((store.root / ".tmp").iterdir()) == []  # neither the blob's nor the sidecar's staging file
+
+
+def test_write_refused_after_the_sidecar_is_staged_leaves_nothing(store: FilesystemBlobStore) -> None:
+    data = b"abc"
+    w = store.begin_write(TASK, "input", hashlib.sha256(b"abd").digest(), 3)
+    w._sidecar.result()  # staged
+    w.write(data)
+    with pytest.raises(ContentMismatchError, match="do not match declared sha256"):
+        w.commit()
+    assert _files(store) == [] and not store.exists(TASK, "input")
+
+
+def test_sidecar_that_cannot_be_placed_does_not_fail_the_write(store: FilesystemBlobStore, monkeypatch) -> None:
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith(".sha256"):
+            raise PermissionError(13, "denied")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    info = store.put_bytes(TASK, "input", b"payload")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert list((store.root / ".tmp").iterdir()) == []
+    assert store.stat(TASK, "input") == info  # rebuilt from the blob on read
+    assert store.get_bytes(TASK, "input") == b"payload"
+
+
+def test_full_disk_while_staging_the_sidecar_is_resource_limit(store: FilesystemBlobStore, monkeypatch) -> None:
+    def full(sha256: bytes, size: int) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "_stage_sidecar", full)
+    with pytest.raises(ResourceLimitError, match="storage is full"):
+        store.put_bytes(TASK, "input", b"payload")
+    assert _files(store) == [] and not store.exists(TASK, "input")
+
+
+def test_write_to_a_closed_store_leaves_nothing(store: FilesystemBlobStore) -> None:
+    store.close()
+    with pytest.raises(RuntimeError):
+        store.begin_write(TASK, "input", hashlib.sha256(b"x").digest(), 1)
+    assert _files(store) == []
+
+
+def test_streamed_write_starts_writeback_and_fsyncs_before_publishing(tmp_path: Path, monkeypatch) -> None:
+    from relay.store import _filesystem
+
+    events: list[str] = []
+    real_fsync, real_link = os.fsync, os.link
+    monkeypatch.setattr(_filesystem, "_start_writeback", lambda fd: events.append("writeback"))
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "link", lambda src, dst: (events.append("link"), real_link(src, dst))[1])
+    store = FilesystemBlobStore(tmp_path, 8 << 20)
+    data = os.urandom(3 * _filesystem._FLUSH_EVERY_BYTES + 5)
+    with store.begin_write(TASK, "input", hashlib.sha256(data).digest(), len(data)) as w:
+        for off in range(0, len(data), 1 << 18):
+            w.write(data[off : off + (1 << 18)])
+        w.commit()
+    store.close()
+    assert events.index("writeback") < events.index("link")
+    assert events[events.index("link") - 1] == "fsync"  # the blob's own fsync comes right before it is linked
+    assert store.get_bytes(TASK, "input") == data
+
+
+def test_writeback_starter_on_this_platform_and_its_fallback(tmp_path: Path, monkeypatch) -> None:
+    from relay.store import _filesystem
+
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10000)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        _filesystem._writeback_starter()(fd)  # a hint: never raises on a regular file
+    finally:
+        os.close(fd)
+
+    def no_libc(name, use_errno=False):
+        raise OSError("no C library here")
+
+    monkeypatch.setattr(_filesystem.ctypes, "CDLL", no_libc)
+    assert _filesystem._writeback_starter() is os.fdatasync
