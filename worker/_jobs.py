@@ -52,10 +52,26 @@ def _type_name(a: worker_pb2.WorkAssignment) -> str:
     return {task_pb2.TASK_TYPE_GPT: "gpt", task_pb2.TASK_TYPE_SD: "sd"}.get(a.type, "unknown")
 
 
+class _Flag:
+    """A one-way cancel flag the executor's thread polls (a plain attribute: set and read atomically
+    under the interpreter lock, and far cheaper to make per task than a threading.Event)."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 @dataclass
 class _Running:
     assignment: worker_pb2.WorkAssignment
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: _Flag = field(default_factory=_Flag)
     seq: int = 0
     model: str = ""
 
@@ -249,20 +265,20 @@ class JobRunner:
         log = self.node.log.bind(task_id=a.task_id, assignment_id=a.assignment_id)
         running = _Running(a)
         self._current = running
-        started = worker_pb2.ConnectRequest(started=worker_pb2.Started(assignment_id=a.assignment_id))
         assert self._loop is not None
         started_timer = self._loop.call_later(self.node.config.started_report_after.total_seconds(),
-                                              self.node.send, started)  # fmt: skip
+                                              self._report_started, a.assignment_id)  # fmt: skip
         deadline_timer = self._deadline_timer(running)
         t0 = time.monotonic()
         try:
             outcome = await self._run_executor(running)
-            exec_ms = int((time.monotonic() - t0) * 1000)
+            exec_us = int((time.monotonic() - t0) * 1_000_000)
+            exec_ms = exec_us // 1000
             if running.cancel.is_set():
                 log.info("assignment_dropped", why="cancelled")
                 metrics.record_assignment(self.node.address, _type_name(a), "cancelled")
                 return
-            msg = await self._result(a, outcome, exec_ms)
+            msg = await self._result(a, outcome, exec_us)
             log.info("task_executed", exec_ms=exec_ms, result_hash="0x" + outcome.result_hash.hex())
             metrics.observe_task(self.node.address, _type_name(a), running.model, exec_ms / 1000,
                                  completion_tokens=outcome.completion_tokens, images=outcome.images)
@@ -288,6 +304,9 @@ class JobRunner:
             self._current = None
             self.completed += 1
         self._deliver(a.assignment_id, msg)
+
+    def _report_started(self, assignment_id: str) -> None:
+        self.node.send(worker_pb2.ConnectRequest(started=worker_pb2.Started(assignment_id=assignment_id)))
 
     def _deliver(self, assignment_id: str, msg: worker_pb2.ConnectRequest) -> None:
         if assignment_id in self._cancelled:
@@ -383,7 +402,7 @@ class JobRunner:
                     return None
         raise AssertionError("unreachable")
 
-    async def _result(self, a: worker_pb2.WorkAssignment, outcome: Outcome, exec_ms: int) -> worker_pb2.ConnectRequest:
+    async def _result(self, a: worker_pb2.WorkAssignment, outcome: Outcome, exec_us: int) -> worker_pb2.ConnectRequest:
         node = self.node
         base = f"result/{node.address}"
         slots = []
@@ -399,7 +418,8 @@ class JobRunner:
         assert node.domain is not None
         signature = signing.sign_result(node.key, node.domain, _task_id_bytes(a.task_id), outcome.result_hash)
         stats = worker_pb2.ExecStats(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
-                                     images=outcome.images, steps=outcome.steps, exec_ms=exec_ms)
+                                     images=outcome.images, steps=outcome.steps, exec_ms=exec_us // 1000,
+                                     exec_us=exec_us)
         result = worker_pb2.Result(assignment_id=a.assignment_id, task_id=a.task_id, result_hash=outcome.result_hash,
                                    signature=signature, inline_output=inline, output_slots=slots, stats=stats,
                                    phashes=list(outcome.phashes))

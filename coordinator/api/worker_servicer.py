@@ -116,7 +116,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         elif kind == "result":
             r = req.result
             stats = {"prompt_tokens": r.stats.prompt_tokens, "completion_tokens": r.stats.completion_tokens,
-                     "images": r.stats.images, "steps": r.stats.steps, "exec_ms": r.stats.exec_ms}  # fmt: skip
+                     "images": r.stats.images, "steps": r.stats.steps, "exec_ms": r.stats.exec_ms,
+                 "exec_us": r.stats.exec_us}  # fmt: skip
             d.submit(session, r.assignment_id, r.result_hash, r.signature, output=r.inline_output,
                      output_slots=list(r.output_slots), phashes=list(r.phashes), stats=stats)  # fmt: skip
         elif kind == "error":

@@ -221,18 +221,20 @@ class Started(_message.Message):
     def __init__(self, assignment_id: _Optional[str] = ...) -> None: ...
 
 class ExecStats(_message.Message):
-    __slots__ = ("prompt_tokens", "completion_tokens", "images", "steps", "exec_ms")
+    __slots__ = ("prompt_tokens", "completion_tokens", "images", "steps", "exec_ms", "exec_us")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     EXEC_MS_FIELD_NUMBER: _ClassVar[int]
+    EXEC_US_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     completion_tokens: int
     images: int
     steps: int
     exec_ms: int
-    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., images: _Optional[int] = ..., steps: _Optional[int] = ..., exec_ms: _Optional[int] = ...) -> None: ...
+    exec_us: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., images: _Optional[int] = ..., steps: _Optional[int] = ..., exec_ms: _Optional[int] = ..., exec_us: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("assignment_id", "task_id", "result_hash", "signature", "inline_output", "output_slots", "stats", "phashes")
