@@ -32,6 +32,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
 
+from chain._abi import encoder, word_decoder
 from chain._artifacts import load_artifact
 from chain.errors import ChainTimeout, ChainUnavailable, ContractRevert, RpcRefused
 from chain.models import ClientSettings
@@ -89,18 +90,22 @@ def revert_from(exc: Exception) -> ContractRevert:
     return ContractRevert(f"reverted: {name or exc}({shown})", error=name, args=args, data=data)
 
 
-_SELECTORS: dict[str, tuple[bytes, list[str]]] = {}
+_SELECTORS: dict[str, tuple[bytes, list[str], Any]] = {}
 
 
 def encode_call(fn: Any) -> bytes:
-    """The calldata of a bound web3 contract function (``contract.functions.f(*args)``)."""
+    """The calldata of a bound web3 contract function (``contract.functions.f(*args)``): chain._abi's
+    encoder, else eth_abi, else web3's own path."""
     try:
         entry = _SELECTORS.get(fn.signature)
         if entry is None:
-            entry = _SELECTORS[fn.signature] = (
-                function_abi_to_4byte_selector(fn.abi), [collapse_if_tuple(i) for i in fn.abi["inputs"]])
+            types = [collapse_if_tuple(i) for i in fn.abi["inputs"]]
+            entry = _SELECTORS[fn.signature] = (function_abi_to_4byte_selector(fn.abi), types, encoder(types))
         if not fn.kwargs:
-            return entry[0] + abi_encode(entry[1], fn.args)
+            try:
+                return entry[0] + entry[2](fn.args)
+            except ValueError:  # a value the lean encoder leaves to eth_abi
+                return entry[0] + abi_encode(entry[1], fn.args)
     except Exception:  # a value eth_abi takes only after web3's normalizers (ENS names, hex strings, ...)
         pass
     return bytes.fromhex(fn._encode_transaction_data()[2:])
@@ -119,8 +124,30 @@ class _EventDecoder:
         self.fast = not abi.get("anonymous") and all(t == "address" or ("address" not in t and "(" not in t)
                                                       for t in types)  # fmt: skip
         self.dynamic_indexed = [t in ("string", "bytes") or t.endswith("]") for _, t in self.indexed]
+        # Every value one 32-byte word (all the Helium events): sliced, not run through eth_abi.
+        self.words = [word_decoder(t) for t in types]
+        if not self.fast or not all(self.words) or any(self.dynamic_indexed):
+            self.words = None
+
+    def decode_words(self, topics: list, data: bytes) -> dict[str, Any]:
+        n = len(self.indexed)
+        if len(topics) != n + 1 or len(data) != 32 * len(self.data_names):
+            raise ValueError("log does not fit the event")
+        words = [bytes(t) for t in topics[1:]] + [data[i : i + 32] for i in range(0, len(data), 32)]
+        values = [dec(w) for dec, w in zip(self.words, words, strict=True)]  # type: ignore[arg-type]
+        names = [name for name, _ in self.indexed] + self.data_names
+        args = dict(zip(names, values, strict=True))
+        for name, typ in (*self.indexed, *zip(self.data_names, self.data_types, strict=True)):
+            if typ == "address":
+                args[name] = _checksum(args[name])
+        return {k: args[k] for k in self.order}
 
     def decode(self, topics: list, data: bytes) -> dict[str, Any]:
+        if self.words is not None:
+            try:
+                return self.decode_words(topics, bytes(data))
+            except ValueError:  # dirty padding, a wrong length: eth_abi's path decides
+                pass
         args: dict[str, Any] = {}
         for (name, typ), dyn, topic in zip(self.indexed, self.dynamic_indexed, topics[1:], strict=True):
             args[name] = bytes(topic) if dyn else abi_decode([typ], bytes(topic))[0]
