@@ -111,6 +111,29 @@ def encode_call(fn: Any) -> bytes:
     return bytes.fromhex(fn._encode_transaction_data()[2:])
 
 
+_FUNCTIONS: dict[tuple[int, str], tuple[bytes, list[str], Any]] = {}
+
+
+def encode_function(abi: list[dict], name: str, args: tuple) -> bytes:
+    """The calldata of `name(*args)` of a contract `abi` (one function of that name), without building a
+    web3 ContractFunction (whose argument checks cost more than the encoding); ValueError for values only
+    web3's normalizers take (then use ``encode_call``)."""
+    entry = _FUNCTIONS.get((id(abi), name))
+    if entry is None:
+        found = [i for i in abi if i["type"] == "function" and i["name"] == name]
+        if len(found) != 1:
+            raise ValueError(f"{name}: {len(found)} functions of that name")
+        types = [collapse_if_tuple(i) for i in found[0]["inputs"]]
+        entry = _FUNCTIONS[(id(abi), name)] = (function_abi_to_4byte_selector(found[0]), types, encoder(types))
+    try:
+        return entry[0] + entry[2](args)
+    except ValueError:
+        try:
+            return entry[0] + abi_encode(entry[1], args)
+        except Exception as exc:
+            raise ValueError(f"{name}: {exc}") from exc
+
+
 class _EventDecoder:
     def __init__(self, abi: dict) -> None:
         self.name = abi["name"]
@@ -191,14 +214,24 @@ def _int(value: Any) -> int | None:
     return None if value is None else int(value, 16) if isinstance(value, str) else int(value)
 
 
+def _hb(value: str) -> HexBytes:
+    """HexBytes of a node's 0x-hex string (bytes.fromhex first: HexBytes' own parsing of a str is slow)."""
+    if isinstance(value, str) and value[:2] == "0x":
+        try:
+            return HexBytes(bytes.fromhex(value[2:]))
+        except ValueError:
+            pass
+    return HexBytes(value)
+
+
 def receipt_from_json(raw: dict) -> dict[str, Any]:
     """A JSON-RPC receipt with web3's types for the fields the client reads."""
     logs = [
         {
-            "address": _checksum(lg["address"]), "topics": [HexBytes(t) for t in lg["topics"]],
-            "data": HexBytes(lg["data"]), "blockNumber": _int(lg.get("blockNumber")),
-            "transactionHash": HexBytes(lg["transactionHash"]), "logIndex": _int(lg.get("logIndex")),
-            "blockHash": HexBytes(lg["blockHash"]) if lg.get("blockHash") else None,
+            "address": _checksum(lg["address"]), "topics": [_hb(t) for t in lg["topics"]],
+            "data": _hb(lg["data"]), "blockNumber": _int(lg.get("blockNumber")),
+            "transactionHash": _hb(lg["transactionHash"]), "logIndex": _int(lg.get("logIndex")),
+            "blockHash": _hb(lg["blockHash"]) if lg.get("blockHash") else None,
         }  # fmt: skip
         for lg in raw.get("logs") or []
     ]

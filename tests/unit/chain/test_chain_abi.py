@@ -7,6 +7,7 @@ import random
 
 import pytest
 from eth_abi import decode, encode
+from eth_utils import to_checksum_address
 
 from chain._abi import Unsupported, encoder, word_decoder
 
@@ -17,7 +18,7 @@ SETTLE = [
 
 
 def _addr(r: random.Random) -> str:
-    return "0x" + r.randbytes(20).hex()
+    return to_checksum_address("0x" + r.randbytes(20).hex())
 
 
 def _task(r: random.Random) -> tuple:
@@ -68,3 +69,21 @@ def test_word_decoders() -> None:
     with pytest.raises(Unsupported):
         word_decoder("uint8")((256).to_bytes(32, "big"))
     assert word_decoder("string") is None
+
+
+def test_encode_function_is_web3s() -> None:
+    from web3 import Web3
+
+    from chain._artifacts import load_artifact
+    from chain._tx import encode_function
+
+    abi = load_artifact("TaskLedger").abi
+    ledger = Web3().eth.contract(address="0x" + "11" * 20, abi=abi)
+    r = random.Random(3)
+    args = ([_task(r) for _ in range(5)], [_slash(r)])
+    assert encode_function(abi, "settle", args) == bytes.fromhex(ledger.functions.settle(*args)._encode_transaction_data()[2:])
+    many = ([_addr(r)], [7])
+    assert encode_function(abi, "settledMany", many) == bytes.fromhex(
+        ledger.functions.settledMany(*many)._encode_transaction_data()[2:])
+    with pytest.raises(ValueError):
+        encode_function(abi, "settledMany", (["not an address"], [1]))
