@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth.vm.forks.prague.transactions import PragueTransactionBuilder
-from eth_bloom import BloomFilter
 from eth_utils import keccak, to_checksum_address
 from pyrevm import EVM, AccountInfo, BlockEnv, CfgEnv, Env
 
@@ -74,6 +73,34 @@ class Outcome:
 
 def _hex(value: int) -> str:
     return hex(value)
+
+
+_BLOOM_BITS: dict[bytes, int] = {}
+_CHECKSUMS: dict[str, str] = {}
+
+
+def _bloom_bits(item: bytes) -> int:
+    """The three logs-bloom bits of an address or topic (yellow paper M3:2048), remembered: a block's
+    logs repeat a few addresses and event topics."""
+    bits = _BLOOM_BITS.get(item)
+    if bits is None:
+        h = keccak(item)
+        bits = 0
+        for i in (0, 2, 4):
+            bits |= 1 << (((h[i] << 8) | h[i + 1]) & 2047)
+        if len(_BLOOM_BITS) > 50_000:
+            _BLOOM_BITS.clear()
+        _BLOOM_BITS[item] = bits
+    return bits
+
+
+def _checksum(address: str) -> str:
+    out = _CHECKSUMS.get(address)
+    if out is None:
+        if len(_CHECKSUMS) > 10_000:
+            _CHECKSUMS.clear()
+        out = _CHECKSUMS[address] = to_checksum_address(address)
+    return out
 
 
 def calldata_floor(data: bytes) -> int:
@@ -329,16 +356,16 @@ class RevmChain:
     def _mined(self, tx: Any, tx_hash: bytes, sender: bytes, number: int, ts: int, base: int, price: int,
                gas_used: int, out: Outcome) -> BlockRecord:  # fmt: skip
         """The block record of one mined transaction: block, transaction and receipt as JSON-RPC gives them."""
-        bloom = BloomFilter()
+        bloom = 0
         for address, topics, _ in out.logs:
-            bloom.add(bytes.fromhex(address[2:]))
+            bloom |= _bloom_bits(bytes.fromhex(address[2:]))
             for t in topics:
-                bloom.add(bytes(t))
-        rec = self._block_record(number, ts, base, [tx_hash], gas_used, bytes.fromhex(self.head["hash"][2:]), int(bloom))
+                bloom |= _bloom_bits(bytes(t))
+        rec = self._block_record(number, ts, base, [tx_hash], gas_used, bytes.fromhex(self.head["hash"][2:]), bloom)
         rec.accounts, rec.storage, rec.code = out.accounts, out.storage, out.code
         where = {"blockHash": rec.block["hash"], "blockNumber": rec.block["number"], "transactionIndex": "0x0"}
         h = "0x" + tx_hash.hex()
-        logs = [{"address": to_checksum_address(address), "topics": ["0x" + bytes(t).hex() for t in topics],
+        logs = [{"address": _checksum(address), "topics": ["0x" + bytes(t).hex() for t in topics],
                  "data": "0x" + bytes(data).hex(), **where, "transactionHash": h, "logIndex": _hex(i),
                  "removed": False} for i, (address, topics, data) in enumerate(out.logs)]  # fmt: skip
         to = tx.to or None

@@ -214,30 +214,34 @@ def _int(value: Any) -> int | None:
     return None if value is None else int(value, 16) if isinstance(value, str) else int(value)
 
 
-def _hb(value: str) -> HexBytes:
-    """HexBytes of a node's 0x-hex string (bytes.fromhex first: HexBytes' own parsing of a str is slow)."""
-    if isinstance(value, str) and value[:2] == "0x":
+def _hb(value: str, memo: dict[str, HexBytes]) -> HexBytes:
+    """HexBytes of a node's 0x-hex string; `memo` keeps those of one receipt (its logs repeat the block and
+    transaction hashes and most topics), and bytes.fromhex is faster than HexBytes' own parsing of a str."""
+    out = memo.get(value)
+    if out is None:
         try:
-            return HexBytes(bytes.fromhex(value[2:]))
+            out = HexBytes(bytes.fromhex(value[2:])) if isinstance(value, str) and value[:2] == "0x" else HexBytes(value)
         except ValueError:
-            pass
-    return HexBytes(value)
+            out = HexBytes(value)
+        memo[value] = out
+    return out
 
 
 def receipt_from_json(raw: dict) -> dict[str, Any]:
     """A JSON-RPC receipt with web3's types for the fields the client reads."""
+    memo: dict[str, HexBytes] = {}
     logs = [
         {
-            "address": _checksum(lg["address"]), "topics": [_hb(t) for t in lg["topics"]],
-            "data": _hb(lg["data"]), "blockNumber": _int(lg.get("blockNumber")),
-            "transactionHash": _hb(lg["transactionHash"]), "logIndex": _int(lg.get("logIndex")),
-            "blockHash": _hb(lg["blockHash"]) if lg.get("blockHash") else None,
+            "address": _checksum(lg["address"]), "topics": [_hb(t, memo) for t in lg["topics"]],
+            "data": _hb(lg["data"], memo), "blockNumber": _int(lg.get("blockNumber")),
+            "transactionHash": _hb(lg["transactionHash"], memo), "logIndex": _int(lg.get("logIndex")),
+            "blockHash": _hb(lg["blockHash"], memo) if lg.get("blockHash") else None,
         }  # fmt: skip
         for lg in raw.get("logs") or []
     ]
     contract = raw.get("contractAddress")
     return {
-        "transactionHash": HexBytes(raw["transactionHash"]), "blockHash": HexBytes(raw["blockHash"]),
+        "transactionHash": _hb(raw["transactionHash"], memo), "blockHash": _hb(raw["blockHash"], memo),
         "blockNumber": _int(raw["blockNumber"]), "status": _int(raw.get("status")), "gasUsed": _int(raw["gasUsed"]),
         "contractAddress": _checksum(contract) if contract else None, "logs": logs,
     }  # fmt: skip

@@ -131,3 +131,43 @@ async def test_rpc_surface(tmp_path: Path) -> None:
         assert answer["error"]["code"] == -32000
         answer = await w3.provider.make_request("eth_nope", [])
         assert answer["error"]["code"] == -32601
+
+
+async def test_spawned_chain_survives_kill_9(tmp_path: Path) -> None:
+    """Every answered transaction is on disk: a kill -9 of the chain child loses none of them."""
+    dc = await DevChain.spawn(tmp_path / "c")
+    try:
+        assert (tmp_path / "c" / "chain.sqlite").exists() and not (tmp_path / "c" / "evm.sqlite").exists()
+        for n in NODES[:2]:
+            await dc.fund_and_stake(n)
+        client = dc.client()
+        task = make_task(dc.domain, dc.keys.creator, 1, 10**15, DEADLINE, NODES[:2])
+        receipt = await client.wait_receipt(await client.settle([task]))
+        before = (await dc.w3.eth.block_number, await client.credit_of(NODES[0].address),
+                  await dc.w3.eth.get_balance(NODES[1].address), await client.stats())  # fmt: skip
+        dc.server.kill()
+        assert await dc.server.proc.wait() == -9
+        await dc.server.start()
+        after = (await dc.w3.eth.block_number, await client.credit_of(NODES[0].address),
+                 await dc.w3.eth.get_balance(NODES[1].address), await client.stats())  # fmt: skip
+        assert after == before and await client.is_settled(dc.keys.creator.address, 1)
+        again = await dc.w3.eth.get_transaction_receipt(receipt.tx_hash)
+        assert again["blockNumber"] == receipt.block_number and len(again["logs"]) == len(receipt.events)
+        task2 = make_task(dc.domain, dc.keys.creator, 2, 10**15, DEADLINE, NODES[:2])
+        assert (await client.wait_receipt(await client.settle([task2]))).block_number == before[0] + 1
+    finally:
+        await dc.close()
+
+
+async def test_logs_bloom_is_a_real_nodes(tmp_path: Path) -> None:
+    from eth_bloom import BloomFilter
+
+    async with await DevChain.open(tmp_path / "c", deploy_settings=TEST_DEPLOY) as dc:
+        rec = await dc.fund_and_stake(NODES[0])
+        raw = await dc.w3.eth.get_transaction_receipt(rec.tx_hash)
+        bloom = BloomFilter()
+        for lg in raw["logs"]:
+            bloom.add(bytes(lg["address"] if isinstance(lg["address"], bytes) else bytes.fromhex(lg["address"][2:])))
+            for t in lg["topics"]:
+                bloom.add(bytes(t))
+        assert raw["logs"] and int.from_bytes(bytes(raw["logsBloom"]), "big") == int(bloom)
