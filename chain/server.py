@@ -9,8 +9,9 @@ any stop, `kill -9` included: every request is committed before it is answered),
     ready rpc=http://127.0.0.1:PORT chain_id=1337 ledger=0x... data_dir=DIR
 
 A client talks to it like to a Hardhat node (``AsyncHTTPProvider``; reverts are errors with code 3 and
-the revert data; ``evm_increaseTime`` / ``evm_mine`` work). Running the EVM in its own process gives the
-interpreted py-evm a core of its own, instead of sharing the coordinator's interpreter lock.
+the revert data; ``evm_increaseTime`` / ``evm_mine`` work). Running the EVM in its own process keeps its
+work (execution, receipts, the fsync per block) off the coordinator's interpreter lock. ``--evm`` picks the
+backend of a new chain (``revm``, the default, or ``pyevm``); an existing one keeps its own.
 
 ``ChainServerProcess`` runs it as a child: ``url = await proc.start()`` waits for the ready line under a
 deadline, ``await proc.stop()`` ends it (SIGTERM, then SIGKILL). The child also exits when its parent
