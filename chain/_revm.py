@@ -264,7 +264,9 @@ class RevmChain:
             evm.revert(cp)
 
     def _diff(self, journal: str, out: Outcome) -> None:
+        accounts = slots = 0
         for m in _ACCOUNT.finditer(journal):
+            accounts += 1
             addr = bytes.fromhex(m.group(1)[2:])
             code_hash = bytes.fromhex(m.group(4)[2:])
             st = AccountState(int(m.group(2)), int(m.group(3)), b"" if code_hash == _KECCAK_EMPTY else code_hash)
@@ -276,8 +278,12 @@ class RevmChain:
                 if st.code_hash and (old is None or old.code_hash != st.code_hash):
                     out.code[st.code_hash] = bytes(self.evm.get_code(m.group(1)) or b"")
             for slot in _SLOT.finditer(m.group(5)):
+                slots += 1
                 if slot.group(2) != slot.group(3):
                     out.storage[(addr, int(slot.group(1)))] = int(slot.group(3))
+        if accounts != journal.count(": Account { info: ") or slots != journal.count("StorageSlot {"):
+            # pyrevm's Debug text is not what this reading expects: refuse rather than lose a change.
+            raise RuntimeError(f"revm journal not understood ({accounts} accounts, {slots} slots read)")
 
     def _apply(self, out: Outcome) -> None:
         for addr, st in out.accounts.items():
