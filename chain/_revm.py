@@ -139,14 +139,19 @@ class RevmChain:
         if head is None:
             chain._genesis(funded)
             return chain, True
-        chain.head = head
-        for addr, st in store.accounts():
-            chain.accounts[addr] = st
-            code = store.code(st.code_hash) if st.code_hash else None
-            chain._put_account(addr, st, code)
-        for addr, slot, value in store.storage():
-            chain._put_slot(addr, slot, value)
+        chain._load()
         return chain, False
+
+    def _load(self) -> None:
+        """The head and the state as committed in the store, into a fresh EVM."""
+        self.evm = EVM(env=Env(cfg=CfgEnv(chain_id=self.chain_id)), gas_limit=GAS_LIMIT, spec_id=_SPEC)
+        self.accounts = {}
+        self.head = self.store.head() or {}
+        for addr, st in self.store.accounts():
+            self.accounts[addr] = st
+            self._put_account(addr, st, self.store.code(st.code_hash) if st.code_hash else None)
+        for addr, slot, value in self.store.storage():
+            self._put_slot(addr, slot, value)
 
     # --- state -----------------------------------------------------------------------------------------
 
@@ -326,10 +331,14 @@ class RevmChain:
         if tip:
             cb = out.accounts.get(COINBASE) or self.accounts.get(COINBASE) or AccountState()
             out.accounts[COINBASE] = AccountState(cb.balance + tip, cb.nonce, cb.code_hash)
-        self._apply(out)
         rec = self._mined(tx, tx_hash, sender, number, ts, base, price, gas_used, out)
+        self._apply(out)
+        try:
+            self.store.commit_block(rec, [("time_travel", "0")])
+        except BaseException:
+            self._load()  # not on disk (disk full, I/O error): back to the state that is
+            raise
         self._travel = 0
-        self.store.commit_block(rec, [("time_travel", "0")])
         self.head = rec.block
         return tx_hash
 

@@ -171,3 +171,22 @@ async def test_logs_bloom_is_a_real_nodes(tmp_path: Path) -> None:
             for t in lg["topics"]:
                 bloom.add(bytes(t))
         assert raw["logs"] and int.from_bytes(bytes(raw["logsBloom"]), "big") == int(bloom)
+
+
+async def test_a_block_that_fails_to_commit_leaves_no_trace(tmp_path: Path) -> None:
+    async with await DevChain.open(tmp_path / "c", deploy_settings=TEST_DEPLOY) as dc:
+        chain = dc.provider.node.chain
+        head = await dc.w3.eth.block_number
+        real = chain.store.commit_block
+
+        def full_disk(*args, **kwargs):
+            raise OSError("disk full")
+
+        chain.store.commit_block = full_disk
+        with pytest.raises(Exception, match="disk full"):
+            await dc.fund(NODES[0].address, 7)
+        chain.store.commit_block = real
+        assert await dc.w3.eth.get_balance(NODES[0].address) == 0 and await dc.w3.eth.block_number == head
+        dc._faucet = None  # its local nonce counted the lost transaction
+        await dc.fund(NODES[0].address, 7)
+        assert await dc.w3.eth.get_balance(NODES[0].address) == 7 and await dc.w3.eth.block_number == head + 1
