@@ -30,9 +30,10 @@ CREATE TABLE IF NOT EXISTS blocks (number INTEGER PRIMARY KEY, hash BLOB NOT NUL
 CREATE TABLE IF NOT EXISTS txs (hash BLOB PRIMARY KEY, block INTEGER NOT NULL, tx TEXT NOT NULL,
                                 receipt TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS logs (block INTEGER NOT NULL, idx INTEGER NOT NULL, address TEXT NOT NULL,
-                                 topic0 TEXT, topic1 TEXT, topic2 TEXT, topic3 TEXT, json TEXT NOT NULL,
+                                 topic0 TEXT, topic1 TEXT, topic2 TEXT, topic3 TEXT,
                                  PRIMARY KEY (block, idx)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS logs_topic1 ON logs (topic1);
+CREATE INDEX IF NOT EXISTS txs_block ON txs (block);
 """
 
 
@@ -111,7 +112,9 @@ class RevmStore:
              topics: list[list[str] | None]) -> list[dict]:  # fmt: skip
         """Logs in [from_block, to_block] of any of `addresses` (lower-case hex; None: all) whose topic i is
         one of topics[i] (None: any), in chain order."""
-        sql = ["SELECT json FROM logs WHERE block BETWEEN ? AND ?"]
+        # The filter runs on the indexed columns; each log itself is read from its block's receipt (one
+        # transaction per block: a log's index in the block is its index in the receipt).
+        sql = ["SELECT block, idx FROM logs WHERE block BETWEEN ? AND ?"]
         args: list[Any] = [from_block, to_block]
         if addresses is not None:
             sql.append(f"AND address IN ({','.join('?' * len(addresses))})")
@@ -121,7 +124,15 @@ class RevmStore:
                 sql.append(f"AND topic{i} IN ({','.join('?' * len(wanted))})")
                 args += wanted
         sql.append("ORDER BY block, idx")
-        return [json.loads(r[0]) for r in self._conn.execute(" ".join(sql), args)]
+        receipts: dict[int, list[dict]] = {}
+        out = []
+        for block, idx in self._conn.execute(" ".join(sql), args).fetchall():
+            logs = receipts.get(block)
+            if logs is None:
+                row = self._conn.execute("SELECT receipt FROM txs WHERE block = ?", (block,)).fetchone()
+                logs = receipts[block] = json.loads(row[0])["logs"]
+            out.append(logs[idx])
+        return out
 
     # --- the one write ----------------------------------------------------------------------------------
 
@@ -136,10 +147,9 @@ class RevmStore:
                 c.execute("INSERT INTO txs (hash, block, tx, receipt) VALUES (?, ?, ?, ?)",
                           (tx_hash, rec.number, json.dumps(tx), json.dumps(receipt)))  # fmt: skip
                 c.executemany(
-                    "INSERT INTO logs (block, idx, address, topic0, topic1, topic2, topic3, json) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(rec.number, int(lg["logIndex"], 16), lg["address"].lower(),
-                      *(lg["topics"] + [None] * 4)[:4], json.dumps(lg)) for lg in receipt["logs"]],
+                    "INSERT INTO logs (block, idx, address, topic0, topic1, topic2, topic3) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(rec.number, i, lg["address"].lower(), *(lg["topics"] + [None] * 4)[:4])
+                     for i, lg in enumerate(receipt["logs"])],
                 )  # fmt: skip
             c.executemany("INSERT OR IGNORE INTO code (hash, code) VALUES (?, ?)", rec.code.items())
             c.executemany(

@@ -70,6 +70,8 @@ async def _script(dc: DevChain) -> dict:
         "stats": await client.stats(),
         "settled": [await client.is_settled(creator.address, i) for i in (1, 30, 40, 41)],
         "addresses": dc.addresses,
+        "events": [(e.contract, e.name, e.args, e.block_number, e.log_index) for e in await client.events()],
+        "found": await client.find_settled([t.task_id for t in tasks[::7]] + [b"\x00" * 32]),
     }
 
 
