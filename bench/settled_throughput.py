@@ -4,11 +4,11 @@ against the same network without settlement (chain "none": tasks end VALIDATED),
 Each side: a coordinator in this process on a real port, 12 worker nodes on real gRPC streams (instant
 test-double executors), one creator submitting TASKS GPT tasks with 8 in flight. The chain side stakes the
 nodes, checks the creator's deposit and settles in batches (50 tasks or 1 s) on the embedded EVM, which runs
-as the coordinator runs it by default: py-evm in its own process (`python -m chain serve`, JSON-RPC over
-HTTP on loopback, `DevChain.spawn`), so the interpreted EVM has a core of its own; a task counts when it is
+as the coordinator runs it by default: revm in its own process (`python -m chain serve`, JSON-RPC over HTTP
+on loopback, `DevChain.spawn`); `--evm pyevm` runs the py-evm backend instead. A task counts when it is
 SETTLED. The baseline counts VALIDATED.
 
-    python -m bench.settled_throughput [--tasks N]
+    python -m bench.settled_throughput [--tasks N] [--evm revm|pyevm]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from chain.devchain import DEFAULT_EVM, EVMS
 from coordinator.domain.models import TaskState
 from coordinator.service.settlement import SettlementSettings
 from helium.log import configure_logging
@@ -54,20 +55,20 @@ async def without_settlement(root: Path, n: int) -> float:
         return await _drive(net, net.client(), n, TaskState.VALIDATED)
 
 
-async def with_settlement(root: Path, n: int) -> float:
+async def with_settlement(root: Path, n: int, evm: str = DEFAULT_EVM) -> float:
     settle = SettlementSettings(batch_max_tasks=50, batch_interval=timedelta(seconds=1))
-    async with ChainNet(root, settlement=settle, process=True) as net:
+    async with ChainNet(root, settlement=settle, process=True, evm=evm) as net:
         await net.add_nodes(NODES, lambda: InstantExecutor("gpt"), card="gpu", vram=8 << 30)
         creator = await new_creator(net, 10**20)
         return await _drive(net, net.client(creator), n, TaskState.SETTLED)
 
 
-async def run(n: int) -> None:
+async def run(n: int, evm: str = DEFAULT_EVM) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = await without_settlement(Path(tmp) / "none", n)
         print(f"no settlement (chain none): {base:.2f} validated tasks/s", flush=True)
-        settled = await with_settlement(Path(tmp) / "embedded", n)
-        print(f"settlement on the embedded chain: {settled:.2f} settled tasks/s", flush=True)
+        settled = await with_settlement(Path(tmp) / "embedded", n, evm)
+        print(f"settlement on the embedded chain ({evm}): {settled:.2f} settled tasks/s", flush=True)
     print(f"figure=settled_throughput value={settled:.3f} unit=tasks/s baseline=no_settlement "
           f"ratio={settled / base:.3f}")
 
@@ -75,8 +76,10 @@ async def run(n: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.settled_throughput")
     p.add_argument("--tasks", type=int, default=300)
+    p.add_argument("--evm", default=DEFAULT_EVM, choices=EVMS)
+    args = p.parse_args()
     configure_logging(False, "error")
-    asyncio.run(run(p.parse_args().tasks))
+    asyncio.run(run(args.tasks, args.evm))
 
 
 if __name__ == "__main__":

@@ -191,6 +191,12 @@ class EmbeddedProvider(AsyncEthereumTesterProvider):
             raise ConnectionError("the embedded chain is closed")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    def wire(self, method: str, params: list) -> dict:
+        """One JSON-RPC request in the wire format (the chain server's answer)."""
+        from chain.server import _answer_sync
+
+        return _answer_sync(self, method, params)
+
     def request_sync(self, method: str, params: Any) -> dict:
         """Serves one request on the calling thread; callers outside the provider hold no other lock."""
         with self._lock:

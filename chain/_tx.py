@@ -32,6 +32,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
 
+from chain._abi import encoder, word_decoder
 from chain._artifacts import load_artifact
 from chain.errors import ChainTimeout, ChainUnavailable, ContractRevert, RpcRefused
 from chain.models import ClientSettings
@@ -89,21 +90,48 @@ def revert_from(exc: Exception) -> ContractRevert:
     return ContractRevert(f"reverted: {name or exc}({shown})", error=name, args=args, data=data)
 
 
-_SELECTORS: dict[str, tuple[bytes, list[str]]] = {}
+_SELECTORS: dict[str, tuple[bytes, list[str], Any]] = {}
 
 
 def encode_call(fn: Any) -> bytes:
-    """The calldata of a bound web3 contract function (``contract.functions.f(*args)``)."""
+    """The calldata of a bound web3 contract function (``contract.functions.f(*args)``): chain._abi's
+    encoder, else eth_abi, else web3's own path."""
     try:
         entry = _SELECTORS.get(fn.signature)
         if entry is None:
-            entry = _SELECTORS[fn.signature] = (
-                function_abi_to_4byte_selector(fn.abi), [collapse_if_tuple(i) for i in fn.abi["inputs"]])
+            types = [collapse_if_tuple(i) for i in fn.abi["inputs"]]
+            entry = _SELECTORS[fn.signature] = (function_abi_to_4byte_selector(fn.abi), types, encoder(types))
         if not fn.kwargs:
-            return entry[0] + abi_encode(entry[1], fn.args)
+            try:
+                return entry[0] + entry[2](fn.args)
+            except ValueError:  # a value the lean encoder leaves to eth_abi
+                return entry[0] + abi_encode(entry[1], fn.args)
     except Exception:  # a value eth_abi takes only after web3's normalizers (ENS names, hex strings, ...)
         pass
     return bytes.fromhex(fn._encode_transaction_data()[2:])
+
+
+_FUNCTIONS: dict[tuple[int, str], tuple[bytes, list[str], Any]] = {}
+
+
+def encode_function(abi: list[dict], name: str, args: tuple) -> bytes:
+    """The calldata of `name(*args)` of a contract `abi` (one function of that name), without building a
+    web3 ContractFunction (whose argument checks cost more than the encoding); ValueError for values only
+    web3's normalizers take (then use ``encode_call``)."""
+    entry = _FUNCTIONS.get((id(abi), name))
+    if entry is None:
+        found = [i for i in abi if i["type"] == "function" and i["name"] == name]
+        if len(found) != 1:
+            raise ValueError(f"{name}: {len(found)} functions of that name")
+        types = [collapse_if_tuple(i) for i in found[0]["inputs"]]
+        entry = _FUNCTIONS[(id(abi), name)] = (function_abi_to_4byte_selector(found[0]), types, encoder(types))
+    try:
+        return entry[0] + entry[2](args)
+    except ValueError:
+        try:
+            return entry[0] + abi_encode(entry[1], args)
+        except Exception as exc:
+            raise ValueError(f"{name}: {exc}") from exc
 
 
 class _EventDecoder:
@@ -119,8 +147,30 @@ class _EventDecoder:
         self.fast = not abi.get("anonymous") and all(t == "address" or ("address" not in t and "(" not in t)
                                                       for t in types)  # fmt: skip
         self.dynamic_indexed = [t in ("string", "bytes") or t.endswith("]") for _, t in self.indexed]
+        # Every value one 32-byte word (all the Helium events): sliced, not run through eth_abi.
+        self.words = [word_decoder(t) for t in types]
+        if not self.fast or not all(self.words) or any(self.dynamic_indexed):
+            self.words = None
+
+    def decode_words(self, topics: list, data: bytes) -> dict[str, Any]:
+        n = len(self.indexed)
+        if len(topics) != n + 1 or len(data) != 32 * len(self.data_names):
+            raise ValueError("log does not fit the event")
+        words = [bytes(t) for t in topics[1:]] + [data[i : i + 32] for i in range(0, len(data), 32)]
+        values = [dec(w) for dec, w in zip(self.words, words, strict=True)]  # type: ignore[arg-type]
+        names = [name for name, _ in self.indexed] + self.data_names
+        args = dict(zip(names, values, strict=True))
+        for name, typ in (*self.indexed, *zip(self.data_names, self.data_types, strict=True)):
+            if typ == "address":
+                args[name] = _checksum(args[name])
+        return {k: args[k] for k in self.order}
 
     def decode(self, topics: list, data: bytes) -> dict[str, Any]:
+        if self.words is not None:
+            try:
+                return self.decode_words(topics, bytes(data))
+            except ValueError:  # dirty padding, a wrong length: eth_abi's path decides
+                pass
         args: dict[str, Any] = {}
         for (name, typ), dyn, topic in zip(self.indexed, self.dynamic_indexed, topics[1:], strict=True):
             args[name] = bytes(topic) if dyn else abi_decode([typ], bytes(topic))[0]
@@ -164,20 +214,34 @@ def _int(value: Any) -> int | None:
     return None if value is None else int(value, 16) if isinstance(value, str) else int(value)
 
 
+def _hb(value: str, memo: dict[str, HexBytes]) -> HexBytes:
+    """HexBytes of a node's 0x-hex string; `memo` keeps those of one receipt (its logs repeat the block and
+    transaction hashes and most topics), and bytes.fromhex is faster than HexBytes' own parsing of a str."""
+    out = memo.get(value)
+    if out is None:
+        try:
+            out = HexBytes(bytes.fromhex(value[2:])) if isinstance(value, str) and value[:2] == "0x" else HexBytes(value)
+        except ValueError:
+            out = HexBytes(value)
+        memo[value] = out
+    return out
+
+
 def receipt_from_json(raw: dict) -> dict[str, Any]:
     """A JSON-RPC receipt with web3's types for the fields the client reads."""
+    memo: dict[str, HexBytes] = {}
     logs = [
         {
-            "address": _checksum(lg["address"]), "topics": [HexBytes(t) for t in lg["topics"]],
-            "data": HexBytes(lg["data"]), "blockNumber": _int(lg.get("blockNumber")),
-            "transactionHash": HexBytes(lg["transactionHash"]), "logIndex": _int(lg.get("logIndex")),
-            "blockHash": HexBytes(lg["blockHash"]) if lg.get("blockHash") else None,
+            "address": _checksum(lg["address"]), "topics": [_hb(t, memo) for t in lg["topics"]],
+            "data": _hb(lg["data"], memo), "blockNumber": _int(lg.get("blockNumber")),
+            "transactionHash": _hb(lg["transactionHash"], memo), "logIndex": _int(lg.get("logIndex")),
+            "blockHash": _hb(lg["blockHash"], memo) if lg.get("blockHash") else None,
         }  # fmt: skip
         for lg in raw.get("logs") or []
     ]
     contract = raw.get("contractAddress")
     return {
-        "transactionHash": HexBytes(raw["transactionHash"]), "blockHash": HexBytes(raw["blockHash"]),
+        "transactionHash": _hb(raw["transactionHash"], memo), "blockHash": _hb(raw["blockHash"], memo),
         "blockNumber": _int(raw["blockNumber"]), "status": _int(raw.get("status")), "gasUsed": _int(raw["gasUsed"]),
         "contractAddress": _checksum(contract) if contract else None, "logs": logs,
     }  # fmt: skip

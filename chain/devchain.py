@@ -1,4 +1,9 @@
-"""The embedded dev chain: an in-process EVM (py-evm through eth-tester) whose state persists in a directory.
+"""The embedded dev chain: an in-process EVM whose state persists in a directory.
+
+Two EVM backends (``evm=``): ``"revm"`` (the default: revm, the Rust EVM, through pyrevm; ``chain._revm``) and
+``"pyevm"`` (py-evm through eth-tester; ``chain._evm``). Both charge a real EVM's gas (the parity tests run the
+same calls on both and on Hardhat); revm runs a settlement some 50x faster. A directory keeps the backend it
+was created with (``devchain.json`` names it; a directory from before the choice existed is py-evm's).
 
 ``await DevChain.open(data_dir)`` on an empty directory creates dev keys (admin, coordinator, creator,
 faucet), a genesis block that funds them, deploys the contracts (coordinator = the dev coordinator key),
@@ -10,7 +15,8 @@ node on loopback, so the interpreted EVM gets a core of its own) and talks to it
 offers the same API (``client``, ``fund``, ``fund_and_stake``, ``increase_time``, ``close``), and
 ``restart()`` / ``server.kill()`` let tests stop and restart that node on the same directory and port.
 
-Files in `data_dir`: ``evm.sqlite`` (the py-evm key-value store), ``devchain.json`` (chain id, dev keys,
+Files in `data_dir`: ``chain.sqlite`` (revm: state, blocks, receipts, logs) or ``evm.sqlite`` (the py-evm
+key-value store), ``devchain.json`` (chain id, dev keys,
 contract addresses; mode 0600), ``lock`` (one process at a time), ``chain-server.log`` (a spawned child's log).
 """
 
@@ -32,19 +38,25 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.providers.async_base import AsyncBaseProvider
 
 from chain._evm import EmbeddedProvider, open_backend, open_store
+from chain._revm import RevmChain
+from chain._revm_rpc import RevmNode, RevmProvider
+from chain._revm_store import RevmStore
 from chain.client import ChainClient
 from chain.deploy import ETHER, DeploySettings, deploy_contracts
 from chain.errors import DevChainError
 from chain.models import ClientSettings, ContractAddresses, Receipt
 from chain.signing import Domain
 
-__all__ = ["DEV_CHAIN_ID", "DevChain", "DevKeys"]
+__all__ = ["DEFAULT_EVM", "DEV_CHAIN_ID", "EVMS", "DevChain", "DevKeys"]
 
 log = structlog.get_logger(__name__)
 DEV_CHAIN_ID = 1337
 _ACCOUNT_FUNDS = 1_000_000 * ETHER
 _FAUCET_FUNDS = 1_000_000_000 * ETHER
 _CREATOR_DEPOSIT = 10_000 * ETHER
+EVMS = ("revm", "pyevm")
+DEFAULT_EVM = "revm"
+_STATE_FILE = {"revm": "chain.sqlite", "pyevm": "evm.sqlite"}
 
 
 @dataclass(frozen=True)
@@ -87,15 +99,39 @@ def _lock_dir(data: Path) -> int:
     return lock_fd
 
 
-def _read_meta(data: Path, chain_id: int) -> dict[str, Any]:
+def _read_meta(data: Path, chain_id: int, evm: str) -> dict[str, Any]:
     meta_path = data / "devchain.json"
     if meta_path.exists():
-        return json.loads(meta_path.read_text())
-    if (data / "evm.sqlite").exists():
-        raise DevChainError(f"dev chain {data}: evm.sqlite without devchain.json; delete the directory")
-    meta = {"chain_id": chain_id, "keys": DevKeys.create().as_dict(), "addresses": None}
+        meta = json.loads(meta_path.read_text())
+        meta.setdefault("evm", "pyevm")  # created before the backend was a choice
+        return meta
+    for name in _STATE_FILE.values():
+        if (data / name).exists():
+            raise DevChainError(f"dev chain {data}: {name} without devchain.json; delete the directory")
+    if evm not in EVMS:
+        raise DevChainError(f"evm must be one of {EVMS}, got {evm!r}")
+    meta = {"chain_id": chain_id, "keys": DevKeys.create().as_dict(), "addresses": None, "evm": evm}
     _write_json(meta_path, meta)
     return meta
+
+
+def _open_provider(data: Path, evm: str, chain_id: int, funded: dict[bytes, int],
+                   keys: list[bytes]) -> tuple[AsyncBaseProvider, bool]:  # fmt: skip
+    """The web3 provider over the chain in `data` on the `evm` backend, and whether it was created now."""
+    if evm == "revm":
+        store = RevmStore(data / _STATE_FILE["revm"])
+        try:
+            chain, created = RevmChain.open(store, chain_id, funded)
+        except BaseException:
+            store.close()
+            raise
+        return RevmProvider(RevmNode(chain, keys)), created
+    if evm != "pyevm":
+        raise DevChainError(f"dev chain {data}: unknown evm {evm!r} in devchain.json")
+    kv, db = open_store(data / _STATE_FILE["pyevm"])
+    backend, created = open_backend(db, chain_id, funded, keys)
+    kv.commit()
+    return EmbeddedProvider(EthereumTester(backend), kv, chain_id), created
 
 
 class DevChain:
@@ -123,13 +159,14 @@ class DevChain:
         port: int = 0,
         ready_timeout: timedelta = timedelta(seconds=90),
         rpc_timeout: timedelta = timedelta(seconds=30),
+        evm: str = DEFAULT_EVM,
     ) -> DevChain:
         """The DevChain of `data_dir` served by a child process (`python -m chain serve`), reached over
         HTTP on loopback; created there on first use like `open`. `close()` stops the child."""
         from chain.server import ChainServerProcess
 
         data = Path(data_dir)
-        server = ChainServerProcess(data, port=port, ready_timeout=ready_timeout)
+        server = ChainServerProcess(data, port=port, ready_timeout=ready_timeout, evm=evm)
         url = await server.start()
         try:
             meta = json.loads((data / "devchain.json").read_text())
@@ -157,27 +194,27 @@ class DevChain:
         *,
         deploy_settings: DeploySettings = DeploySettings(),
         chain_id: int = DEV_CHAIN_ID,
+        evm: str = DEFAULT_EVM,
     ) -> DevChain:
+        """The chain of `data_dir` in this process; a new directory gets a chain on the `evm` backend."""
         data = Path(data_dir)
         lock_fd = _lock_dir(data)
         try:
-            return await cls._open_locked(data, deploy_settings, chain_id, lock_fd)
+            return await cls._open_locked(data, deploy_settings, chain_id, evm, lock_fd)
         except BaseException:
             os.close(lock_fd)
             raise
 
     @classmethod
-    async def _open_locked(cls, data: Path, deploy_settings: DeploySettings, chain_id: int, lock_fd: int) -> DevChain:
+    async def _open_locked(cls, data: Path, deploy_settings: DeploySettings, chain_id: int, evm: str,
+                           lock_fd: int) -> DevChain:  # fmt: skip
         meta_path = data / "devchain.json"
-        meta = _read_meta(data, chain_id)
+        meta = _read_meta(data, chain_id, evm)
         keys = DevKeys.from_dict(meta["keys"])
         chain_id = int(meta["chain_id"])
-        kv, db = open_store(data / "evm.sqlite")
         funded = {bytes.fromhex(k.address[2:]): _ACCOUNT_FUNDS for k in (keys.admin, keys.coordinator, keys.creator)}
         funded[bytes.fromhex(keys.faucet.address[2:])] = _FAUCET_FUNDS
-        backend, created = open_backend(db, chain_id, funded, [bytes(keys.faucet.key)])
-        kv.commit()
-        provider = EmbeddedProvider(EthereumTester(backend), kv, chain_id)
+        provider, created = _open_provider(data, meta["evm"], chain_id, funded, [bytes(keys.faucet.key)])
         if meta["addresses"] is None:
             w3 = AsyncWeb3(provider)
             addresses = await deploy_contracts(w3, keys.admin, keys.coordinator.address, deploy_settings)

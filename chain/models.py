@@ -50,11 +50,25 @@ def _phashes(values, name: str) -> tuple[int, ...]:
     return out
 
 
+_CHECKSUMMED: dict[str, str] = {}
+
+
 def _addr(value: str, name: str) -> str:
+    """The checksummed address; the few addresses of a network (nodes, creators) are remembered, since a
+    settlement builds several models per task."""
+    if isinstance(value, str):
+        out = _CHECKSUMMED.get(value)
+        if out is not None:
+            return out
     try:
-        return to_checksum_address(value)
+        out = to_checksum_address(value)
     except Exception as exc:
         raise InvalidChainInput(f"{name} must be an address, got {value!r:.60}") from exc
+    if isinstance(value, str):
+        if len(_CHECKSUMMED) >= 10_000:
+            _CHECKSUMMED.clear()
+        _CHECKSUMMED[value] = out
+    return out
 
 
 @dataclass(frozen=True)

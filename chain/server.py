@@ -9,8 +9,9 @@ any stop, `kill -9` included: every request is committed before it is answered),
     ready rpc=http://127.0.0.1:PORT chain_id=1337 ledger=0x... data_dir=DIR
 
 A client talks to it like to a Hardhat node (``AsyncHTTPProvider``; reverts are errors with code 3 and
-the revert data; ``evm_increaseTime`` / ``evm_mine`` work). Running the EVM in its own process gives the
-interpreted py-evm a core of its own, instead of sharing the coordinator's interpreter lock.
+the revert data; ``evm_increaseTime`` / ``evm_mine`` work). Running the EVM in its own process keeps its
+work (execution, receipts, the fsync per block) off the coordinator's interpreter lock. ``--evm`` picks the
+backend of a new chain (``revm``, the default, or ``pyevm``); an existing one keeps its own.
 
 ``ChainServerProcess`` runs it as a child: ``url = await proc.start()`` waits for the ready line under a
 deadline, ``await proc.stop()`` ends it (SIGTERM, then SIGKILL). The child also exits when its parent
@@ -90,7 +91,8 @@ class _RpcApp:
         params = item.get("params") or []
         if not isinstance(params, list):
             params = [params]
-        out = await self.chain.provider.run(_answer_sync, self.chain.provider, item["method"], params)
+        provider = self.chain.provider
+        out = await provider.run(provider.wire, item["method"], params)
         return {"jsonrpc": "2.0", "id": item.get("id"), **out}
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -103,14 +105,14 @@ class _RpcApp:
         return web.Response(body=json.dumps(out).encode(), content_type="application/json")
 
 
-async def _open_chain(data_dir: Path, lock_wait: float):
+async def _open_chain(data_dir: Path, lock_wait: float, evm: str):
     """Opens the DevChain, waiting up to `lock_wait` seconds for another process to release it."""
     from chain.devchain import DevChain
 
     deadline = time.monotonic() + lock_wait
     while True:
         try:
-            return await DevChain.open(data_dir)
+            return await DevChain.open(data_dir, evm=evm)
         except DevChainError as exc:
             if "open in another process" not in str(exc) or time.monotonic() >= deadline:
                 raise
@@ -131,7 +133,7 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
 
 async def serve(data_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, *,
                 lock_wait: timedelta = timedelta(seconds=0), exit_with_parent: bool = False,
-                ready=print) -> None:  # fmt: skip
+                ready=print, evm: str = "revm") -> None:  # fmt: skip
     """Serves the DevChain of `data_dir` until SIGTERM/SIGINT (or stdin EOF with `exit_with_parent`)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -139,7 +141,7 @@ async def serve(data_dir: str | os.PathLike, host: str = "127.0.0.1", port: int 
         loop.add_signal_handler(sig, stop.set)
     if exit_with_parent:
         _watch_stdin(loop, stop)
-    chain = await _open_chain(Path(data_dir), lock_wait.total_seconds())
+    chain = await _open_chain(Path(data_dir), lock_wait.total_seconds(), evm)
     runner = None
     try:
         app = web.Application(client_max_size=64 << 20)
@@ -165,8 +167,9 @@ class ChainServerProcess:
 
     def __init__(self, data_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 0,
                  ready_timeout: timedelta = timedelta(seconds=90), lock_wait: timedelta = timedelta(seconds=15),
-                 log_level: str = "warning") -> None:  # fmt: skip
+                 log_level: str = "warning", evm: str = "revm") -> None:  # fmt: skip
         self.data_dir = Path(data_dir)
+        self.evm = evm
         self.host = host
         self.port = port
         self.ready_timeout = ready_timeout
@@ -207,7 +210,7 @@ class ChainServerProcess:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "chain", "serve", "--data-dir", str(self.data_dir), "--host", self.host,
                 "--port", str(self.port), "--lock-wait", str(self.lock_wait.total_seconds()), "--exit-with-parent",
-                "--log-level", self.log_level]  # fmt: skip
+                "--log-level", self.log_level, "--evm", self.evm]  # fmt: skip
 
     async def _ready_line(self) -> str:
         assert self.proc is not None and self.proc.stdout is not None
@@ -266,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8545, help="0 picks a free port")
     p.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for another process to release DIR")
     p.add_argument("--exit-with-parent", action="store_true", help="exit when stdin reaches EOF")
+    p.add_argument("--evm", default="revm", choices=("revm", "pyevm"),
+                   help="the EVM of a new chain (an existing one keeps its own)")
     p.add_argument("--log-json", action="store_true")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     args = p.parse_args(argv)
@@ -278,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(serve(args.data_dir, args.host, args.port, lock_wait=timedelta(seconds=args.lock_wait),
-                          exit_with_parent=args.exit_with_parent, ready=ready))  # fmt: skip
+                          exit_with_parent=args.exit_with_parent, ready=ready, evm=args.evm))  # fmt: skip
     except DevChainError as exc:
         print(f"helium chain: {exc}", file=sys.stderr)
         return 1

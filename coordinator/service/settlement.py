@@ -153,6 +153,8 @@ def slash_evidence(task: Task, assigns: Sequence[Assignment], phash_threshold: i
     if not _paid(task):
         return []
     subs = [a for a in assigns if a.state == AssignmentState.SUBMITTED]
+    if not any(not a.matched and len(a.signature) == 65 for a in subs):
+        return []  # no outlier: the common case, with no evidence to build
     winners = paid_results(task, assigns, phash_threshold)
     if len(winners) < 2:
         return []

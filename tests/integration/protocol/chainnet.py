@@ -15,7 +15,7 @@ import grpc
 from eth_account import Account
 
 from chain.deploy import ETHER
-from chain.devchain import DevChain
+from chain.devchain import DEFAULT_EVM, DevChain
 from chain.models import ClientSettings
 from coordinator.config import CoordinatorConfig
 from coordinator.server import CoordinatorApp
@@ -36,9 +36,10 @@ class ChainNet:
 
     def __init__(self, root: Path, *, heartbeat_s: float = 0.5, protocol: ProtocolSettings | None = None,
                  settlement: SettlementSettings | None = None, client_wrapper=None, rng=None, process: bool = False,
-                 **config) -> None:  # fmt: skip
+                 evm: str = DEFAULT_EVM, **config) -> None:  # fmt: skip
         self.root = Path(root)
         self.process = process
+        self.evm = evm
         self.heartbeat_s = heartbeat_s
         self.protocol = protocol or ProtocolSettings()
         self.settlement = settlement or SettlementSettings(batch_max_tasks=50, batch_interval=timedelta(seconds=1))
@@ -51,7 +52,8 @@ class ChainNet:
 
     async def __aenter__(self) -> ChainNet:
         chain_dir = self.root / "chain"
-        self.chain = await (DevChain.spawn(chain_dir) if self.process else DevChain.open(chain_dir))
+        self.chain = await (DevChain.spawn(chain_dir, evm=self.evm) if self.process
+                            else DevChain.open(chain_dir, evm=self.evm))  # fmt: skip
         self.admin = self.chain.client(self.chain.keys.creator)  # reads and creator/node helper sends
         client = self.chain.client(settings=ClientSettings(preflight=False))
         if self.client_wrapper is not None:

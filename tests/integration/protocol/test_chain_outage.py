@@ -14,7 +14,6 @@ from datetime import timedelta
 
 from web3 import AsyncWeb3
 from web3.providers.async_base import AsyncBaseProvider
-from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
 from chain.client import ChainClient
 from chain.models import ClientSettings
@@ -26,15 +25,13 @@ from tests.support.network import gpt_args
 from worker.testing import InstantExecutor
 
 
-class CuttableProvider(AsyncEthereumTesterProvider):
-    """Forwards to `inner` (the embedded provider; its eth-tester middleware kept) unless `down`, when every
-    request fails like a dropped connection."""
+class CuttableProvider(AsyncBaseProvider):
+    """Forwards to `inner` (the embedded revm provider, which answers in the JSON-RPC wire format) unless
+    `down`, when every request fails like a dropped connection."""
 
     def __init__(self, inner) -> None:
-        AsyncBaseProvider.__init__(self)
+        super().__init__()
         self.inner = inner
-        self.ethereum_tester = inner.ethereum_tester
-        self.api_endpoints = inner.api_endpoints
         self.down = False
         self.refused = 0
 

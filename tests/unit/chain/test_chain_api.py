@@ -13,7 +13,7 @@ import chain.signing
 
 def test_public_names() -> None:
     assert chain.client.__all__ == ["ChainClient"]
-    assert chain.devchain.__all__ == ["DEV_CHAIN_ID", "DevChain", "DevKeys"]
+    assert chain.devchain.__all__ == ["DEFAULT_EVM", "DEV_CHAIN_ID", "EVMS", "DevChain", "DevKeys"]
     assert set(chain.errors.__all__) == {
         "ChainError", "ChainTimeout", "ChainUnavailable", "ContractRevert", "DevChainError", "InvalidChainInput",
         "RpcRefused", "SettlementRejected", "TransactionReverted",

@@ -4,14 +4,18 @@ comes (the chain server's wire format) against web3's formatted receipt."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import pytest
 from eth.vm.computation import BaseComputation
 from web3._utils.events import get_event_data
 
 from chain._evm_fast import _ORIGINAL
 from chain._tx import decode_event, encode_call, receipt_from_json
+from chain.devchain import DevChain
 from chain.server import _answer_sync
 from tests.unit.chain._builders import make_task
-from tests.unit.chain.conftest import ChainEnv
+from tests.unit.chain.conftest import TEST_DEPLOY, ChainEnv
 
 
 async def _both_loops(provider, method: str, params: list) -> tuple[dict, dict]:
@@ -24,8 +28,18 @@ async def _both_loops(provider, method: str, params: list) -> tuple[dict, dict]:
     return fast, slow
 
 
-async def test_fast_paths_match_py_evm_and_web3(embedded_env: ChainEnv) -> None:
-    env = embedded_env
+@pytest.fixture
+async def pyevm_env(tmp_path) -> AsyncIterator[ChainEnv]:
+    """The embedded chain on the py-evm backend (the one with the inline loop)."""
+    dc = await DevChain.open(tmp_path / "devchain", deploy_settings=TEST_DEPLOY, evm="pyevm")
+    try:
+        yield ChainEnv("pyevm", dc.w3, dc.addresses, dc.chain_id, dc.keys.admin, dc.keys.coordinator, dc.keys.faucet)
+    finally:
+        await dc.close()
+
+
+async def test_fast_paths_match_py_evm_and_web3(pyevm_env: ChainEnv) -> None:
+    env = pyevm_env
     provider = env.w3.provider
     nodes = await env.staked_nodes(3)
     creator = await env.funded()
