@@ -23,6 +23,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.middleware import AttributeDictMiddleware
 from web3.providers.async_base import AsyncBaseProvider
 
 from chain._artifacts import load_artifact
@@ -40,10 +41,18 @@ from chain.models import (
 )
 from chain.signing import Domain
 
-__all__ = ["ChainClient"]
+__all__ = ["ChainClient", "lean_web3"]
 
 log = structlog.get_logger(__name__)
 _CONTRACTS = ("TaskLedger", "NodeStaking", "NetworkStats")
+
+
+def lean_web3(provider: AsyncBaseProvider) -> AsyncWeb3:
+    """AsyncWeb3 with only the result middleware this client reads (attribute access). web3's default
+    request middleware costs the coordinator on every call and adds nothing here: validation fetches
+    eth_chainId before each eth_call (every transaction carries its chainId, signed locally), and ENS
+    names, gas-price strategies and buffered estimates serve eth_sendTransaction, which is never used."""
+    return AsyncWeb3(provider, middleware=[AttributeDictMiddleware])
 
 
 class ChainClient:
@@ -82,7 +91,7 @@ class ChainClient:
         settings: ClientSettings | None = None,
     ) -> ChainClient:
         settings = settings or ClientSettings()
-        w3 = provider if isinstance(provider, AsyncWeb3) else AsyncWeb3(provider)
+        w3 = provider if isinstance(provider, AsyncWeb3) else lean_web3(provider)
         account = key if isinstance(key, LocalAccount) else Account.from_key(key)
         chain_id = await Rpc(settings).call(lambda: w3.eth.chain_id, "chain_id")
         return cls(w3, account, addresses, chain_id, settings)

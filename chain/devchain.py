@@ -41,7 +41,7 @@ from chain._evm import EmbeddedProvider, open_backend, open_store
 from chain._revm import RevmChain
 from chain._revm_rpc import RevmNode, RevmProvider
 from chain._revm_store import RevmStore
-from chain.client import ChainClient
+from chain.client import ChainClient, lean_web3
 from chain.deploy import ETHER, DeploySettings, deploy_contracts
 from chain.errors import DevChainError
 from chain.models import ClientSettings, ContractAddresses, Receipt
@@ -142,7 +142,7 @@ class DevChain:
                  chain_id: int, lock_fd: int, server=None) -> None:  # fmt: skip
         self.data_dir = data_dir
         self.provider = provider
-        self.w3 = AsyncWeb3(provider)
+        self.w3 = lean_web3(provider)
         self.keys = keys
         self.addresses = addresses
         self.chain_id = chain_id

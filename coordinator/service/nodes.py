@@ -29,6 +29,8 @@ __all__ = ["NodeRegistry", "NodeSession"]
 
 log = structlog.get_logger("coordinator.nodes")
 
+_VIEW_TTL_MS = 1000
+
 
 @dataclass(eq=False)
 class NodeSession:
@@ -42,6 +44,8 @@ class NodeSession:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     # The worker reads ConnectResponse batches: what is ready at once goes in one message.
     batches: bool = False
+    # The dispatcher's last NodeView of it: (the record it was made from, when, the view or None).
+    view: tuple | None = None
     # Acks held back (at most `ack_delay` s) to ride with the next message to the node.
     acks: list[str] = field(default_factory=list)
     _ack_timer: asyncio.TimerHandle | None = None
@@ -174,20 +178,29 @@ class NodeRegistry:
             session.send(DrainMsg(reason))
 
     def _views(self, sessions) -> list[hooks.NodeView]:
+        """The draw's view of each free node: with QoS, its weight, or none while it is excluded. A view
+        is kept for `_VIEW_TTL_MS` while the record stays the same (H recovers over minutes), so a busy
+        dispatcher does not recompute every free node's QoS on every round."""
         now = self.now_ms()
         out = []
         for s in sessions:
-            if self.qos is not None:
-                if self.qos.verdict(s.record, now) != "ok":
-                    continue
-                out.append(hooks.NodeView(s.record, self.qos.qos(s.record, now)))
+            cached = s.view
+            if cached is not None and cached[0] is s.record and now - cached[1] < _VIEW_TTL_MS:
+                view = cached[2]
+            elif self.qos is None:
+                view = hooks.NodeView(s.record)
+                s.view = (s.record, now, view)
             else:
-                out.append(hooks.NodeView(s.record))
+                ok = self.qos.verdict(s.record, now) == "ok"
+                view = hooks.NodeView(s.record, self.qos.qos(s.record, now)) if ok else None
+                s.view = (s.record, now, view)
+            if view is not None:
+                out.append(view)
         return out
 
     def registered_views(self) -> list[hooks.NodeView]:
-        """Every node that may still run tasks (connected or not), cached until a node record changes."""
-        version = getattr(self.store, "nodes_version", None)
+        """Every node that may still run tasks (connected or not), cached until a node's state or caps change."""
+        version = getattr(self.store, "nodes_shape_version", None)
         if version is None or self._registered[0] != version:
             records = [n for n in self.store.list_nodes() if n.state != NodeState.QUIT and not n.state.banned]
             self._registered = (version, [hooks.NodeView(r) for r in records], {})

@@ -324,6 +324,8 @@ class TimeEstimator:
         self._settings = settings or ProtocolSettings()
         self._stats: dict[tuple[str, str, str | None], _Stats] = {}
         self._gen_fraction: dict[str, float] = {}
+        # (kind, model, card) -> (the sample counts behind the fit, its coefficients)
+        self._fits: dict[tuple[str, str, str | None], tuple[tuple[int, int], list[float]]] = {}
 
     # -- the fallback formula, in scaled coefficients ------------------------------------------
 
@@ -343,6 +345,19 @@ class TimeEstimator:
         raise ValueError(f"kind must be one of {[k.value for k in TaskKind]}, got {kind!r}")
 
     def _coefficients(self, kind: str, model: str, card: str | None) -> list[float]:
+        """The fitted coefficients, refitted once a tenth of the data behind the last fit is new (every
+        estimate would otherwise solve the ridge system again: one per task created)."""
+        counts = tuple(st.count if st is not None else -1
+                       for st in (self._stats.get((kind, model, None)), self._stats.get((kind, model, card))))  # fmt: skip
+        cached = self._fits.get((kind, model, card))
+        if cached is not None and all(0 <= n - old < max(1, old // 10) or n == old == -1
+                                      for n, old in zip(counts, cached[0], strict=True)):  # fmt: skip
+            return cached[1]
+        theta = self._fit(kind, model, card)
+        self._fits[(kind, model, card)] = (counts, theta)
+        return theta
+
+    def _fit(self, kind: str, model: str, card: str | None) -> list[float]:
         w = self._settings.estimator_prior_weight
         theta = self._fallback(kind, model)
         model_stats = self._stats.get((kind, model, None))

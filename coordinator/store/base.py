@@ -75,8 +75,16 @@ class CoordinatorStore(abc.ABC):
 
     # --- nodes -----------------------------------------------------------------------------------
 
-    # Implementations bump `nodes_version` (an int attribute) on every node write.
+    # Implementations call `_node_written` on every node write: `nodes_version` counts every write, and
+    # `nodes_shape_version` only those that change what a node can run (its state or caps), so views
+    # derived from those (can a group ever run this task?) outlive the QoS updates of every scored task.
     nodes_version: int = 0
+    nodes_shape_version: int = 0
+
+    def _node_written(self, old: NodeRecord | None, new: NodeRecord) -> None:
+        self.nodes_version += 1
+        if old is None or old.state != new.state or (old.caps is not new.caps and old.caps != new.caps):
+            self.nodes_shape_version += 1
 
     @abc.abstractmethod
     def save_node(self, node: NodeRecord) -> None: ...

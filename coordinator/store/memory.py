@@ -22,7 +22,7 @@ class MemoryStore(CoordinatorStore):
         self._by_task: dict[str, list[str]] = {}
         self._nodes: dict[str, NodeRecord] = {}
         self._kv: dict[str, str] = {}
-        self.nodes_version = 0  # bumped by every node write, so callers can cache derived views
+        self.nodes_version = self.nodes_shape_version = 0  # see CoordinatorStore._node_written
 
     def create_task(self, task: Task) -> None:
         if task.task_id in self._tasks or (task.creator, task.nonce) in self._nonces:
@@ -101,8 +101,8 @@ class MemoryStore(CoordinatorStore):
         return [a for a in self._assignments.values() if a.state in (AssignmentState.LEASED, AssignmentState.RUNNING)]
 
     def save_node(self, node: NodeRecord) -> None:
+        self._node_written(self._nodes.get(node.address), node)
         self._nodes[node.address] = node
-        self.nodes_version += 1
 
     def get_node(self, address: str) -> NodeRecord | None:
         return self._nodes.get(address)

@@ -97,15 +97,24 @@ _TASK_MUTABLE = (
 ).split(", ")
 
 
-def _previous_states(new: TaskState) -> tuple[str, ...]:
-    return tuple(s.value for s, nxt in TASK_TRANSITIONS.items() if new in nxt or s == new)
+def _update_from(previous: list[TaskState]) -> str | None:
+    if not previous:
+        return None
+    return (f"UPDATE tasks SET {', '.join(c + ' = ?' for c in _TASK_MUTABLE)} WHERE task_id = ? AND state IN "
+            f"({', '.join(repr(s.value) for s in previous)})")  # fmt: skip
 
 
+def _previous_states(new: TaskState) -> list[TaskState]:
+    return [s for s, nxt in TASK_TRANSITIONS.items() if new in nxt or s == new]
+
+
+# new state -> (the UPDATE from an open state, the UPDATE from a closed one): which one matched tells
+# whether the task's fee left the creator's pending fees.
 _UPDATE_TASK = {
-    state: f"UPDATE tasks SET {', '.join(c + ' = ?' for c in _TASK_MUTABLE)} WHERE task_id = ? AND state IN "
-    f"({', '.join(repr(v) for v in _previous_states(state))})"
+    state: (_update_from([s for s in _previous_states(state) if s in _OPEN_TASK_STATES]),
+            _update_from([s for s in _previous_states(state) if s not in _OPEN_TASK_STATES]))
     for state in TaskState
-}
+}  # fmt: skip
 _INSERT_ASSIGNMENT = f"INSERT INTO assignments ({_ASSIGN_COLS}) VALUES ({','.join('?' * 17)})"
 _UPSERT_ASSIGNMENT = _INSERT_ASSIGNMENT + " ON CONFLICT (assignment_id) DO UPDATE SET " + ", ".join(
     f"{c} = excluded.{c}" for c in _ASSIGN_COLS.split(", ")[1:]
@@ -218,7 +227,10 @@ class SqliteStore(CoordinatorStore):
         # Nodes are read on every task creation (can a group ever run it?); this process is the only
         # writer, so a write-through cache of the small nodes table is exact.
         self._nodes: dict[str, NodeRecord] | None = None
-        self.nodes_version = 0  # bumped by every node write, so callers can cache derived views
+        self.nodes_version = self.nodes_shape_version = 0  # see CoordinatorStore._node_written
+        # creator -> the fees of its open tasks, read per creator on first use and kept by every task
+        # write; dropped whole when a write is rolled back.
+        self._pending: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # set: group commit is on
         self._group_open = False
         self._after: list[Callable[[], object]] = []
@@ -257,6 +269,7 @@ class SqliteStore(CoordinatorStore):
             self._db.execute("ROLLBACK")
             self._after.clear()
             self._nodes = None
+            self._pending.clear()
             waiters, self._waiters = self._waiters, []
             for w in waiters:
                 if not w.done():
@@ -299,6 +312,8 @@ class SqliteStore(CoordinatorStore):
                 db.execute(f"INSERT INTO tasks ({_TASK_COLS}) VALUES ({','.join('?' * 29)})", _task_row(task))
         except sqlite3.IntegrityError as exc:
             raise AlreadyExists(f"task {task.task_id} (creator {task.creator}, nonce {task.nonce}) exists") from exc
+        if task.state in _OPEN_TASK_STATES:
+            self._pending_add(task.creator, task.fee)
 
     def get_task(self, task_id: str) -> Task | None:
         row = self._db.execute(f"SELECT {_TASK_COLS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
@@ -307,8 +322,16 @@ class SqliteStore(CoordinatorStore):
     def _write_task(self, db: sqlite3.Connection, task: Task) -> None:
         # One UPDATE of the fields that can change, guarded by the allowed previous states: no read
         # first, and the identity columns (and the args blob) are never rewritten.
-        cur = db.execute(_UPDATE_TASK[task.state], (*_task_update_row(task), task.task_id))
-        if cur.rowcount == 0:
+        from_open, from_closed = _UPDATE_TASK[task.state]
+        params = (*_task_update_row(task), task.task_id)
+        updated = 0
+        if from_open is not None:
+            updated = db.execute(from_open, params).rowcount
+            if updated and task.state not in _OPEN_TASK_STATES:
+                self._pending_add(task.creator, -task.fee)
+        if not updated and from_closed is not None:
+            updated = db.execute(from_closed, params).rowcount
+        if not updated:
             row = db.execute("SELECT state FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone()
             if row is None:
                 raise NotFound(f"task {task.task_id} not found")
@@ -352,11 +375,18 @@ class SqliteStore(CoordinatorStore):
         return [_task_from(r) for r in rows]
 
     def pending_fees(self, creator: str) -> int:
-        rows = self._db.execute(
-            f"SELECT fee FROM tasks WHERE creator = ? AND state IN ({','.join('?' * len(_OPEN_TASK_STATES))})",
-            (creator, *(s.value for s in _OPEN_TASK_STATES)),
-        ).fetchall()
-        return sum(int(r[0]) for r in rows)
+        total = self._pending.get(creator)
+        if total is None:  # read once per creator; the writes keep it since (every task creation asks)
+            rows = self._db.execute(
+                f"SELECT fee FROM tasks WHERE creator = ? AND state IN ({','.join('?' * len(_OPEN_TASK_STATES))})",
+                (creator, *(s.value for s in _OPEN_TASK_STATES)),
+            ).fetchall()
+            total = self._pending[creator] = sum(int(r[0]) for r in rows)
+        return total
+
+    def _pending_add(self, creator: str, fee: int) -> None:
+        if creator in self._pending:
+            self._pending[creator] += fee
 
     def count_tasks_by_state(self) -> dict[TaskState, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
@@ -403,8 +433,9 @@ class SqliteStore(CoordinatorStore):
                 (node.address, caps_to_json(node.caps), node.state.value, json.dumps(node.qos), node.last_seen_ms,
                  node.reason),
             )  # fmt: skip
-        self._node_cache()[node.address] = node
-        self.nodes_version += 1
+        cache = self._node_cache()
+        self._node_written(cache.get(node.address), node)
+        cache[node.address] = node
 
     def _node_from(self, r) -> NodeRecord:
         return NodeRecord(r[0], caps_from_json(r[1]), NodeState(r[2]), json.loads(r[3]), r[4], r[5])
@@ -461,6 +492,8 @@ class _Tx:
         return self.db
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.store._pending.clear()  # what the failed write counted is undone with it
         if not self.grouped:
             self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
         elif self.savepoint:

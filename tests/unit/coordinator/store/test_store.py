@@ -55,6 +55,40 @@ def test_queue_order_and_pending_fees(store):
     assert store.pending_fees("0xC") == 20 and store.pending_fees("0xD") == 10
 
 
+def _as(t: Task, state: TaskState, **kw) -> Task:
+    return Task(**{**t.__dict__, "state": state, **kw})
+
+
+def test_pending_fees_follow_every_transition(store, tmp_path):
+    """The fees of a creator's open tasks (queued, dispatched, validated) stay exact as tasks move: the
+    SQLite store keeps the sum as it writes, and a fresh reader of the same file agrees."""
+    ts = [task(i, fee=10 * i) for i in range(1, 7)]
+    for t in ts[:3]:
+        store.create_task(t)
+    assert store.pending_fees("0xC") == 60  # read once here, kept from now on
+    for t in ts[3:]:
+        store.create_task(t)
+    assert store.pending_fees("0xC") == 210
+    g = Card("gpu", 8)
+    store.save_task(_as(ts[0], TaskState.DISPATCHED, card=g))  # open -> open
+    store.save_task(_as(ts[0], TaskState.VALIDATED, card=g))
+    store.save_task(_as(ts[0], TaskState.SETTLED, card=g))  # -10
+    store.save_task(_as(ts[1], TaskState.CANCELLED))  # -20
+    store.save_task(_as(ts[2], TaskState.DISPATCHED, card=g))
+    store.save_task(_as(ts[2], TaskState.ABORTED, card=g))  # -30
+    store.save_task(_as(ts[2], TaskState.SETTLED, card=g))  # closed -> closed: no change
+    store.save_task(_as(ts[3], TaskState.DISPATCHED, card=g))
+    store.save_task(_as(ts[3], TaskState.QUEUED, card=g))  # back to the queue: still open
+    assert store.pending_fees("0xC") == 210 - 10 - 20 - 30
+    with pytest.raises(FailedPrecondition):
+        store.save_task(_as(ts[4], TaskState.SETTLED))  # refused: changes nothing
+    assert store.pending_fees("0xC") == 210 - 10 - 20 - 30
+    if isinstance(store, SqliteStore):
+        fresh = SqliteStore(tmp_path / "db.sqlite")
+        assert fresh.pending_fees("0xC") == store.pending_fees("0xC")
+        fresh.close()
+
+
 def test_transitions_are_checked_and_refusals_change_nothing(store):
     t = task(1)
     store.create_task(t)
