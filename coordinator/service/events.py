@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from coordinator import metrics
@@ -26,6 +27,8 @@ class TaskEvents:
     def __init__(self, max_pending: int = 4096) -> None:
         self._watchers: dict[str, set[asyncio.Queue]] = {}
         self.max_pending = max_pending
+        # In-process observers of every published state change (benchmarks, embedding code).
+        self.observers: list[Callable[[Task], None]] = []
 
     def subscribe(self, task_id: str) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue(self.max_pending)
@@ -41,6 +44,8 @@ class TaskEvents:
 
     def publish_task(self, task: Task) -> None:
         metrics.observe_task(task)
+        for observe in self.observers:
+            observe(task)
         for q in self._watchers.get(task.task_id, ()):
             if q.full():
                 try:

@@ -238,7 +238,7 @@ class NodeRegistry:
         session = self.nodes.get(record.address)
         if session is not None:
             session.record = evolve(session.record, qos=qos_state)
-        self.store.save_node(record)
+        self.store.save_node(record, soon=True)  # scores come per task: merged writes, state changes are not
 
     def available_models(self) -> list[dict]:
         """Models that connected, available nodes can serve now (loaded or cached on disk)."""

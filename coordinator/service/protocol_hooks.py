@@ -232,7 +232,9 @@ class QosTracker:
                       f"last {self.settings.qos_window} tasks; stake returned")  # fmt: skip
             if self.on_kick_due is not None:
                 self.on_kick_due(node.address, reason)
-        return q.to_dict()
+        state = q.to_dict()
+        self._parsed[node.address] = (state, q)  # the record will carry this very dict: no parse next time
+        return state
 
     def on_scored(self, node: NodeRecord, order: int, matched: bool, now_ms: int) -> dict:
         now = now_ms / 1000.0

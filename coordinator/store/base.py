@@ -87,7 +87,10 @@ class CoordinatorStore(abc.ABC):
             self.nodes_shape_version += 1
 
     @abc.abstractmethod
-    def save_node(self, node: NodeRecord) -> None: ...
+    def save_node(self, node: NodeRecord, *, soon: bool = False) -> None:
+        """Stores the node's record; reads see it at once. `soon`: the write may wait a moment and be
+        merged with the node's next ones (QoS scores, written per task), so a crash can lose the last
+        second of a node's scores, never a state change (those are saved without `soon`)."""
 
     @abc.abstractmethod
     def get_node(self, address: str) -> NodeRecord | None: ...

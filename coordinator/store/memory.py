@@ -100,7 +100,7 @@ class MemoryStore(CoordinatorStore):
     def open_assignments(self) -> list[Assignment]:
         return [a for a in self._assignments.values() if a.state in (AssignmentState.LEASED, AssignmentState.RUNNING)]
 
-    def save_node(self, node: NodeRecord) -> None:
+    def save_node(self, node: NodeRecord, *, soon: bool = False) -> None:
         self._node_written(self._nodes.get(node.address), node)
         self._nodes[node.address] = node
 

@@ -87,6 +87,7 @@ _ASSIGN_COLS = (
     "output_slots, phashes, submission_order, submitted_ms, matched, error_kind, error, stats"
 )
 _OPEN_TASK_STATES = (TaskState.QUEUED, TaskState.DISPATCHED, TaskState.VALIDATED)
+_SOON_NODE_DELAY_S = 1.0  # how long a `soon` node write may wait to be merged with the next ones
 
 # What a saved task may change: everything but its identity (task id, creator, nonce, args, args hash;
 # the id commits to them) and the creator's signature over that id.
@@ -228,6 +229,9 @@ class SqliteStore(CoordinatorStore):
         # writer, so a write-through cache of the small nodes table is exact.
         self._nodes: dict[str, NodeRecord] | None = None
         self.nodes_version = self.nodes_shape_version = 0  # see CoordinatorStore._node_written
+        # Node records saved with `soon`, written together within _SOON_NODE_DELAY_S.
+        self._soon_nodes: dict[str, NodeRecord] = {}
+        self._soon_timer: asyncio.TimerHandle | None = None
         # creator -> the fees of its open tasks, read per creator on first use and kept by every task
         # write; dropped whole when a write is rolled back.
         self._pending: dict[str, int] = {}
@@ -424,7 +428,25 @@ class SqliteStore(CoordinatorStore):
 
     # --- nodes ---
 
-    def save_node(self, node: NodeRecord) -> None:
+    def save_node(self, node: NodeRecord, *, soon: bool = False) -> None:
+        if soon and self._loop is not None:
+            cache = self._node_cache()
+            self._node_written(cache.get(node.address), node)
+            cache[node.address] = node
+            self._soon_nodes[node.address] = node
+            if self._soon_timer is None:
+                self._soon_timer = self._loop.call_later(_SOON_NODE_DELAY_S, self._write_soon_nodes)
+            return
+        self._soon_nodes.pop(node.address, None)  # this write supersedes a pending one
+        self._upsert_node(node)
+
+    def _write_soon_nodes(self) -> None:
+        self._soon_timer = None
+        nodes, self._soon_nodes = self._soon_nodes, {}
+        for node in nodes.values():
+            self._upsert_node(node)
+
+    def _upsert_node(self, node: NodeRecord) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO nodes (address, caps, state, qos, last_seen_ms, reason) VALUES (?, ?, ?, ?, ?, ?) "
@@ -465,6 +487,9 @@ class SqliteStore(CoordinatorStore):
         self.flush()  # journal entries are durable on return: a chain transaction may follow at once
 
     def close(self) -> None:
+        if self._soon_timer is not None:
+            self._soon_timer.cancel()
+        self._write_soon_nodes()
         if self._group_open:
             self.flush()
         self._db.close()

@@ -110,3 +110,33 @@ async def test_durable_waits_for_the_callers_own_writes_not_for_a_group_opened_s
     store.create_task(task(10))
     await store.durable()
     assert _committed_ids(path) == {task(8).task_id, task(9).task_id, task(10).task_id}
+
+
+def _stored_qos(path) -> dict[str, str]:
+    with sqlite3.connect(path) as db:
+        return {r[0]: r[1] for r in db.execute("SELECT address, qos FROM nodes")}
+
+
+async def test_soon_node_writes_are_read_at_once_merged_and_written_within_the_delay(grouped, monkeypatch):
+    from coordinator.domain.models import Card, NodeCaps, NodeRecord, NodeState, TaskType
+    from coordinator.store import sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "_SOON_NODE_DELAY_S", 0.05)
+    store, path = grouped
+    caps = NodeCaps(Card("c", 1), frozenset({TaskType.GPT}))
+    store.save_node(NodeRecord("0xA", caps, NodeState.AVAILABLE))
+    await asyncio.sleep(0.01)  # committed
+    for i in range(5):  # a node scored five times in a row
+        store.save_node(NodeRecord("0xA", caps, NodeState.AVAILABLE, {"scores": [i]}), soon=True)
+    assert store.get_node("0xA").qos == {"scores": [4]}, "read at once"
+    assert _stored_qos(path)["0xA"] == "{}", "the write waits"
+    await asyncio.sleep(0.2)
+    assert _stored_qos(path)["0xA"] == '{"scores": [4]}', "the last one is written within the delay"
+    # A state change is never deferred, and it carries (supersedes) a pending score.
+    store.save_node(NodeRecord("0xA", caps, NodeState.AVAILABLE, {"scores": [5]}), soon=True)
+    store.save_node(NodeRecord("0xA", caps, NodeState.PAUSED, {"scores": [5]}))
+    await asyncio.sleep(0.01)
+    assert _stored_qos(path)["0xA"] == '{"scores": [5]}'
+    store.save_node(NodeRecord("0xA", caps, NodeState.PAUSED, {"scores": [6]}), soon=True)
+    store.close()  # a clean stop writes what is pending
+    assert _stored_qos(path)["0xA"] == '{"scores": [6]}'
