@@ -41,10 +41,24 @@ from chain.models import (
 )
 from chain.signing import Domain
 
-__all__ = ["ChainClient", "lean_web3"]
+__all__ = ["ChainClient", "http_provider", "lean_web3"]
 
 log = structlog.get_logger(__name__)
 _CONTRACTS = ("TaskLedger", "NodeStaking", "NetworkStats")
+_KEEPALIVE_S = 30.0
+
+
+async def http_provider(url: str, timeout_s: float) -> AsyncHTTPProvider:
+    """A JSON-RPC HTTP provider whose connections are kept alive. web3's own session closes each
+    connection after its request (force_close), so every call paid a TCP connect; a connection that
+    went stale (the node restarted) fails one request, which the retries absorb."""
+    import aiohttp
+
+    provider = AsyncHTTPProvider(url, request_kwargs={"timeout": timeout_s})
+    session = aiohttp.ClientSession(raise_for_status=True,
+                                    connector=aiohttp.TCPConnector(keepalive_timeout=_KEEPALIVE_S))  # fmt: skip
+    await provider.cache_async_session(session)
+    return provider
 
 
 def lean_web3(provider: AsyncBaseProvider) -> AsyncWeb3:
@@ -106,7 +120,7 @@ class ChainClient:
     ) -> ChainClient:
         """A client over a JSON-RPC HTTP endpoint."""
         settings = settings or ClientSettings()
-        provider = AsyncHTTPProvider(url, request_kwargs={"timeout": settings.rpc_timeout.total_seconds()})
+        provider = await http_provider(url, settings.rpc_timeout.total_seconds())
         return await cls.create(provider, key, addresses, settings)
 
     async def close(self) -> None:

@@ -34,14 +34,14 @@ import structlog
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 from web3.providers.async_base import AsyncBaseProvider
 
 from chain._evm import EmbeddedProvider, open_backend, open_store
 from chain._revm import RevmChain
 from chain._revm_rpc import RevmNode, RevmProvider
 from chain._revm_store import RevmStore
-from chain.client import ChainClient, lean_web3
+from chain.client import ChainClient, http_provider, lean_web3
 from chain.deploy import ETHER, DeploySettings, deploy_contracts
 from chain.errors import DevChainError
 from chain.models import ClientSettings, ContractAddresses, Receipt
@@ -170,7 +170,7 @@ class DevChain:
         url = await server.start()
         try:
             meta = json.loads((data / "devchain.json").read_text())
-            provider = AsyncHTTPProvider(url, request_kwargs={"timeout": rpc_timeout.total_seconds()})
+            provider = await http_provider(url, rpc_timeout.total_seconds())
             chain = cls(data, provider, DevKeys.from_dict(meta["keys"]), ContractAddresses(**meta["addresses"]),
                         int(meta["chain_id"]), -1, server)  # fmt: skip
         except BaseException:

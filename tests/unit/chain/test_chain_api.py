@@ -12,7 +12,7 @@ import chain.signing
 
 
 def test_public_names() -> None:
-    assert chain.client.__all__ == ["ChainClient", "lean_web3"]
+    assert chain.client.__all__ == ["ChainClient", "http_provider", "lean_web3"]
     assert chain.devchain.__all__ == ["DEFAULT_EVM", "DEV_CHAIN_ID", "EVMS", "DevChain", "DevKeys"]
     assert set(chain.errors.__all__) == {
         "ChainError", "ChainTimeout", "ChainUnavailable", "ContractRevert", "DevChainError", "InvalidChainInput",
