@@ -8,7 +8,7 @@ as the coordinator runs it by default: revm in its own process (`python -m chain
 on loopback, `DevChain.spawn`); `--evm pyevm` runs the py-evm backend instead. A task counts when it is
 SETTLED. The baseline counts VALIDATED.
 
-    python -m bench.settled_throughput [--tasks N] [--rounds R] [--evm revm|pyevm] [--evm revm|pyevm]
+    python -m bench.settled_throughput [--tasks N] [--rounds R] [--evm revm|pyevm]
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ async def with_settlement(root: Path, n: int, evm: str = DEFAULT_EVM) -> Rate:
         return await _drive(net, net.client(creator), n, TaskState.SETTLED)
 
 
-async def run(n: int, evm: str = DEFAULT_EVM, rounds: int = 3) -> None:
+async def run(n: int, evm: str = DEFAULT_EVM, rounds: int = 5) -> None:
     """`rounds` alternating pairs (baseline, then settled), each on a fresh network; the figure is the
     ratio of the medians of the steady-state rates, so one noisy moment on a shared machine moves it little.
     The end-to-end ratio (including the last batch's wait) is printed beside it."""
@@ -113,7 +113,7 @@ async def run(n: int, evm: str = DEFAULT_EVM, rounds: int = 3) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.settled_throughput")
     p.add_argument("--tasks", type=int, default=1000)
-    p.add_argument("--rounds", type=int, default=3, help="alternating baseline/settled pairs (medians compared)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating baseline/settled pairs (medians compared)")
     p.add_argument("--evm", default=DEFAULT_EVM, choices=EVMS)
     args = p.parse_args()
     configure_logging(False, "error")

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -157,9 +158,16 @@ class _Candidate:
 
 
 def requirements(task: Task, settings: ProtocolSettings) -> TaskRequirements:
-    if task.type == TaskType.GPT:
-        return TaskRequirements.for_gpt(task.model, task.dtype or "auto", task.quantize_bits or None, task.card)
-    return TaskRequirements.for_sd(task.model, task.dtype or "auto", task.min_vram_bytes or None, settings)
+    return _requirements(task.type, task.model, task.dtype, task.quantize_bits, task.min_vram_bytes, task.card,
+                         settings)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4096)  # asked per draw; tasks share a few shapes
+def _requirements(kind: TaskType, model: str, dtype: str, quantize_bits: int, min_vram_bytes: int, card,
+                  settings: ProtocolSettings) -> TaskRequirements:  # fmt: skip
+    if kind == TaskType.GPT:
+        return TaskRequirements.for_gpt(model, dtype or "auto", quantize_bits or None, card)
+    return TaskRequirements.for_sd(model, dtype or "auto", min_vram_bytes or None, settings)
 
 
 class WeightedSelector:

@@ -225,6 +225,11 @@ def _static_checks(req: TaskRequirements, settings: ProtocolSettings):
         )
 
 
+@functools.lru_cache(maxsize=1024)  # a draw per task: the same few requirement shapes over and over
+def _checks_of(req: TaskRequirements, settings: ProtocolSettings) -> tuple:
+    return tuple(check for check, _ in _static_checks(req, settings))
+
+
 def eligible(
     req: TaskRequirements,
     nodes: Iterable[SelectableNode],
@@ -234,7 +239,7 @@ def eligible(
 ) -> list[SelectableNode]:
     """The nodes that could be drawn for the task now: available, not excluded, not in `exclude`
     (addresses), and passing every static filter. Card equality (GPT) is left to the draw."""
-    checks = [check for check, _ in _static_checks(req, settings or _DEFAULTS)]
+    checks = _checks_of(req, settings or _DEFAULTS)
     return [
         n
         for n in nodes
