@@ -26,17 +26,16 @@ async def coordinator(**config):
 
 
 @contextlib.asynccontextmanager
-async def sim_workers(address: str, nodes: int, *, delay: float = 0.0, card: str = "sim-card", heartbeat: float = 5.0,
-                      timeout: float = 300.0, max_assignments: int = 1):  # fmt: skip
-    """Starts `nodes` simulated workers in one child process; yields once all are registered."""
+async def ready_child(*args: str, what: str, timeout: float = 300.0, stdin: bool = False):
+    """Starts `python -m ARGS`, waits for the line it prints once serving (`ready ...`) and yields the
+    process; terminates it on exit (killed after 10 s)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench._sim", "--coordinator", address, "--nodes", str(nodes), "--delay", str(delay),
-        "--card", card, "--heartbeat", str(heartbeat),
-        "--max-assignments", str(max_assignments), stdout=asyncio.subprocess.PIPE)  # fmt: skip
+        sys.executable, "-m", *args, stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE if stdin else None)  # fmt: skip
     try:
         line = (await asyncio.wait_for(proc.stdout.readline(), timeout)).decode()
         if not line.startswith("ready"):
-            raise RuntimeError(f"simulated workers did not start: {line!r}")
+            raise RuntimeError(f"{what} did not start: {line!r}")
         yield proc
     finally:
         if proc.returncode is None:
@@ -45,3 +44,13 @@ async def sim_workers(address: str, nodes: int, *, delay: float = 0.0, card: str
                 await asyncio.wait_for(proc.wait(), 10)
             except TimeoutError:
                 proc.kill()
+
+
+@contextlib.asynccontextmanager
+async def sim_workers(address: str, nodes: int, *, delay: float = 0.0, card: str = "sim-card", heartbeat: float = 5.0,
+                      timeout: float = 300.0, max_assignments: int = 1):  # fmt: skip
+    """Starts `nodes` simulated workers in one child process; yields once all are registered."""
+    async with ready_child("bench._sim", "--coordinator", address, "--nodes", str(nodes), "--delay", str(delay),
+                           "--card", card, "--heartbeat", str(heartbeat), "--max-assignments", str(max_assignments),
+                           what="simulated workers", timeout=timeout) as proc:  # fmt: skip
+        yield proc

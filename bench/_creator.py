@@ -54,26 +54,17 @@ async def run(address: str, tasks: int, concurrency: int, batch: int) -> int:
 @contextlib.asynccontextmanager
 async def creator(address: str, tasks: int, concurrency: int = 64, batch: int = 1, timeout: float = 300.0):
     """Starts the creator process; yields an async `go()` that starts the sending."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench._creator", "--coordinator", address, "--tasks", str(tasks),
-        "--concurrency", str(concurrency), "--batch", str(batch), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)  # fmt: skip
-    try:
-        line = (await asyncio.wait_for(proc.stdout.readline(), timeout)).decode()
-        if not line.startswith("ready"):
-            raise RuntimeError(f"creator did not start: {line!r}")
+    from bench._coord import ready_child
+
+    async with ready_child("bench._creator", "--coordinator", address, "--tasks", str(tasks), "--concurrency",
+                           str(concurrency), "--batch", str(batch), what="creator", timeout=timeout,
+                           stdin=True) as proc:  # fmt: skip
 
         async def go() -> None:
             proc.stdin.write(b"go\n")
             await proc.stdin.drain()
 
         yield go
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
 
 
 def main() -> int:

@@ -1,10 +1,12 @@
 """Dispatch throughput: validated tasks per second through the coordinator, with 30
 simulated instant workers in a separate process and the creator in another (as
 applications are), against raw gRPC echo round trips measured in the same run.
-The creator sends CreateTasks calls of 50 tasks (`--batch 1`: one CreateTask each).
+The creator sends CreateTasks calls of 50 tasks (`--batch 1`: one CreateTask each), and each
+node asks to hold 8 assignments (`--max-assignments 1`: one at a time, the worker's default):
+an instant node would otherwise idle for a round trip between tasks.
 The clock runs from the creator's first call to the last validation.
 
-    python -m bench.dispatch_throughput [--tasks 3000] [--workers 30] [--batch 50] [--max-assignments 1]
+    python -m bench.dispatch_throughput [--tasks 3000] [--workers 30] [--batch 50] [--max-assignments 8]
                                         [--rounds 3]
 """
 
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", type=int, default=3000)
     p.add_argument("--workers", type=int, default=30)
     p.add_argument("--concurrency", type=int, default=8, help="calls in flight from the creator")
-    p.add_argument("--max-assignments", type=int, default=1, help="assignments each node holds at once")
+    p.add_argument("--max-assignments", type=int, default=8,
+                   help="assignments each node holds at once (prefetch; the coordinator allows up to 8)")
     p.add_argument("--batch", type=int, default=50, help="tasks per CreateTasks call (1: one CreateTask each)")
     p.add_argument("--rounds", type=int, default=3, help="independent rounds; medians are reported")
     args = p.parse_args(argv)

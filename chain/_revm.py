@@ -29,6 +29,7 @@ from eth_utils import keccak, to_checksum_address
 from pyrevm import EVM, AccountInfo, BlockEnv, CfgEnv, Env
 
 from chain._revm_store import AccountState, BlockRecord, RevmStore
+from chain._tx import _checksum
 
 __all__ = ["GAS_LIMIT", "Reverted", "RevmChain", "TxRejected"]
 
@@ -76,7 +77,6 @@ def _hex(value: int) -> str:
 
 
 _BLOOM_BITS: dict[bytes, int] = {}
-_CHECKSUMS: dict[str, str] = {}
 
 
 def _bloom_bits(item: bytes) -> int:
@@ -92,15 +92,6 @@ def _bloom_bits(item: bytes) -> int:
             _BLOOM_BITS.clear()
         _BLOOM_BITS[item] = bits
     return bits
-
-
-def _checksum(address: str) -> str:
-    out = _CHECKSUMS.get(address)
-    if out is None:
-        if len(_CHECKSUMS) > 10_000:
-            _CHECKSUMS.clear()
-        out = _CHECKSUMS[address] = to_checksum_address(address)
-    return out
 
 
 def calldata_floor(data: bytes) -> int:
