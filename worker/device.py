@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -24,6 +25,7 @@ import structlog
 
 __all__ = [
     "DeviceInfo",
+    "NodeProfile",
     "detect_device",
     "set_deterministic",
     "supported_dtypes",
@@ -216,3 +218,22 @@ def _apple_chip() -> str:
         return out or "Apple"
     except (OSError, subprocess.SubprocessError):
         return "Apple"
+
+
+@dataclass(frozen=True)
+class NodeProfile:
+    """The hardware a node reports: honest card name and VRAM, and the torch device string."""
+
+    card_name: str
+    vram_bytes: int
+    device: str = "cpu"
+    # Free device memory now, in bytes; None: report vram_bytes.
+    free_vram: Callable[[], int] | None = None
+
+    def free_vram_bytes(self) -> int:
+        if self.free_vram is None:
+            return self.vram_bytes
+        try:
+            return int(self.free_vram())
+        except Exception:  # a driver hiccup must not kill the heartbeat
+            return 0

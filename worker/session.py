@@ -24,7 +24,6 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -47,6 +46,7 @@ from worker._conn import Conn, status_error, status_error_from
 from worker._jobs import JobRunner
 from worker._relay import RelayFactory, RelayLike, default_relay_factory
 from worker.config import WorkerConfig
+from worker.device import NodeProfile
 from worker.errors import ConnectError
 from worker.executors.base import Executor
 from worker.transport import make_channel
@@ -56,25 +56,6 @@ __all__ = ["NodeProfile", "RelayLike", "WorkerNode", "default_relay_factory"]
 log = structlog.get_logger("worker")
 
 _CLOSE_GRACE_S = 2.0
-
-
-@dataclass(frozen=True)
-class NodeProfile:
-    """The hardware a node reports: honest card name and VRAM, and the torch device string."""
-
-    card_name: str
-    vram_bytes: int
-    device: str = "cpu"
-    # Free device memory now, in bytes; None: report vram_bytes.
-    free_vram: Callable[[], int] | None = None
-
-    def free_vram_bytes(self) -> int:
-        if self.free_vram is None:
-            return self.vram_bytes
-        try:
-            return int(self.free_vram())
-        except Exception:  # a driver hiccup must not kill the heartbeat
-            return 0
 
 
 class WorkerNode:

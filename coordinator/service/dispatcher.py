@@ -15,7 +15,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -34,6 +34,7 @@ from coordinator.domain.models import (
 from coordinator.errors import FailedPrecondition, NotFound
 from coordinator.service import hooks, validation
 from coordinator.service.events import DeltaEvent, TaskEvents
+from coordinator.service.flight import InFlight
 from coordinator.service.housekeeping import Housekeeping
 from coordinator.service.judging import Judging
 from coordinator.service.messages import (
@@ -75,26 +76,6 @@ class DispatchSettings:
         return int(self.heartbeat_interval_s * self.lapse_after_missed * 1000)
 
 
-@dataclass(eq=False)
-class _InFlight:
-    task: Task
-    assignments: dict[str, Assignment]
-    streamer: str | None = None  # the node whose deltas are forwarded to watchers
-    # The streamer's deltas so far, replayed to a watcher that subscribes late (bounded).
-    deltas: list = field(default_factory=list)
-
-    def submissions(self) -> list[validation.Submission]:
-        return [
-            validation.Submission(a.node, a.submission_order, a.result_hash, a.phashes)
-            for a in self.assignments.values()
-            if a.state == AssignmentState.SUBMITTED
-        ]
-
-    def live(self) -> list[Assignment]:
-        return [a for a in self.assignments.values() if a.state in (AssignmentState.LEASED, AssignmentState.RUNNING,
-                                                                      AssignmentState.SUBMITTED)]  # fmt: skip
-
-
 class Dispatcher(NodeRegistry, Judging, Housekeeping):
     def __init__(
         self,
@@ -123,7 +104,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         self.events = events or TaskEvents()
         self.clock = clock
         self.nodes: dict[str, NodeSession] = {}
-        self.inflight: dict[str, _InFlight] = {}
+        self.inflight: dict[str, InFlight] = {}
         self._needs_node: dict[str, int] = {}  # task id -> missing assignments (replacements)
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None  # set while run() runs
@@ -151,7 +132,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             for a in list(assigns.values()):
                 if a.state.open:  # give the node time to reconnect and resend
                     assigns[a.assignment_id] = evolve(a, lease_expires_ms=now + self.settings.lease_ms)
-            flight = _InFlight(task, assigns)
+            flight = InFlight(task, assigns)
             self.inflight[task.task_id] = flight
             self._by_assignment.update(dict.fromkeys(assigns, task.task_id))
             self._refresh_need(flight)
@@ -293,7 +274,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         assigns = [self._new_assignment(task, n.address, now) for n in group]
         self.store.dispatch_task(task, assigns)
         self.queue.remove(task.task_id)
-        flight = _InFlight(task, {a.assignment_id: a for a in assigns})
+        flight = InFlight(task, {a.assignment_id: a for a in assigns})
         self.inflight[task.task_id] = flight
         self._by_assignment.update((a.assignment_id, task.task_id) for a in assigns)
         for a in assigns:
@@ -301,7 +282,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         self.events.publish_task(task)
         log.info("task_dispatched", task_id=task.task_id, nodes=[n.address for n in group])
 
-    def _assign(self, flight: _InFlight, group: Sequence[hooks.NodeView]) -> None:
+    def _assign(self, flight: InFlight, group: Sequence[hooks.NodeView]) -> None:
         now = self.now_ms()
         task = flight.task
         if task.type == TaskType.GPT and task.card is None:
@@ -315,7 +296,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         self._refresh_need(flight)
         log.info("task_reassigned", task_id=task.task_id, nodes=[n.address for n in group])
 
-    def _send_assignment(self, flight: _InFlight, a: Assignment) -> None:
+    def _send_assignment(self, flight: InFlight, a: Assignment) -> None:
         session = self.nodes.get(a.node)
         if session is None:
             return
@@ -334,7 +315,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
 
     # --- node reports ---------------------------------------------------------------------------
 
-    def _find(self, assignment_id: str) -> tuple[_InFlight | None, Assignment | None]:
+    def _find(self, assignment_id: str) -> tuple[InFlight | None, Assignment | None]:
         task_id = self._by_assignment.get(assignment_id)
         flight = self.inflight.get(task_id) if task_id else None
         if flight is None:
@@ -446,7 +427,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
                 session.send(DrainMsg("quit"))
         self.wake()
 
-    def _cancel_open(self, flight: _InFlight, reason: str) -> None:
+    def _cancel_open(self, flight: InFlight, reason: str) -> None:
         changed = []
         for a in flight.assignments.values():
             if a.state.open:
@@ -462,7 +443,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             self.store.save_assignments(changed)
         self._needs_node.pop(flight.task.task_id, None)
 
-    def _close_assignment(self, flight: _InFlight, a: Assignment, *, timeout: bool) -> None:
+    def _close_assignment(self, flight: InFlight, a: Assignment, *, timeout: bool) -> None:
         flight.assignments[a.assignment_id] = a
         self.store.save_assignments([a])
         if timeout and self.qos is not None:
@@ -475,7 +456,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         self._maybe_finish(flight)
         self.wake()
 
-    def _refresh_need(self, flight: _InFlight) -> None:
+    def _refresh_need(self, flight: InFlight) -> None:
         task_id = flight.task.task_id
         if flight.task.state != TaskState.DISPATCHED:
             self._needs_node.pop(task_id, None)
@@ -486,7 +467,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         else:
             self._needs_node.pop(task_id, None)
 
-    def _maybe_finish(self, flight: _InFlight) -> None:
+    def _maybe_finish(self, flight: InFlight) -> None:
         """Once the outcome is final and no assignment is open, hand the task to settlement."""
         task = flight.task
         if task.state == TaskState.DISPATCHED or any(a.state.open for a in flight.assignments.values()):

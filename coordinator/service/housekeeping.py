@@ -14,7 +14,7 @@ from coordinator.domain.models import Assignment, AssignmentState, TaskState, ev
 from coordinator.service.messages import CancelMsg
 
 if TYPE_CHECKING:
-    from coordinator.service.dispatcher import _InFlight
+    from coordinator.service.flight import InFlight
 
 __all__ = ["Housekeeping"]
 
@@ -22,7 +22,7 @@ log = structlog.get_logger("coordinator.dispatch")
 
 
 class Housekeeping:
-    def _lapse(self, flight: _InFlight, a: Assignment, why: str) -> None:
+    def _lapse(self, flight: InFlight, a: Assignment, why: str) -> None:
         a = evolve(a, state=AssignmentState.EXPIRED, error=why)
         session = self.nodes.get(a.node)
         if session is not None and session.release(a.assignment_id):

@@ -24,7 +24,7 @@ from coordinator.domain.models import (
 from coordinator.service import validation
 
 if TYPE_CHECKING:
-    from coordinator.service.dispatcher import _InFlight
+    from coordinator.service.flight import InFlight
 
 __all__ = ["Judging"]
 
@@ -50,7 +50,7 @@ class Judging:
             return "SD result hash is not the hash of its pHashes"
         return ""
 
-    def _judge(self, flight: _InFlight, changed: list[Assignment]) -> None:
+    def _judge(self, flight: InFlight, changed: list[Assignment]) -> None:
         """Applies the validation rules after a submission, and stores the outcome in one transaction."""
         task = flight.task
         now = self.now_ms()
@@ -90,7 +90,7 @@ class Judging:
             for cb in self.on_validated:
                 cb(task)
 
-    def _decided(self, flight: _InFlight, decision: validation.Decision, now: int) -> Task:
+    def _decided(self, flight: InFlight, decision: validation.Decision, now: int) -> Task:
         task = flight.task
         if decision.verdict == validation.Verdict.VALIDATED:
             acc = next(a for a in flight.assignments.values() if a.node == decision.accepted.node
