@@ -66,12 +66,16 @@ class NodeSession:
         result, and a node keeps an unacknowledged result anyway."""
         if not self.connected:
             return
-        if not self.batches or delay_s <= 0:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a commit flushed while the coordinator stops: nothing to wait for
+            loop = None
+        if not self.batches or delay_s <= 0 or loop is None:
             self.outbox.put_nowait(AckMsg(assignment_id))
             return
         self.acks.append(assignment_id)
         if self._ack_timer is None:
-            self._ack_timer = asyncio.get_running_loop().call_later(delay_s, self.flush_acks)
+            self._ack_timer = loop.call_later(delay_s, self.flush_acks)
 
     def flush_acks(self) -> None:
         if self._ack_timer is not None:
