@@ -1,6 +1,7 @@
 """A real worker process with a test-double executor, for crash tests.
 
     python -m tests.support.worker_proc --coordinator HOST:PORT --data-dir D [--delay S] [--lie]
+        [--max-assignments N]
 
 The node process, its key, its stream, reconnects and signatures are the real
 ones (`worker.session.WorkerNode`); only the executor is a double, so the test
@@ -26,7 +27,7 @@ async def run(args) -> int:
     cfg = WorkerConfig(
         coordinator=args.coordinator, data_dir=Path(args.data_dir), heartbeat_interval=timedelta(seconds=0.3),
         reconnect_initial=timedelta(milliseconds=100), reconnect_max=timedelta(seconds=1),
-        connect_timeout=timedelta(seconds=3),
+        connect_timeout=timedelta(seconds=3), max_assignments=args.max_assignments,
     )  # fmt: skip
     key = load_or_create_key(Path(args.data_dir) / "keys" / "node-0.key")
     executor = LyingExecutor("gpt") if args.lie else SlowExecutor(args.delay)
@@ -47,6 +48,7 @@ def main() -> int:
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--lie", action="store_true")
     p.add_argument("--card", default="test-card")
+    p.add_argument("--max-assignments", type=int, default=1)
     configure_logging(False, "warning")
     return asyncio.run(run(p.parse_args()))
 

@@ -26,18 +26,28 @@ def _worker(tmp_path, name: str, coordinator: str, *extra: str):
                   str(tmp_path / name), *extra], name)  # fmt: skip
 
 
-async def test_coordinator_kill9_with_20_tasks_in_flight(tmp_path):
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batched"])
+async def test_coordinator_kill9_with_20_tasks_in_flight(tmp_path, batched):
+    """batched: the tasks arrive in one CreateTasks call and every node holds up to 4 assignments, so the
+    kill also finds queued assignments on the nodes and results waiting for acks that ride in frames."""
     coord = _coordinator(tmp_path, 0)
     workers = []
     try:
         address = coord.wait_for("ready", 60).split("grpc=")[1].split()[0]
         port = int(address.rsplit(":", 1)[1])
-        workers = [_worker(tmp_path, f"w{i}", address, "--delay", "0.15") for i in range(3)]
+        extra = ("--max-assignments", "4") if batched else ()
+        workers = [_worker(tmp_path, f"w{i}", address, "--delay", "0.15", *extra) for i in range(3)]
         for w in workers:
             w.wait_for("ready", 60)
         async with grpc.aio.insecure_channel(address) as ch:
             client = TaskClient(ch, Account.create())
-            ids = [await client.submit(gpt_args(f"task {i}"), fee=10) for i in range(20)]
+            if batched:
+                reqs = [await client.build(gpt_args(f"task {i}"), fee=10) for i in range(20)]
+                outcomes = await client.create_many(reqs)
+                assert [o.code for o in outcomes] == [0] * 20
+                ids = [o.created.task_id for o in outcomes]
+            else:
+                ids = [await client.submit(gpt_args(f"task {i}"), fee=10) for i in range(20)]
             while (await client.get(ids[2])).state == task_pb2.TASK_STATE_QUEUED:
                 await asyncio.sleep(0.05)
         coord.kill9()  # mid-flight: some validated, some dispatched, most queued
