@@ -85,7 +85,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                         closing = True
                         break
                     batch.append(more)
-                yield serde.outgoing_batch_to_pb(batch)
+                yield serde.outgoing_batch_to_pb(batch) if len(batch) > 1 else serde.outgoing_to_pb(msg)
                 if closing:
                     break
         finally:
@@ -109,7 +109,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             hb = req.heartbeat
             caps = session.record.caps
             caps = evolve(caps, free_vram_bytes=hb.free_vram_bytes,
-                           loaded_models=tuple(hb.loaded_models) or caps.loaded_models)  # fmt: skip
+                          loaded_models=tuple(hb.loaded_models) or caps.loaded_models)  # fmt: skip
             d.heartbeat(session, caps, list(hb.running_assignments))
         elif kind == "started":
             d.started(session, req.started.assignment_id)
@@ -117,7 +117,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             r = req.result
             stats = {"prompt_tokens": r.stats.prompt_tokens, "completion_tokens": r.stats.completion_tokens,
                      "images": r.stats.images, "steps": r.stats.steps, "exec_ms": r.stats.exec_ms,
-                 "exec_us": r.stats.exec_us}  # fmt: skip
+                     "exec_us": r.stats.exec_us}  # fmt: skip
             d.submit(session, r.assignment_id, r.result_hash, r.signature, output=r.inline_output,
                      output_slots=list(r.output_slots), phashes=list(r.phashes), stats=stats)  # fmt: skip
         elif kind == "error":

@@ -50,8 +50,6 @@ ERROR_KIND_FROM_PB = {
 # canonical args JSON -> serialized TaskArgs, for the tasks most recently created or dispatched.
 _ARGS_WIRE: OrderedDict[bytes, bytes] = OrderedDict()
 _ARGS_WIRE_SIZE = 8192
-
-
 _ARGS_WIRE_MAX_BYTES = 64 * 1024  # larger args are parsed again when needed: the cache stays small
 
 

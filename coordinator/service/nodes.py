@@ -97,7 +97,10 @@ class NodeSession:
 
     def release(self, assignment_id: str) -> bool:
         """Forgets an assignment the node no longer holds; whether it held it."""
-        return self.assigned.pop(assignment_id, 0) is None
+        if assignment_id not in self.assigned:
+            return False
+        del self.assigned[assignment_id]
+        return True
 
 
 class NodeRegistry:
@@ -129,8 +132,8 @@ class NodeRegistry:
             self._detach(session, reason)
 
     def _detach(self, session: NodeSession, reason: str) -> None:
-        session.flush_acks()  # a closed stream sends nothing more; this only stops the timer
         session.connected = False
+        session.flush_acks()  # a closed stream sends nothing more: this drops held acks and stops the timer
         session.closed.set()
         if self.nodes.get(session.address) is session:
             del self.nodes[session.address]
