@@ -209,7 +209,9 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
     def cancel(self, task_id: str, reason: str = "cancelled by its creator") -> Task:
         task, _ = self.get(task_id)
         if task.state != TaskState.QUEUED:
-            raise FailedPrecondition(f"task {task_id} is {task.state.value}; only a queued task can be cancelled")
+            raise FailedPrecondition(
+                f"task {task_id} is {task.state.value}; only a queued task can be cancelled"
+            )
         task = evolve(task, state=TaskState.CANCELLED, reason=reason, updated_ms=self.now_ms())
         self.store.save_task(task)
         self.queue.remove(task_id)
@@ -263,7 +265,8 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
 
     def _new_assignment(self, task: Task, node: str, now: int) -> Assignment:
         return Assignment(
-            assignment_id="a-" + secrets.token_hex(8), task_id=task.task_id, node=node,
+            # Time first, so new ids append to the store's index instead of landing at random pages.
+            assignment_id=f"a-{now:011x}{secrets.token_hex(8)}", task_id=task.task_id, node=node,
             state=AssignmentState.LEASED, leased_ms=now, lease_expires_ms=now + self.settings.lease_ms,
         )  # fmt: skip
 
@@ -310,7 +313,9 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
 
     def grant(self, task_id: str, grantee: str, read: Sequence[str], write: Sequence[str]) -> Grant:
         expires = int(self.clock()) + self.settings.grant_ttl_s
-        sig = signing.sign_relay_grant(self.key, self.domain, bytes.fromhex(task_id[2:]), grantee, read, write, expires)
+        sig = signing.sign_relay_grant(
+            self.key, self.domain, bytes.fromhex(task_id[2:]), grantee, read, write, expires
+        )
         return Grant(task_id, grantee, tuple(read), tuple(write), expires, sig)
 
     # --- node reports ---------------------------------------------------------------------------
@@ -381,7 +386,9 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             return
         now = self.now_ms()
         if error_kind in (ErrorKind.OUT_OF_MEMORY, ErrorKind.CRASH):
-            a = evolve(a, state=AssignmentState.ERRORED, error_kind=error_kind, error=error[:2000], submitted_ms=now)
+            a = evolve(
+                a, state=AssignmentState.ERRORED, error_kind=error_kind, error=error[:2000], submitted_ms=now
+            )
             self._close_assignment(flight, a, timeout=True)
             self._ack(session, assignment_id)
             self._free(session, assignment_id)

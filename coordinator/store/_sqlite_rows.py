@@ -88,8 +88,14 @@ UPDATE_TASK = {
     for state in TaskState
 }  # fmt: skip
 INSERT_ASSIGNMENT = f"INSERT INTO assignments ({ASSIGN_COLS}) VALUES ({','.join('?' * 17)})"
-UPSERT_ASSIGNMENT = INSERT_ASSIGNMENT + " ON CONFLICT (assignment_id) DO UPDATE SET " + ", ".join(
-    f"{c} = excluded.{c}" for c in ASSIGN_COLS.split(", ")[1:]
+# An assignment never changes its identity (id, task, node, lease start): an update sets the rest only,
+# so the (task_id, leased_ms) index is left alone.
+_ASSIGN_IDENTITY = ("assignment_id", "task_id", "node", "leased_ms")
+_ASSIGN_MUTABLE_AT = [i for i, c in enumerate(ASSIGN_COLS.split(", ")) if c not in _ASSIGN_IDENTITY]
+UPDATE_ASSIGNMENT = (
+    "UPDATE assignments SET "
+    + ", ".join(f"{ASSIGN_COLS.split(', ')[i]} = ?" for i in _ASSIGN_MUTABLE_AT)
+    + " WHERE assignment_id = ?"
 )
 
 
@@ -135,6 +141,11 @@ def assign_row(a: Assignment) -> tuple:
         a.submission_order, a.submitted_ms, int(a.matched), a.error_kind.value if a.error_kind else None,
         a.error, json.dumps(a.stats) if a.stats else "{}",
     )  # fmt: skip
+
+
+def assign_update_row(row: tuple) -> tuple:
+    """The parameters of UPDATE_ASSIGNMENT, from the assign_row of the same assignment."""
+    return (*(row[i] for i in _ASSIGN_MUTABLE_AT), row[0])
 
 
 def assign_from(r: sqlite3.Row) -> Assignment:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from coordinator.domain.models import Assignment, AssignmentState, NodeRecord, Task, TaskState
+from coordinator.domain.models import Assignment, AssignmentState, NodeRecord, Task, TaskState, evolve
 from coordinator.errors import AlreadyExists, NotFound
 from coordinator.store.base import CoordinatorStore, check_transition
 
@@ -52,8 +52,11 @@ class MemoryStore(CoordinatorStore):
             self._put_assignment(a)
 
     def _put_assignment(self, a: Assignment) -> None:
-        if a.assignment_id not in self._assignments:
+        old = self._assignments.get(a.assignment_id)
+        if old is None:
             self._by_task.setdefault(a.task_id, []).append(a.assignment_id)
+        elif (a.task_id, a.node, a.leased_ms) != (old.task_id, old.node, old.leased_ms):
+            a = evolve(a, task_id=old.task_id, node=old.node, leased_ms=old.leased_ms)  # identity stays
         self._assignments[a.assignment_id] = a
 
     def list_tasks(self, states: Iterable[TaskState] = (), limit: int = 100) -> list[Task]:
@@ -98,7 +101,11 @@ class MemoryStore(CoordinatorStore):
         return [self._assignments[i] for i in self._by_task.get(task_id, [])]
 
     def open_assignments(self) -> list[Assignment]:
-        return [a for a in self._assignments.values() if a.state in (AssignmentState.LEASED, AssignmentState.RUNNING)]
+        return [
+            a
+            for a in self._assignments.values()
+            if a.state in (AssignmentState.LEASED, AssignmentState.RUNNING)
+        ]
 
     def save_node(self, node: NodeRecord, *, soon: bool = False) -> None:
         self._node_written(self._nodes.get(node.address), node)

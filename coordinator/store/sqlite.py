@@ -35,16 +35,18 @@ from coordinator.domain.models import (
     TaskState,
 )
 from coordinator.errors import AlreadyExists, NotFound
+from coordinator.store._checkpoint import WalCheckpointer
 from coordinator.store._sqlite_rows import (
     ASSIGN_COLS,
     INSERT_ASSIGNMENT,
     OPEN_TASK_STATES,
     SCHEMA,
     TASK_COLS,
+    UPDATE_ASSIGNMENT,
     UPDATE_TASK,
-    UPSERT_ASSIGNMENT,
     assign_from,
     assign_row,
+    assign_update_row,
     caps_from_json,
     caps_to_json,
     task_from,
@@ -84,6 +86,7 @@ class SqliteStore(CoordinatorStore):
         # write; dropped whole when a write is rolled back.
         self._pending: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # set: group commit is on
+        self._checkpointer: WalCheckpointer | None = None  # with group commit: checkpoints off the loop
         self._group_open = False
         self._after: list[Callable[[], object]] = []
         self._waiters: list[asyncio.Future] = []
@@ -91,7 +94,9 @@ class SqliteStore(CoordinatorStore):
         # `durable()` waits for its own writes only, not for a group other code opened since.
         self._group = 0
         self._committed = 0
-        self._wrote_in: contextvars.ContextVar[int] = contextvars.ContextVar(f"store_{id(self)}_group", default=0)
+        self._wrote_in: contextvars.ContextVar[int] = contextvars.ContextVar(
+            f"store_{id(self)}_group", default=0
+        )
 
     # One transaction per write method; with group commit, the turn's transaction, plus a savepoint
     # around a method that writes with `several` statements (a single statement that fails is undone
@@ -100,8 +105,12 @@ class SqliteStore(CoordinatorStore):
         return _Tx(self, several)
 
     def enable_group_commit(self) -> None:
-        """Groups the writes of each event-loop turn into one commit; call from the loop's thread."""
+        """Groups the writes of each event-loop turn into one commit; call from the loop's thread. The
+        WAL is then checkpointed by a thread of its own instead of inside the loop's commits."""
         self._loop = asyncio.get_running_loop()
+        if self._checkpointer is None:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = WalCheckpointer(self.path)
 
     def _open_group(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
@@ -163,7 +172,9 @@ class SqliteStore(CoordinatorStore):
             with self._tx() as db:
                 db.execute(f"INSERT INTO tasks ({TASK_COLS}) VALUES ({','.join('?' * 29)})", task_row(task))
         except sqlite3.IntegrityError as exc:
-            raise AlreadyExists(f"task {task.task_id} (creator {task.creator}, nonce {task.nonce}) exists") from exc
+            raise AlreadyExists(
+                f"task {task.task_id} (creator {task.creator}, nonce {task.nonce}) exists"
+            ) from exc
         if task.state in OPEN_TASK_STATES:
             self._pending_add(task.creator, task.fee)
 
@@ -250,10 +261,10 @@ class SqliteStore(CoordinatorStore):
         with self._tx(several=task is not None or len(assignments) > 1) as db:
             if task is not None:
                 self._write_task(db, task)
-            if len(assignments) == 1:
-                db.execute(UPSERT_ASSIGNMENT, assign_row(assignments[0]))
-            elif assignments:
-                db.executemany(UPSERT_ASSIGNMENT, [assign_row(a) for a in assignments])
+            for a in assignments:  # mostly updates; an assignment added to a running task is new
+                row = assign_row(a)
+                if not db.execute(UPDATE_ASSIGNMENT, assign_update_row(row)).rowcount:
+                    db.execute(INSERT_ASSIGNMENT, row)
 
     def get_assignment(self, assignment_id: str) -> Assignment | None:
         row = self._db.execute(
@@ -312,7 +323,9 @@ class SqliteStore(CoordinatorStore):
 
     def _node_cache(self) -> dict[str, NodeRecord]:
         if self._nodes is None:
-            rows = self._db.execute("SELECT address, caps, state, qos, last_seen_ms, reason FROM nodes").fetchall()
+            rows = self._db.execute(
+                "SELECT address, caps, state, qos, last_seen_ms, reason FROM nodes"
+            ).fetchall()
             self._nodes = {r[0]: self._node_from(r) for r in rows}
         return self._nodes
 
@@ -340,7 +353,10 @@ class SqliteStore(CoordinatorStore):
         self._write_soon_nodes()
         if self._group_open:
             self.flush()
-        self._db.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+        self._db.close()  # the last connection to close checkpoints the rest and removes the log
 
 
 class _Tx:

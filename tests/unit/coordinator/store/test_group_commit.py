@@ -95,7 +95,9 @@ async def test_a_several_statement_write_that_fails_half_way_leaves_none_of_itse
     assert store.get_task(task(7).task_id).state == TaskState.QUEUED
     assert [a.task_id for a in store.assignments_for(task(6).task_id)] == [task(6).task_id]
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT state FROM tasks WHERE task_id = ?", (task(7).task_id,)).fetchone() == ("queued",)
+        assert db.execute("SELECT state FROM tasks WHERE task_id = ?", (task(7).task_id,)).fetchone() == (
+            "queued",
+        )
 
 
 async def test_durable_waits_for_the_callers_own_writes_not_for_a_group_opened_since(grouped):
@@ -140,3 +142,23 @@ async def test_soon_node_writes_are_read_at_once_merged_and_written_within_the_d
     store.save_node(NodeRecord("0xA", caps, NodeState.PAUSED, {"scores": [6]}), soon=True)
     store.close()  # a clean stop writes what is pending
     assert _stored_qos(path)["0xA"] == '{"scores": [6]}'
+
+
+async def test_the_wal_is_checkpointed_by_its_own_thread_not_inside_the_loops_commits(grouped):
+    store, path = grouped
+    assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0, "no checkpoint inside a COMMIT"
+    checkpointer = store._checkpointer
+    assert checkpointer is not None and checkpointer._thread.is_alive()
+    for i in range(1, 201):
+        store.create_task(task(i))
+        if i % 20 == 0:
+            await asyncio.sleep(0)  # a turn: its writes are committed to the log
+    await asyncio.sleep(0)
+    frames = checkpointer.checkpoint()
+    assert frames is not None and frames[1] > 0 and frames[2] == frames[1], "every committed frame copied"
+    runs = checkpointer.runs
+    await asyncio.sleep(checkpointer.interval_s * 3)
+    assert checkpointer.runs > runs, "the thread checkpoints on its own"
+    store.close()
+    assert not checkpointer._thread.is_alive()
+    assert len(_committed_ids(path)) == 200

@@ -101,7 +101,9 @@ def test_transitions_are_checked_and_refusals_change_nothing(store):
     dispatched = Task(**{**t.__dict__, "state": TaskState.DISPATCHED, "card": Card("gpu", 8)})
     store.dispatch_task(dispatched, [assignment(1, t.task_id), assignment(2, t.task_id, "0xM")])
     assert store.get_task(t.task_id).card == Card("gpu", 8)
-    assert [a.assignment_id for a in store.open_assignments()] == ["a-1", "a-2"] or len(store.open_assignments()) == 2
+    assert [a.assignment_id for a in store.open_assignments()] == ["a-1", "a-2"] or len(
+        store.open_assignments()
+    ) == 2
     assert [t2.task_id for t2 in store.active_tasks()] == [t.task_id]
     # A failing transition inside save_assignments rolls the assignment write back too.
     bad = Task(**{**dispatched.__dict__, "state": TaskState.CANCELLED})
@@ -116,6 +118,11 @@ def test_transitions_are_checked_and_refusals_change_nothing(store):
     assert got.state == AssignmentState.SUBMITTED and got.phashes == (2**63 + 5,)
     assert store.get_task(t.task_id).result_nodes == ("0xN", "0xM")
     assert [a.assignment_id for a in store.assignments_for(t.task_id)] == ["a-1", "a-2"]
+    # An update sets what may change; an assignment's identity (task, node, lease start) stays.
+    moved = Assignment(**{**sub.__dict__, "node": "0xZ", "leased_ms": 99, "state": AssignmentState.EXPIRED})
+    store.save_assignments([moved])
+    got = store.get_assignment("a-1")
+    assert (got.node, got.leased_ms, got.state) == ("0xN", 1, AssignmentState.EXPIRED)
 
 
 def test_nodes_and_values(store):
