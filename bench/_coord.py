@@ -1,4 +1,5 @@
-"""Bench support: an in-process coordinator (no chain) plus simulated worker processes."""
+"""Bench support: an in-process coordinator (no chain, garbage collector tuned as `helium coordinator` tunes
+it) plus simulated worker processes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from coordinator.config import CoordinatorConfig
 from coordinator.server import CoordinatorApp
+from helium.gctune import tune_for_server
 from helium.log import configure_logging
 
 
@@ -19,6 +21,7 @@ async def coordinator(**config):
     with tempfile.TemporaryDirectory(prefix="helium-bench-") as tmp:
         app = CoordinatorApp(CoordinatorConfig(data_dir=Path(tmp), port=0, chain="none", **config))
         await app.start()
+        tune_for_server()  # as `helium coordinator` runs
         try:
             yield app
         finally:
