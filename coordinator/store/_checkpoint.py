@@ -1,12 +1,18 @@
-"""WAL checkpoints on a thread of their own, so the event loop never runs one.
+"""WAL checkpoints on a thread of their own, so the event loop seldom runs one.
 
 SQLite checkpoints a WAL database from inside the COMMIT that grows the log past `wal_autocheckpoint`
 pages: that commit copies the log into the database file and fsyncs it, on the caller's thread. For the
 coordinator that is the event loop, and every stream stalls for those milliseconds. With group commit on,
-the store turns the automatic checkpoint off and this thread runs a PASSIVE checkpoint on its own
-connection every `interval_s`. PASSIVE never waits for the writer and the writer never waits for it;
-SQLite releases the GIL while it copies and syncs. Durability is unchanged: a commit is durable (against
-a process crash) once it is in the log, whoever copies it on later.
+this thread runs a PASSIVE checkpoint on its own connection every `interval_s`: it never waits for the
+writer and the writer never waits for it, and SQLite releases the GIL while it copies and syncs.
+
+A checkpoint running beside the writer cannot rewind the log, though: SQLite starts the log over only
+when a write transaction begins while every frame in it has been copied, and under load the writer has
+always appended a few more by then (a sustained dispatch bench grew the log past 1 GB). So the writer
+keeps an automatic checkpoint at `WAL_RESET_PAGES` (16 MiB of log, 4x SQLite's default): by then this
+thread has copied nearly everything, so the writer's own checkpoint copies a few pages, completes, and
+the next transaction starts the log over. Durability is unchanged: a commit is durable (against a
+process crash) once it is in the log, whoever copies it on later.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from pathlib import Path
 
 import structlog
 
-__all__ = ["WalCheckpointer"]
+__all__ = ["WAL_RESET_PAGES", "WalCheckpointer"]
 
 log = structlog.get_logger("coordinator.store")
+
+WAL_RESET_PAGES = 4000  # the writer's own checkpoint, which lets the log start over (SQLite's default: 1000)
 
 
 class WalCheckpointer:

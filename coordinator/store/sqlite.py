@@ -35,7 +35,7 @@ from coordinator.domain.models import (
     TaskState,
 )
 from coordinator.errors import AlreadyExists, NotFound
-from coordinator.store._checkpoint import WalCheckpointer
+from coordinator.store._checkpoint import WAL_RESET_PAGES, WalCheckpointer
 from coordinator.store._sqlite_rows import (
     ASSIGN_COLS,
     INSERT_ASSIGNMENT,
@@ -109,7 +109,7 @@ class SqliteStore(CoordinatorStore):
         WAL is then checkpointed by a thread of its own instead of inside the loop's commits."""
         self._loop = asyncio.get_running_loop()
         if self._checkpointer is None:
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_RESET_PAGES}")
             self._checkpointer = WalCheckpointer(self.path)
 
     def _open_group(self) -> None:
