@@ -4,7 +4,7 @@ Three card types (28 A100, 28 L4, 3 T4), honest test doubles of three speeds (so
 (A100) and one timeout-prone node (T4: it crashes on 9 tasks of 10; a crash counts as a timeout). The
 workload is the issue's 2,000 tasks, 10% SD, with mixed fees (`HELIUM_SIM_TASKS=N` runs another count).
 On the 2-core machine the whole run (60 nodes, creator signing, validation, settlement on the embedded
-EVM) takes about 90 s.
+EVM) takes about 15-20 s.
 QoS is scaled to the test's length: a window of 10 scores (DESIGN: 50) and H recovering with
 tau = 2 s (DESIGN: 30 min); every other number is the DESIGN default. The timeout-prone node is kicked
 once it has 10 scores, and after each timeout it is excluded until H recovers (0.1 tau): with tau = 10 s
