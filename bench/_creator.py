@@ -44,7 +44,7 @@ async def run(address: str, tasks: int, concurrency: int, batch: int) -> int:
 
         start = time.perf_counter()
         if batch > 1:
-            await asyncio.gather(*(send_many(reqs[i : i + batch]) for i in range(0, len(reqs), batch)))
+            await asyncio.gather(*(send_many(reqs[i:i + batch]) for i in range(0, len(reqs), batch)))
         else:
             await asyncio.gather(*(send(r) for r in reqs))
         print(f"sent {tasks} seconds={time.perf_counter() - start:.3f}", flush=True)

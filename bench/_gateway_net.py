@@ -32,14 +32,8 @@ def gpt_task(model: str, max_new_tokens: int, seed: int):
     """Greedy: three nodes in one process share torch's global RNG, so sampled runs could differ."""
     from helium.tasks.gpt import load_gpt_task
 
-    return load_gpt_task(
-        {
-            "model": model,
-            "messages": PROMPT,
-            "seed": seed,
-            "generation_config": {"max_new_tokens": max_new_tokens, "do_sample": False},
-        }
-    )
+    return load_gpt_task({"model": model, "messages": PROMPT, "seed": seed,
+                          "generation_config": {"max_new_tokens": max_new_tokens, "do_sample": False}})
 
 
 @asynccontextmanager
@@ -51,28 +45,15 @@ async def gateway_network(root: Path, executors_for):
     from worker.session import NodeProfile
     from worker.testing import NodeFleet
 
-    app = CoordinatorApp(
-        CoordinatorConfig(
-            data_dir=root / "coordinator",
-            port=0,
-            http_port=0,
-            chain="none",
-            heartbeat_interval_s=1.0,
-            shutdown_grace_s=1.0,
-        ),
-        backbone_parts,
-    )
+    app = CoordinatorApp(CoordinatorConfig(data_dir=root / "coordinator", port=0, http_port=0, chain="none",
+                                           heartbeat_interval_s=1.0, shutdown_grace_s=1.0), backbone_parts)
     await app.start()
     store = KeyStore(root / "coordinator" / "gateway" / "keys.sqlite")
     key, _ = store.create("bench", rate_per_min=100_000)
     store.close()
     try:
-        async with NodeFleet(
-            app.address,
-            3,
-            executors=executors_for,
-            profiles=lambda i: NodeProfile(card_name="cpu-bench", vram_bytes=8 << 30),
-        ):
+        async with NodeFleet(app.address, 3, executors=executors_for,
+                             profiles=lambda i: NodeProfile(card_name="cpu-bench", vram_bytes=8 << 30)):
             yield app, key
     finally:
         await app.stop(1.0)

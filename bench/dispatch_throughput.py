@@ -24,9 +24,7 @@ from bench._creator import creator
 from bench._sim import echo_round_trips
 
 
-async def run(
-    tasks: int, workers: int, concurrency: int, max_assignments: int, batch: int
-) -> tuple[float, float]:
+async def run(tasks: int, workers: int, concurrency: int, max_assignments: int, batch: int) -> tuple[float, float]:
     """One round: a fresh coordinator, workers and creator. Returns (validated tasks/s, echo round trips/s)."""
     echo = await echo_round_trips()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -61,15 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", type=int, default=3000)
     p.add_argument("--workers", type=int, default=30)
     p.add_argument("--concurrency", type=int, default=8, help="calls in flight from the creator")
-    p.add_argument(
-        "--max-assignments",
-        type=int,
-        default=8,
-        help="assignments each node holds at once (prefetch; the coordinator allows up to 8)",
-    )
-    p.add_argument(
-        "--batch", type=int, default=50, help="tasks per CreateTasks call (1: one CreateTask each)"
-    )
+    p.add_argument("--max-assignments", type=int, default=8,
+                   help="assignments each node holds at once (prefetch; the coordinator allows up to 8)")
+    p.add_argument("--batch", type=int, default=50, help="tasks per CreateTasks call (1: one CreateTask each)")
     p.add_argument("--rounds", type=int, default=3, help="independent rounds; medians are reported")
     args = p.parse_args(argv)
     results = [asyncio.run(run(args.tasks, args.workers, args.concurrency, args.max_assignments, args.batch))
@@ -79,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"validated {rate:.0f} tasks/s (median of {args.rounds}) with {args.workers} simulated workers holding "
           f"{args.max_assignments} assignment(s) each, creator batches of {args.batch}; raw gRPC echo {echo:.0f} "
           f"round trips/s")  # fmt: skip
-    print(
-        f"figure=dispatch_throughput value={rate:.0f} unit=tasks/s baseline=grpc_echo ratio={rate / echo:.3f}"
-    )
+    print(f"figure=dispatch_throughput value={rate:.0f} unit=tasks/s baseline=grpc_echo ratio={rate / echo:.3f}")
     return 0
 
 

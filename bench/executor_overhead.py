@@ -105,12 +105,8 @@ def measure(model_dir: str, *, rounds: int, tokens: int) -> tuple[float, float]:
     assert counts["helium"] == counts["raw"] == first.outcome.completion_tokens, counts
     ex.close()
     n = counts["helium"]
-    return {
-        "helium_tok_s": n / wall["helium"],
-        "raw_tok_s": n / wall["raw"],
-        "wall_ratio": wall["raw"] / wall["helium"],
-        "cpu_ratio": cpu["raw"] / cpu["helium"],
-    }
+    return {"helium_tok_s": n / wall["helium"], "raw_tok_s": n / wall["raw"],
+            "wall_ratio": wall["raw"] / wall["helium"], "cpu_ratio": cpu["raw"] / cpu["helium"]}
 
 
 def main() -> None:
@@ -135,14 +131,10 @@ def main() -> None:
         print(json.dumps({"model": "tiny-llama", **{k: round(v, 3) for k, v in m.items()}}), flush=True)
         big, params = build_100m(Path(tmp) / "llama100m")
         m = measure(big, rounds=args.rounds, tokens=args.tokens)
-        print(
-            json.dumps({"model": "llama-100m", "params": params, **{k: round(v, 3) for k, v in m.items()}}),
-            flush=True,
-        )
-    print(
-        f"figure={FIGURE} value={m['helium_tok_s']:.2f} unit=tokens/s baseline=raw_generate "
-        f"ratio={m['cpu_ratio']:.3f}"
-    )
+        print(json.dumps({"model": "llama-100m", "params": params, **{k: round(v, 3) for k, v in m.items()}}),
+              flush=True)
+    print(f"figure={FIGURE} value={m['helium_tok_s']:.2f} unit=tokens/s baseline=raw_generate "
+          f"ratio={m['cpu_ratio']:.3f}")
 
 
 if __name__ == "__main__":

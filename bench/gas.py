@@ -60,9 +60,7 @@ def _sd_tasks(dc: DevChain, creator, nodes, first_nonce: int, n: int, deadline: 
             phashes = [base[0] ^ flip, base[1]]
             signature = sign_result(node, dc.domain, task_id, sd_result_hash(phashes))
             results.append(SignedResult.sd(node.address, phashes, signature, order))
-        out.append(
-            TaskSettlement(task_id, args_hash, creator.address, FEE, nonce, deadline, sig, tuple(results))
-        )
+        out.append(TaskSettlement(task_id, args_hash, creator.address, FEE, nonce, deadline, sig, tuple(results)))
     return out
 
 
@@ -83,9 +81,7 @@ async def main() -> None:
                 await dc.fund_and_stake(node)
             creator = dc.keys.creator
             deadline = await client.block_timestamp() + 3600
-            await _settle_gas(
-                client, _tasks(dc, creator, nodes, 0, 1, deadline)
-            )  # warm-up: nodes hold credits
+            await _settle_gas(client, _tasks(dc, creator, nodes, 0, 1, deadline))  # warm-up: nodes hold credits
             nonce = 1
             per_task = {}
             for n in (1, 10, 100):
@@ -96,9 +92,7 @@ async def main() -> None:
                       f"ratio_vs_anchor={gas / n / ANCHOR:.4f} wall_s={seconds:.2f}")  # fmt: skip
             gas, _ = await _settle_gas(client, _sd_tasks(dc, creator, nodes, nonce, 100, deadline))
             nonce += 100
-            print(
-                f"batch=100  sd_2_images gas_per_task={gas / 100:.0f} (pHashes hashed and matched pairwise on chain)"
-            )
+            print(f"batch=100  sd_2_images gas_per_task={gas / 100:.0f} (pHashes hashed and matched pairwise on chain)")
             # worst case: every task of the batch from a different creator (cold deposit and nonce slots)
             creators = [Account.create() for _ in range(100)]
             deposit_gas = 0
@@ -114,9 +108,7 @@ async def main() -> None:
         finally:
             await dc.close()
     value = per_task[100]
-    print(
-        f"anchor: predecessor {ANCHOR} gas per GPT task over 8 transactions; target <= {ANCHOR // 10} at batch 100"
-    )
+    print(f"anchor: predecessor {ANCHOR} gas per GPT task over 8 transactions; target <= {ANCHOR // 10} at batch 100")
     print(f"figure=gas_per_task_batch100 value={value:.0f} unit=gas baseline=predecessor_2670000 "
           f"ratio={value / ANCHOR:.4f}")  # fmt: skip
 

@@ -41,16 +41,14 @@ async def measure(root: Path, model: str, runs: int, max_new_tokens: int) -> tup
 
     direct_ex = GptExecutor("cpu")
     async with gateway_network(root, lambda i: [GptExecutor("cpu")]) as (app, key):
-        client = openai.AsyncOpenAI(
-            base_url=f"http://{app.http_address}/v1", api_key=key, max_retries=0, timeout=120
-        )
+        client = openai.AsyncOpenAI(base_url=f"http://{app.http_address}/v1", api_key=key, max_retries=0,
+                                    timeout=120)
 
         async def through(seed: int) -> float:
             start = time.perf_counter()
             first = None
-            stream = await client.chat.completions.create(
-                model=model, messages=PROMPT, stream=True, seed=seed, max_tokens=max_new_tokens, temperature=0
-            )
+            stream = await client.chat.completions.create(model=model, messages=PROMPT, stream=True, seed=seed,
+                                                          max_tokens=max_new_tokens, temperature=0)
             async for chunk in stream:
                 if first is None and any(c.delta.content for c in chunk.choices):
                     first = time.perf_counter()

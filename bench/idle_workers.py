@@ -168,10 +168,7 @@ async def cpu_share(proc: psutil.Process, seconds: float) -> float:
 async def run(args) -> dict:
     r: dict = {}
     with tempfile.TemporaryDirectory(prefix="helium-bench-idle-") as tmp:
-        async with coordinator_process(Path(tmp) / "coordinator", args.profile, args.idle_heartbeat_s) as (
-            proc,
-            address,
-        ):
+        async with coordinator_process(Path(tmp) / "coordinator", args.profile, args.idle_heartbeat_s) as (proc, address):
             ps = psutil.Process(proc.pid)
             r["rss_empty"] = ps.memory_info().rss / MIB
             token = (Path(tmp) / "coordinator" / "admin.token").read_text().strip()
@@ -228,24 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle", type=int, default=10_000, help="idle nodes to connect")
     p.add_argument("--fleets", type=int, default=2, help="child processes holding the idle nodes")
     p.add_argument("--workers", type=int, default=30, help="simulated instant workers doing the tasks")
-    p.add_argument(
-        "--tasks",
-        type=int,
-        default=1000,
-        help="sequential tasks per phase (the p99 of a few hundred is one or two samples: noisy)",
-    )
+    p.add_argument("--tasks", type=int, default=1000,
+                   help="sequential tasks per phase (the p99 of a few hundred is one or two samples: noisy)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument(
         "--phase-budget", type=float, default=75.0, help="seconds per latency phase (at least 20 tasks)"
     )
     p.add_argument("--join-deadline", type=float, default=150.0, help="seconds the fleets may spend joining")
     p.add_argument("--concurrency", type=int, default=150, help="handshakes in flight per fleet process")
-    p.add_argument(
-        "--idle-heartbeat-s",
-        type=float,
-        help="the coordinator's idle heartbeat interval (default: its "
-        "own, 30 s; 5 makes idle nodes beat as often as busy ones)",
-    )
+    p.add_argument("--idle-heartbeat-s", type=float, help="the coordinator's idle heartbeat interval (default: its "
+                   "own, 30 s; 5 makes idle nodes beat as often as busy ones)")
     p.add_argument("--profile", metavar="FILE", help="run the coordinator under cProfile, write FILE")
     args = p.parse_args(argv)
     r = asyncio.run(run(args))

@@ -32,9 +32,8 @@ async def measure(root: Path, model: str, runs: int, max_new_tokens: int) -> tup
 
         async def once(seed: int) -> tuple[float, float]:
             start = time.perf_counter()
-            done = await client.chat.completions.create(
-                model=model, messages=PROMPT, max_tokens=max_new_tokens, seed=seed, temperature=0
-            )
+            done = await client.chat.completions.create(model=model, messages=PROMPT, max_tokens=max_new_tokens,
+                                                        seed=seed, temperature=0)
             validated = time.perf_counter() - start
             task_id = done.model_extra["helium"]["task_id"]
             deadline = time.monotonic() + 60

@@ -60,12 +60,8 @@ async def _serve_raw(chunk_bytes: int) -> None:
 
     server = grpc.aio.server(options=grpc_options(chunk_bytes))
     handlers = {
-        "Put": grpc.stream_unary_rpc_method_handler(
-            put, request_deserializer=_identity, response_serializer=_identity
-        ),
-        "Get": grpc.unary_stream_rpc_method_handler(
-            get, request_deserializer=_identity, response_serializer=_identity
-        ),
+        "Put": grpc.stream_unary_rpc_method_handler(put, request_deserializer=_identity, response_serializer=_identity),
+        "Get": grpc.unary_stream_rpc_method_handler(get, request_deserializer=_identity, response_serializer=_identity),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_RAW_SERVICE, handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -111,12 +107,8 @@ async def _raw_round(channel: grpc.aio.Channel, chunks: list[bytes]) -> float:
         for chunk in chunks:
             yield chunk
 
-    put = channel.stream_unary(
-        f"/{_RAW_SERVICE}/Put", request_serializer=_identity, response_deserializer=_identity
-    )
-    get = channel.unary_stream(
-        f"/{_RAW_SERVICE}/Get", request_serializer=_identity, response_deserializer=_identity
-    )
+    put = channel.stream_unary(f"/{_RAW_SERVICE}/Put", request_serializer=_identity, response_deserializer=_identity)
+    get = channel.unary_stream(f"/{_RAW_SERVICE}/Get", request_serializer=_identity, response_deserializer=_identity)
     t = time.perf_counter()
     assert int(await put(requests())) == SIZE
     got = 0
@@ -140,17 +132,11 @@ def _copy_round(src: Path, dst: Path) -> float:
     return elapsed
 
 
-async def _run(
-    rounds: int, chunk_bytes: int, work: Path, floor: bool = False
-) -> tuple[float, float, float | None]:
+async def _run(rounds: int, chunk_bytes: int, work: Path, floor: bool = False) -> tuple[float, float, float | None]:
     """Medians of (relay put+get, file copy, bare-gRPC put+get if `floor`) in seconds."""
     coordinator, worker = Account.create(), Account.create()
     proc, address = _start_relay(work / "relay", coordinator.address, chunk_bytes)
-    raw = (
-        _start([sys.executable, "-m", "bench.relay", "--raw-server", "--chunk-bytes", str(chunk_bytes)])
-        if floor
-        else None
-    )
+    raw = _start([sys.executable, "-m", "bench.relay", "--raw-server", "--chunk-bytes", str(chunk_bytes)]) if floor else None
     src = work / "src.bin"
     data = os.urandom(SIZE)
     src.write_bytes(data)
@@ -160,22 +146,16 @@ async def _run(
     raw_times: list[float] = []
     try:
         async with contextlib.AsyncExitStack() as stack:
-            channel = await stack.enter_async_context(
-                grpc.aio.insecure_channel(address, options=grpc_options(chunk_bytes))
-            )
+            channel = await stack.enter_async_context(grpc.aio.insecure_channel(address, options=grpc_options(chunk_bytes)))
             raw_channel = None
             if raw:
-                raw_channel = await stack.enter_async_context(
-                    grpc.aio.insecure_channel(raw[1], options=grpc_options(chunk_bytes))
-                )
+                raw_channel = await stack.enter_async_context(grpc.aio.insecure_channel(raw[1], options=grpc_options(chunk_bytes)))
             client = RelayClient(channel, worker, DEV_DOMAIN, chunk_bytes=chunk_bytes)
             read, write = worker_grant_slots(worker.address)
             for i in range(rounds + 1):  # round 0 warms up the channel and caches
                 task_id = "0x" + secrets.token_hex(32)
                 read_own = [*read, result_slot(worker.address)]
-                grant = make_grant(
-                    coordinator, DEV_DOMAIN, task_id, worker.address, read_own, write, int(time.time()) + 600
-                )
+                grant = make_grant(coordinator, DEV_DOMAIN, task_id, worker.address, read_own, write, int(time.time()) + 600)
                 t = time.perf_counter()
                 await client.put(task_id, result_slot(worker.address), data, grant)
                 t_put = time.perf_counter() - t
@@ -206,30 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--chunk-bytes", type=int, default=1 << 20)
-    p.add_argument(
-        "--transport-floor", action="store_true", help="also time bare gRPC put+get of the same bytes"
-    )
+    p.add_argument("--transport-floor", action="store_true", help="also time bare gRPC put+get of the same bytes")
     p.add_argument("--raw-server", action="store_true", help=argparse.SUPPRESS)  # the transport-floor peer
     args = p.parse_args(argv)
     if args.raw_server:
         asyncio.run(_serve_raw(args.chunk_bytes))
         return 0
     with tempfile.TemporaryDirectory(prefix="helium-bench-relay-") as tmp:
-        relay_s, copy_s, raw_s = asyncio.run(
-            _run(args.rounds, args.chunk_bytes, Path(tmp), args.transport_floor)
-        )
+        relay_s, copy_s, raw_s = asyncio.run(_run(args.rounds, args.chunk_bytes, Path(tmp), args.transport_floor))
     mb = SIZE / 1e6
     value, baseline = mb / relay_s, mb / copy_s
-    print(
-        f"relay put+get median {relay_s * 1e3:.1f} ms = {value:.0f} MB/s; file copy median {copy_s * 1e3:.1f} ms = {baseline:.0f} MB/s"
-    )
+    print(f"relay put+get median {relay_s * 1e3:.1f} ms = {value:.0f} MB/s; file copy median {copy_s * 1e3:.1f} ms = {baseline:.0f} MB/s")
     if raw_s is not None:
-        print(
-            f"bare gRPC put+get median {raw_s * 1e3:.1f} ms = {mb / raw_s:.0f} MB/s: ratio {copy_s / raw_s:.2f} with no relay work at all"
-        )
-    print(
-        f"figure=relay_throughput value={value:.1f} unit=MB/s baseline=file_copy ratio={value / baseline:.2f}"
-    )
+        print(f"bare gRPC put+get median {raw_s * 1e3:.1f} ms = {mb / raw_s:.0f} MB/s: ratio {copy_s / raw_s:.2f} with no relay work at all")
+    print(f"figure=relay_throughput value={value:.1f} unit=MB/s baseline=file_copy ratio={value / baseline:.2f}")
     return 0
 
 

@@ -103,19 +103,13 @@ def main() -> None:
     fifo = simulate(items, hooks.CreationPricer())
     print(f"workload: {len(items)} tasks over {HORIZON_S:.0f} s, {GROUPS} groups of 3 nodes")
     for name, r in (("value", value), ("fifo", fifo)):
-        print(
-            f"{name:6s} income {r['income_per_node_s']:.6g} wei/node-s, fee-weighted completion "
-            f"{r['weighted_completion_s']:.1f} s, finished {r['finished']}, left queued {r['left_queued']}"
-        )
+        print(f"{name:6s} income {r['income_per_node_s']:.6g} wei/node-s, fee-weighted completion "
+              f"{r['weighted_completion_s']:.1f} s, finished {r['finished']}, left queued {r['left_queued']}")
     ratio = value["income_per_node_s"] / fifo["income_per_node_s"]
-    print(
-        f"weighted completion ratio value/fifo {value['weighted_completion_s'] / fifo['weighted_completion_s']:.3f} "
-        f"(lower is better); {time.monotonic() - t0:.1f} s"
-    )
-    print(
-        f"figure=scheduler_value value={value['income_per_node_s']:.6g} unit=wei/node-s baseline=fifo "
-        f"ratio={ratio:.3f}"
-    )
+    print(f"weighted completion ratio value/fifo {value['weighted_completion_s'] / fifo['weighted_completion_s']:.3f} "
+          f"(lower is better); {time.monotonic() - t0:.1f} s")
+    print(f"figure=scheduler_value value={value['income_per_node_s']:.6g} unit=wei/node-s baseline=fifo "
+          f"ratio={ratio:.3f}")
 
 
 if __name__ == "__main__":

@@ -103,11 +103,8 @@ def _bench(kind: str, models: Path, executor: SdExecutor, rounds: int) -> tuple[
             ((raw, raw_ips), (helium, exec_ips)) if r % 2 == 0 else ((helium, exec_ips), (raw, raw_ips))
         ):
             acc.append(fn())
-    print(
-        f"  {kind} rounds (img/s): executor={[round(x, 3) for x in exec_ips]} "
-        f"raw={[round(x, 3) for x in raw_ips]}",
-        flush=True,
-    )
+    print(f"  {kind} rounds (img/s): executor={[round(x, 3) for x in exec_ips]} "
+          f"raw={[round(x, 3) for x in raw_ips]}", flush=True)
     # Each round's two runs are back to back, so they share the machine's load: compare within rounds.
     paired = statistics.median(e / r for e, r in zip(exec_ips, raw_ips, strict=True))
     return statistics.median(exec_ips), statistics.median(raw_ips), paired

@@ -105,19 +105,15 @@ async def run(n: int, evm: str = DEFAULT_EVM, rounds: int = 5) -> None:
     med = statistics.median
     b, s = med(x.steady for x in base), med(x.steady for x in settled)
     b_e2e, s_e2e = med(x.end_to_end for x in base), med(x.end_to_end for x in settled)
-    print(
-        f"medians over {rounds} rounds of {n} tasks: steady {b:.1f} validated/s without settlement, {s:.1f} "
-        f"settled/s; end to end {b_e2e:.1f} and {s_e2e:.1f} (ratio {s_e2e / b_e2e:.3f})"
-    )
+    print(f"medians over {rounds} rounds of {n} tasks: steady {b:.1f} validated/s without settlement, {s:.1f} "
+          f"settled/s; end to end {b_e2e:.1f} and {s_e2e:.1f} (ratio {s_e2e / b_e2e:.3f})")
     print(f"figure=settled_throughput value={s:.3f} unit=tasks/s baseline=no_settlement ratio={s / b:.3f}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.settled_throughput")
     p.add_argument("--tasks", type=int, default=1000)
-    p.add_argument(
-        "--rounds", type=int, default=5, help="alternating baseline/settled pairs (medians compared)"
-    )
+    p.add_argument("--rounds", type=int, default=5, help="alternating baseline/settled pairs (medians compared)")
     p.add_argument("--evm", default=DEFAULT_EVM, choices=EVMS)
     args = p.parse_args()
     configure_logging(False, "error")

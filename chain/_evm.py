@@ -57,9 +57,7 @@ class SqliteKV(BaseDB):
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level="DEFERRED")
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
-        )
+        self._conn.execute("CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
         self._conn.commit()
 
     def _load(self, key: bytes) -> bytes | None:
@@ -142,9 +140,7 @@ def open_backend(
     try:
         ChainDB(db).get_canonical_head()
     except CanonicalHeadNotFound:
-        state = {
-            addr: {"balance": bal, "nonce": 0, "code": b"", "storage": {}} for addr, bal in funded.items()
-        }
+        state = {addr: {"balance": bal, "nonce": 0, "code": b"", "storage": {}} for addr, bal in funded.items()}
         params = get_default_genesis_params({"gas_limit": GAS_LIMIT, "timestamp": int(time.time())})
         return _PersistentBackend(cls.from_genesis(db, params, state), private_keys), True
     return _PersistentBackend(cls(db), private_keys), False
@@ -210,19 +206,11 @@ class EmbeddedProvider(AsyncEthereumTesterProvider):
                 return {"id": rid, "jsonrpc": "2.0", "result": self._dispatch(method, list(params or []))}
             except TransactionFailed as exc:
                 data = "0x" + _revert_data(exc).hex()
-                return {
-                    "id": rid,
-                    "jsonrpc": "2.0",
-                    "error": {"code": 3, "message": "execution reverted", "data": data},
-                }
+                return {"id": rid, "jsonrpc": "2.0", "error": {"code": 3, "message": "execution reverted", "data": data}}
             except (KeyError, NotImplementedError) as exc:
                 return {"id": rid, "jsonrpc": "2.0", "error": {"code": -32601, "message": f"{method}: {exc}"}}
             except Exception as exc:  # validation errors of eth-tester: a JSON-RPC node answers -32000
-                return {
-                    "id": rid,
-                    "jsonrpc": "2.0",
-                    "error": {"code": -32000, "message": f"{type(exc).__name__}: {exc}"},
-                }
+                return {"id": rid, "jsonrpc": "2.0", "error": {"code": -32000, "message": f"{type(exc).__name__}: {exc}"}}
             finally:
                 self._kv.commit()
 

@@ -218,11 +218,7 @@ def _fast_loop(computation: Any, kinds: list, lookup: dict, exc: Any) -> None:
                 elif kind == _MUL:
                     append((a * b) & _MAX)
                 elif kind == _SLT:
-                    append(
-                        1
-                        if (a if a <= _INT255 else a - _CEIL256) < (b if b <= _INT255 else b - _CEIL256)
-                        else 0
-                    )
+                    append(1 if (a if a <= _INT255 else a - _CEIL256) < (b if b <= _INT255 else b - _CEIL256) else 0)
                 elif kind == _SHL:
                     append(0 if a >= 256 else (b << a) & _MAX)
                 else:  # _SHR
@@ -313,9 +309,7 @@ def _patch_helpers() -> None:
         if len(self.values) > 1023:
             raise FullStack("Stack limit reached")
         if len(value) > 32:
-            raise ValidationError(
-                f"Invalid Stack Item: Must be either a length 32 byte string. Got {value!r}"
-            )
+            raise ValidationError(f"Invalid Stack Item: Must be either a length 32 byte string. Got {value!r}")
         self._append(value)
 
     def pop_ints(self, num_items: int) -> tuple[int, ...]:

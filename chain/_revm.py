@@ -147,9 +147,7 @@ class RevmChain:
     # --- state -----------------------------------------------------------------------------------------
 
     def _put_account(self, addr: bytes, st: AccountState, code: bytes | None = None) -> None:
-        info = AccountInfo(
-            balance=st.balance, nonce=st.nonce, code_hash=st.code_hash or _KECCAK_EMPTY, code=code
-        )
+        info = AccountInfo(balance=st.balance, nonce=st.nonce, code_hash=st.code_hash or _KECCAK_EMPTY, code=code)
         self.evm.insert_account_info("0x" + addr.hex(), info)
 
     def _put_slot(self, addr: bytes, slot: int, value: int) -> None:
@@ -243,9 +241,7 @@ class RevmChain:
                     created = evm.deploy("0x" + sender.hex(), data, value, gas, 0)
                     output = b""
                 else:
-                    output = bytes(
-                        evm.message_call("0x" + sender.hex(), "0x" + to.hex(), data, value, gas, price)
-                    )
+                    output = bytes(evm.message_call("0x" + sender.hex(), "0x" + to.hex(), data, value, gas, price))
                 ok = True
             except RuntimeError as exc:
                 msg = str(exc)
@@ -269,9 +265,7 @@ class RevmChain:
             accounts += 1
             addr = bytes.fromhex(m.group(1)[2:])
             code_hash = bytes.fromhex(m.group(4)[2:])
-            st = AccountState(
-                int(m.group(2)), int(m.group(3)), b"" if code_hash == _KECCAK_EMPTY else code_hash
-            )
+            st = AccountState(int(m.group(2)), int(m.group(3)), b"" if code_hash == _KECCAK_EMPTY else code_hash)
             old = self.accounts.get(addr)
             if old is None and st == AccountState():
                 continue  # touched but empty: EIP-161 leaves no account
@@ -294,9 +288,7 @@ class RevmChain:
         for (addr, slot), value in out.storage.items():
             self._put_slot(addr, slot, value)
 
-    def call(
-        self, sender: bytes, to: bytes | None, data: bytes, value: int = 0, gas: int | None = None
-    ) -> Outcome:
+    def call(self, sender: bytes, to: bytes | None, data: bytes, value: int = 0, gas: int | None = None) -> Outcome:
         """eth_call / eth_estimateGas on the pending block; raises Reverted."""
         number, ts, base = self.pending_env()
         self._set_block_env(number, ts, base)
@@ -375,15 +367,9 @@ class RevmChain:
             bloom |= _bloom_bits(bytes.fromhex(address[2:]))
             for t in topics:
                 bloom |= _bloom_bits(bytes(t))
-        rec = self._block_record(
-            number, ts, base, [tx_hash], gas_used, bytes.fromhex(self.head["hash"][2:]), bloom
-        )
+        rec = self._block_record(number, ts, base, [tx_hash], gas_used, bytes.fromhex(self.head["hash"][2:]), bloom)
         rec.accounts, rec.storage, rec.code = out.accounts, out.storage, out.code
-        where = {
-            "blockHash": rec.block["hash"],
-            "blockNumber": rec.block["number"],
-            "transactionIndex": "0x0",
-        }
+        where = {"blockHash": rec.block["hash"], "blockNumber": rec.block["number"], "transactionIndex": "0x0"}
         h = "0x" + tx_hash.hex()
         logs = [{"address": _checksum(address), "topics": ["0x" + bytes(t).hex() for t in topics],
                  "data": "0x" + bytes(data).hex(), **where, "transactionHash": h, "logIndex": _hex(i),

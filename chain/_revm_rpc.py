@@ -62,19 +62,15 @@ class RevmNode:
             "eth_getBalance": lambda p: self._at(p, 1, lambda: hex(chain.balance(_bytes(p[0])))),
             "eth_getTransactionCount": lambda p: self._at(p, 1, lambda: hex(chain.nonce(_bytes(p[0])))),
             "eth_getCode": lambda p: self._at(p, 1, lambda: "0x" + chain.code(_bytes(p[0])).hex()),
-            "eth_getStorageAt": lambda p: self._at(
-                p, 2, lambda: "0x" + chain.storage_at(_bytes(p[0]), _int(p[1])).to_bytes(32, "big").hex()
-            ),  # fmt: skip
+            "eth_getStorageAt": lambda p: self._at(p, 2, lambda: "0x" + chain.storage_at(_bytes(p[0]), _int(p[1]))
+                                                   .to_bytes(32, "big").hex()),  # fmt: skip
             "eth_call": lambda p: self._at(p, 1, lambda: "0x" + self._call(p[0]).output.hex()),
             "eth_estimateGas": lambda p: hex(self._estimate(p[0])),
             "eth_sendRawTransaction": lambda p: "0x" + chain.send_raw(_bytes(p[0])).hex(),
             "eth_sendTransaction": lambda p: self._send(p[0]),
-            "eth_getBlockByNumber": lambda p: self._block(
-                self._number(p[0]), bool(p[1]) if len(p) > 1 else False
-            ),
-            "eth_getBlockByHash": lambda p: self._full(
-                chain.store.block_by_hash(_bytes(p[0])), bool(p[1]) if len(p) > 1 else False
-            ),  # fmt: skip
+            "eth_getBlockByNumber": lambda p: self._block(self._number(p[0]), bool(p[1]) if len(p) > 1 else False),
+            "eth_getBlockByHash": lambda p: self._full(chain.store.block_by_hash(_bytes(p[0])),
+                                                      bool(p[1]) if len(p) > 1 else False),  # fmt: skip
             "eth_getTransactionByHash": lambda p: self._tx(p[0], 0),
             "eth_getTransactionReceipt": lambda p: self._tx(p[0], 1),
             "eth_getLogs": lambda p: self._logs(p[0] if p else {}),
@@ -86,9 +82,7 @@ class RevmNode:
         """One JSON-RPC request: {"result": ...} or {"error": {...}}."""
         fn = self._methods.get(method)
         if fn is None:
-            return {
-                "error": {"code": -32601, "message": f"the method {method} does not exist/is not available"}
-            }
+            return {"error": {"code": -32601, "message": f"the method {method} does not exist/is not available"}}
         with self._lock:
             try:
                 return {"result": fn(list(params or []))}
@@ -120,13 +114,7 @@ class RevmNode:
     def _call_args(self, tx: dict) -> tuple[bytes, bytes | None, bytes, int, int | None]:
         sender = _addr(tx.get("from")) or next(iter(self._accounts), b"\x00" * 20)
         data = _bytes(tx.get("data") or tx.get("input"))
-        return (
-            sender,
-            _addr(tx.get("to")),
-            data,
-            _int(tx.get("value")),
-            _int(tx["gas"]) if tx.get("gas") else None,
-        )
+        return sender, _addr(tx.get("to")), data, _int(tx.get("value")), _int(tx["gas"]) if tx.get("gas") else None
 
     def _call(self, tx: dict):
         return self.chain.call(*self._call_args(tx))
@@ -166,9 +154,7 @@ class RevmNode:
         return hex(_int(seconds))
 
     def _block(self, number: int, full: bool) -> dict | None:
-        return self._full(
-            self.chain.head if number == self.chain.number else self.chain.store.block(number), full
-        )
+        return self._full(self.chain.head if number == self.chain.number else self.chain.store.block(number), full)
 
     def _full(self, block: dict | None, full: bool) -> dict | None:
         if block is None or not full:
@@ -188,11 +174,7 @@ class RevmNode:
         else:
             lo, hi = self._number(flt.get("fromBlock", "latest")), self._number(flt.get("toBlock", "latest"))
         address = flt.get("address")
-        addresses = (
-            None
-            if address is None
-            else [a.lower() for a in ([address] if isinstance(address, str) else address)]
-        )
+        addresses = None if address is None else [a.lower() for a in ([address] if isinstance(address, str) else address)]
         topics: list[list[str] | None] = []
         for t in flt.get("topics") or []:
             topics.append(None if t is None else [x.lower() for x in ([t] if isinstance(t, str) else t)])

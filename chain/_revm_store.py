@@ -92,9 +92,7 @@ class RevmStore:
         return None if row is None else (json.loads(row[0]), json.loads(row[1]))
 
     def accounts(self) -> Iterator[tuple[bytes, AccountState]]:
-        for addr, balance, nonce, code_hash in self._conn.execute(
-            "SELECT addr, balance, nonce, code_hash FROM accounts"
-        ):
+        for addr, balance, nonce, code_hash in self._conn.execute("SELECT addr, balance, nonce, code_hash FROM accounts"):
             yield bytes(addr), AccountState(int(balance), nonce, bytes(code_hash))
 
     def code(self, code_hash: bytes) -> bytes:
@@ -159,9 +157,7 @@ class RevmStore:
                 [(a, str(s.balance), s.nonce, s.code_hash) for a, s in rec.accounts.items()],
             )
             slots = [(a, k.to_bytes(32, "big"), v) for (a, k), v in rec.storage.items()]
-            c.executemany(
-                "DELETE FROM storage WHERE addr = ? AND slot = ?", [(a, k) for a, k, v in slots if v == 0]
-            )
+            c.executemany("DELETE FROM storage WHERE addr = ? AND slot = ?", [(a, k) for a, k, v in slots if v == 0])
             c.executemany("INSERT OR REPLACE INTO storage (addr, slot, value) VALUES (?, ?, ?)",
                           [(a, k, v.to_bytes(32, "big")) for a, k, v in slots if v != 0])  # fmt: skip
             c.executemany("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", list(meta))

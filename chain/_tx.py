@@ -43,14 +43,7 @@ T = TypeVar("T")
 TRANSIENT = (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ConnectionError, OSError)
 _ERROR_STRING = bytes.fromhex("08c379a0")
 _PANIC = bytes.fromhex("4e487b71")
-_NONCE_WORDS = (
-    "nonce too low",
-    "nonce too high",
-    "invalid nonce",
-    "transaction nonce",
-    "nonce has already been used",
-    "expected nonce",
-)
+_NONCE_WORDS = ("nonce too low", "nonce too high", "invalid nonce", "transaction nonce", "nonce has already been used", "expected nonce")
 _KNOWN_WORDS = ("already known", "known transaction", "already imported")
 
 
@@ -131,11 +124,7 @@ def encode_function(abi: list[dict], name: str, args: tuple) -> bytes:
         if len(found) != 1:
             raise ValueError(f"{name}: {len(found)} functions of that name")
         types = [collapse_if_tuple(i) for i in found[0]["inputs"]]
-        entry = _FUNCTIONS[(id(abi), name)] = (
-            function_abi_to_4byte_selector(found[0]),
-            types,
-            encoder(types),
-        )
+        entry = _FUNCTIONS[(id(abi), name)] = (function_abi_to_4byte_selector(found[0]), types, encoder(types))
     try:
         return entry[0] + entry[2](args)
     except ValueError:
@@ -231,11 +220,7 @@ def _hb(value: str, memo: dict[str, HexBytes]) -> HexBytes:
     out = memo.get(value)
     if out is None:
         try:
-            out = (
-                HexBytes(bytes.fromhex(value[2:]))
-                if isinstance(value, str) and value[:2] == "0x"
-                else HexBytes(value)
-            )
+            out = HexBytes(bytes.fromhex(value[2:])) if isinstance(value, str) and value[:2] == "0x" else HexBytes(value)
         except ValueError:
             out = HexBytes(value)
         memo[value] = out
@@ -247,12 +232,9 @@ def receipt_from_json(raw: dict) -> dict[str, Any]:
     memo: dict[str, HexBytes] = {}
     logs = [
         {
-            "address": _checksum(lg["address"]),
-            "topics": [_hb(t, memo) for t in lg["topics"]],
-            "data": _hb(lg["data"], memo),
-            "blockNumber": _int(lg.get("blockNumber")),
-            "transactionHash": _hb(lg["transactionHash"], memo),
-            "logIndex": _int(lg.get("logIndex")),
+            "address": _checksum(lg["address"]), "topics": [_hb(t, memo) for t in lg["topics"]],
+            "data": _hb(lg["data"], memo), "blockNumber": _int(lg.get("blockNumber")),
+            "transactionHash": _hb(lg["transactionHash"], memo), "logIndex": _int(lg.get("logIndex")),
             "blockHash": _hb(lg["blockHash"], memo) if lg.get("blockHash") else None,
         }  # fmt: skip
         for lg in raw.get("logs") or []
@@ -289,18 +271,14 @@ class Rpc:
         except Web3RPCError as exc:
             raise RpcRefused(f"{what}: {exc}") from exc
         except TRANSIENT as exc:
-            raise ChainUnavailable(
-                f"{what}: rpc failed after {self._settings.rpc_attempts} attempts: {exc!r}"
-            ) from exc
+            raise ChainUnavailable(f"{what}: rpc failed after {self._settings.rpc_attempts} attempts: {exc!r}") from exc
         raise AssertionError("unreachable")
 
 
 class TxSender:
     """Signs and sends the transactions of one key; safe under concurrency (one lock, a local nonce)."""
 
-    def __init__(
-        self, w3: AsyncWeb3, account: LocalAccount, chain_id: int, rpc: Rpc, settings: ClientSettings
-    ):
+    def __init__(self, w3: AsyncWeb3, account: LocalAccount, chain_id: int, rpc: Rpc, settings: ClientSettings):
         self.w3 = w3
         self.account = account
         self.address = account.address
@@ -314,9 +292,7 @@ class TxSender:
         block = await self._rpc.call(lambda: self.w3.eth.get_block("latest"), "get_block")
         base = int(block.get("baseFeePerGas") or 0)
         tip = self._settings.priority_fee_wei
-        return min(self._settings.max_fee_per_gas_wei, 2 * base + tip), min(
-            tip, self._settings.max_fee_per_gas_wei
-        )
+        return min(self._settings.max_fee_per_gas_wei, 2 * base + tip), min(tip, self._settings.max_fee_per_gas_wei)
 
     async def preflight(self, to: str | None, data: bytes, value: int = 0) -> None:
         """eth_call the transaction: raises ContractRevert (decoded) instead of spending gas on a revert."""
@@ -351,9 +327,7 @@ class TxSender:
                         self._nonce += 1
                         return tx_hash
                     if not resync and any(w in msg for w in _NONCE_WORDS):
-                        log.warning(
-                            "chain_nonce_resync", sender=self.address, nonce=self._nonce, error=str(exc)
-                        )
+                        log.warning("chain_nonce_resync", sender=self.address, nonce=self._nonce, error=str(exc))
                         continue
                     self._nonce = None
                     raise

@@ -149,18 +149,14 @@ class ChainClient:
 
     async def deposit_balance(self, creator: str) -> int:
         """The creator's whole deposit balance (what settlement may debit)."""
-        return await self._view(
-            self.ledger.functions.depositOf(to_checksum_address(creator)), "deposit_balance"
-        )
+        return await self._view(self.ledger.functions.depositOf(to_checksum_address(creator)), "deposit_balance")
 
     async def credit_of(self, node: str) -> int:
         return await self._view(self.ledger.functions.creditOf(to_checksum_address(node)), "credit_of")
 
     async def is_settled(self, creator: str, nonce: int) -> bool:
         """Whether the task of (creator, nonce) was settled (a creator nonce pays at most one task)."""
-        return await self._view(
-            self.ledger.functions.isSettled(to_checksum_address(creator), nonce), "is_settled"
-        )
+        return await self._view(self.ledger.functions.isSettled(to_checksum_address(creator), nonce), "is_settled")
 
     async def settled_flags(self, tasks: Sequence[TaskSettlement]) -> list[bool]:
         """is_settled for each task, in one call."""
@@ -256,9 +252,7 @@ class ChainClient:
         return await self._transact(self.staking, fn, gas=self.settings.call_gas + 30_000 * len(nodes))
 
     async def set_gpus(self, node: str, gpus: int) -> bytes:
-        return await self._transact(
-            self.staking, self.staking.functions.setGpus(to_checksum_address(node), gpus)
-        )
+        return await self._transact(self.staking, self.staking.functions.setGpus(to_checksum_address(node), gpus))
 
     async def wait_receipt(self, tx_hash: bytes, timeout: timedelta | float | None = None) -> Receipt:  # noqa: ASYNC109
         """The receipt of `tx_hash` within `timeout` (ChainTimeout otherwise); TransactionReverted if status 0."""
@@ -281,18 +275,10 @@ class ChainClient:
 
     def _event_table(self) -> dict[bytes, tuple[str, dict, str]]:
         table = {}
-        for contract, name in (
-            (self.ledger, "TaskLedger"),
-            (self.staking, "NodeStaking"),
-            (self.stats_contract, "NetworkStats"),
-        ):
+        for contract, name in ((self.ledger, "TaskLedger"), (self.staking, "NodeStaking"), (self.stats_contract, "NetworkStats")):
             for item in contract.abi:
                 if item["type"] == "event":
-                    table[(contract.address.lower(), event_abi_to_log_topic(item))] = (
-                        name,
-                        item,
-                        contract.address,
-                    )
+                    table[(contract.address.lower(), event_abi_to_log_topic(item))] = (name, item, contract.address)
         return table
 
     def _decode(self, lg: Any) -> ChainEvent | None:
@@ -345,9 +331,7 @@ class ChainClient:
         account = key if isinstance(key, LocalAccount) else Account.from_key(key)
         sender = self._senders.get(account.address)
         if sender is None:
-            sender = self._senders[account.address] = TxSender(
-                self.w3, account, self.chain_id, self._rpc, self.settings
-            )
+            sender = self._senders[account.address] = TxSender(self.w3, account, self.chain_id, self._rpc, self.settings)
         return sender
 
     async def _transact(self, contract: Any, fn: Any, *, gas: int | None = None, value: int = 0, key: Any = None,
@@ -358,21 +342,11 @@ class ChainClient:
             await sender.preflight(contract.address, data, value)
         return await sender.send(contract.address, data, gas=gas or self.settings.call_gas, value=value)
 
-    async def transact(
-        self,
-        contract: str,
-        function: str,
-        *args: Any,
-        key: Any = None,
-        value: int = 0,
-        gas: int | None = None,
-        wait: bool = True,
-    ) -> Receipt | bytes:
+    async def transact(self, contract: str, function: str, *args: Any, key: Any = None, value: int = 0,
+                       gas: int | None = None, wait: bool = True) -> Receipt | bytes:
         """Calls `contract.function(*args)` ("TaskLedger", "NodeStaking", "NetworkStats") as `key` (default:
         the client's key); waits for the receipt unless `wait` is False (then returns the tx hash)."""
-        c = {"TaskLedger": self.ledger, "NodeStaking": self.staking, "NetworkStats": self.stats_contract}[
-            contract
-        ]
+        c = {"TaskLedger": self.ledger, "NodeStaking": self.staking, "NetworkStats": self.stats_contract}[contract]
         tx = await self._transact(c, getattr(c.functions, function)(*args), gas=gas, value=value, key=key)
         return await self.wait_receipt(tx) if wait else tx
 

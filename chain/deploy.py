@@ -42,14 +42,10 @@ async def _wait(sender: TxSender, tx: bytes, settings: ClientSettings) -> dict:
     return receipt
 
 
-async def deploy_artifact(
-    sender: TxSender, name: str, *args, settings: ClientSettings = ClientSettings()
-) -> tuple[str, int]:
+async def deploy_artifact(sender: TxSender, name: str, *args, settings: ClientSettings = ClientSettings()) -> tuple[str, int]:
     """Deploys artifact `name` with constructor `args`; returns (address, block number)."""
     art = load_artifact(name)
-    data = bytes.fromhex(
-        sender.w3.eth.contract(abi=art.abi, bytecode=art.bytecode).constructor(*args).data_in_transaction[2:]
-    )
+    data = bytes.fromhex(sender.w3.eth.contract(abi=art.abi, bytecode=art.bytecode).constructor(*args).data_in_transaction[2:])
     receipt = await _wait(sender, await sender.send(None, data, gas=settings.deploy_gas), settings)
     return to_checksum_address(receipt["contractAddress"]), int(receipt["blockNumber"])
 
@@ -67,9 +63,7 @@ async def deploy_contracts(
     sender = TxSender(w3, admin, chain_id, rpc, client_settings)
     coordinator = to_checksum_address(coordinator)
     treasury = to_checksum_address(settings.treasury or admin.address)
-    stats, first_block = await deploy_artifact(
-        sender, "NetworkStats", admin.address, settings=client_settings
-    )
+    stats, first_block = await deploy_artifact(sender, "NetworkStats", admin.address, settings=client_settings)
     staking, _ = await deploy_artifact(
         sender, "NodeStaking", admin.address, coordinator, stats, treasury, settings.min_stake,
         int(settings.unstake_delay.total_seconds()), settings=client_settings,
@@ -87,9 +81,7 @@ async def deploy_contracts(
         stats_c.functions.grantRole(updater, ledger),
     ):
         data = bytes.fromhex(fn._encode_transaction_data()[2:])
-        await _wait(
-            sender, await sender.send(fn.address, data, gas=client_settings.call_gas), client_settings
-        )
+        await _wait(sender, await sender.send(fn.address, data, gas=client_settings.call_gas), client_settings)
     addresses = ContractAddresses(stats=stats, staking=staking, ledger=ledger, deploy_block=first_block)
     log.info("chain_contracts_deployed", **addresses.as_dict(), chain_id=chain_id)
     return addresses

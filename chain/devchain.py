@@ -67,9 +67,7 @@ class DevKeys:
     faucet: LocalAccount  # funds node keys (fund_and_stake)
 
     def as_dict(self) -> dict[str, str]:
-        return {
-            k: "0x" + bytes(getattr(self, k).key).hex() for k in ("admin", "coordinator", "creator", "faucet")
-        }
+        return {k: "0x" + bytes(getattr(self, k).key).hex() for k in ("admin", "coordinator", "creator", "faucet")}
 
     @classmethod
     def from_dict(cls, d: dict[str, str]) -> DevKeys:
@@ -77,12 +75,7 @@ class DevKeys:
 
     @classmethod
     def create(cls) -> DevKeys:
-        return cls(
-            admin=Account.create(),
-            coordinator=Account.create(),
-            creator=Account.create(),
-            faucet=Account.create(),
-        )
+        return cls(admin=Account.create(), coordinator=Account.create(), creator=Account.create(), faucet=Account.create())
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -219,9 +212,7 @@ class DevChain:
         meta = _read_meta(data, chain_id, evm)
         keys = DevKeys.from_dict(meta["keys"])
         chain_id = int(meta["chain_id"])
-        funded = {
-            bytes.fromhex(k.address[2:]): _ACCOUNT_FUNDS for k in (keys.admin, keys.coordinator, keys.creator)
-        }
+        funded = {bytes.fromhex(k.address[2:]): _ACCOUNT_FUNDS for k in (keys.admin, keys.coordinator, keys.creator)}
         funded[bytes.fromhex(keys.faucet.address[2:])] = _FAUCET_FUNDS
         provider, created = _open_provider(data, meta["evm"], chain_id, funded, [bytes(keys.faucet.key)])
         if meta["addresses"] is None:
@@ -239,13 +230,9 @@ class DevChain:
                  block=await chain.w3.eth.block_number)  # fmt: skip
         return chain
 
-    def client(
-        self, key: LocalAccount | bytes | str | None = None, settings: ClientSettings | None = None
-    ) -> ChainClient:
+    def client(self, key: LocalAccount | bytes | str | None = None, settings: ClientSettings | None = None) -> ChainClient:
         """A ChainClient over this chain, sending as `key` (default: the dev coordinator key)."""
-        account = (
-            key if isinstance(key, LocalAccount) else Account.from_key(key) if key else self.keys.coordinator
-        )
+        account = key if isinstance(key, LocalAccount) else Account.from_key(key) if key else self.keys.coordinator
         return ChainClient(self.w3, account, self.addresses, self.chain_id, settings or ClientSettings())
 
     async def fund(self, address: str, amount: int) -> Receipt:

@@ -64,9 +64,7 @@ class ContractRevert(ChainError):
 
     status = grpc.StatusCode.FAILED_PRECONDITION
 
-    def __init__(
-        self, message: str, *, error: str = "", args: dict[str, Any] | None = None, data: bytes = b""
-    ) -> None:
+    def __init__(self, message: str, *, error: str = "", args: dict[str, Any] | None = None, data: bytes = b"") -> None:
         super().__init__(message)
         self.error = error
         self.args_dict = dict(args or {})
@@ -77,9 +75,7 @@ class SettlementRejected(ContractRevert):
     """A settlement batch was refused because of one item: `task_id` (of a task or of slash evidence) and
     `node`, each None when the contract's error does not name it."""
 
-    def __init__(
-        self, message: str, *, task_id: bytes | None, node: str | None = None, **kwargs: Any
-    ) -> None:
+    def __init__(self, message: str, *, task_id: bytes | None, node: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.task_id = task_id
         self.node = node

@@ -94,9 +94,7 @@ class SignedResult:
             raise InvalidChainInput(f"result.result_hash of {self.node} must be sd_result_hash(phashes)")
 
     @classmethod
-    def sd(
-        cls, node: str, phashes: tuple[int, ...] | list[int], signature: bytes, order: int
-    ) -> SignedResult:
+    def sd(cls, node: str, phashes: tuple[int, ...] | list[int], signature: bytes, order: int) -> SignedResult:
         """An SD result: its hash is computed from its pHashes (the ledger does the same)."""
         phashes = _phashes(phashes, "result.phashes")
         if not phashes:
@@ -200,9 +198,7 @@ class EvidenceResult:
     def sd(cls, node: str, phashes: tuple[int, ...] | list[int], signature: bytes) -> EvidenceResult:
         if not phashes:
             return cls(node=node, result_hash=INVALID_ARGS_HASH, signature=signature)
-        return cls(
-            node=node, result_hash=sd_result_hash(phashes), signature=signature, phashes=tuple(phashes)
-        )
+        return cls(node=node, result_hash=sd_result_hash(phashes), signature=signature, phashes=tuple(phashes))
 
 
 @dataclass(frozen=True)
@@ -242,12 +238,7 @@ class ContractAddresses:
     deploy_block: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "stats": self.stats,
-            "staking": self.staking,
-            "ledger": self.ledger,
-            "deploy_block": self.deploy_block,
-        }
+        return {"stats": self.stats, "staking": self.staking, "ledger": self.ledger, "deploy_block": self.deploy_block}
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,7 @@ class ChainServerProcess:
             await self.stop(timedelta(seconds=2))
             raise DevChainError(f"chain server for {self.data_dir} not ready within "
                                 f"{self.ready_timeout.total_seconds():.0f}s: {exc}; see {self.log_path}") from exc  # fmt: skip
-        self.url = line[len("ready rpc=") :].split()[0]
+        self.url = line[len("ready rpc="):].split()[0]
         self.port = int(self.url.rsplit(":", 1)[1])
         self._drain = asyncio.create_task(self._drain_stdout())
         log.info("chain_server_started", rpc=self.url, pid=self.proc.pid, data_dir=str(self.data_dir))
@@ -262,25 +262,15 @@ class ChainServerProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="helium chain", description="Run the embedded dev chain as a JSON-RPC node."
-    )
+    p = argparse.ArgumentParser(prog="helium chain", description="Run the embedded dev chain as a JSON-RPC node.")
     p.add_argument("command", nargs="?", default="serve", choices=("serve",))
-    p.add_argument(
-        "--data-dir", required=True, metavar="DIR", help="the chain's directory (created on first use)"
-    )
+    p.add_argument("--data-dir", required=True, metavar="DIR", help="the chain's directory (created on first use)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8545, help="0 picks a free port")
-    p.add_argument(
-        "--lock-wait", type=float, default=0.0, help="seconds to wait for another process to release DIR"
-    )
+    p.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for another process to release DIR")
     p.add_argument("--exit-with-parent", action="store_true", help="exit when stdin reaches EOF")
-    p.add_argument(
-        "--evm",
-        default="revm",
-        choices=("revm", "pyevm"),
-        help="the EVM of a new chain (an existing one keeps its own)",
-    )
+    p.add_argument("--evm", default="revm", choices=("revm", "pyevm"),
+                   help="the EVM of a new chain (an existing one keeps its own)")
     p.add_argument("--log-json", action="store_true")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     args = p.parse_args(argv)

@@ -162,9 +162,7 @@ def _encode_type(primary: str) -> bytes:
 
 
 _TYPE_HASHES = {name: _keccak(_encode_type(name)) for name in _TYPES}
-_DOMAIN_TYPE_HASH = _keccak(
-    b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-)
+_DOMAIN_TYPE_HASH = _keccak(b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
 
 
 @functools.lru_cache(maxsize=64)
@@ -280,9 +278,7 @@ def _task_msg(task_id: bytes, args_hash: bytes, fee: int, nonce: int, deadline: 
     }
 
 
-def sign_task(
-    key, domain: Domain, task_id: bytes, args_hash: bytes, fee: int, nonce: int, deadline: int
-) -> bytes:
+def sign_task(key, domain: Domain, task_id: bytes, args_hash: bytes, fee: int, nonce: int, deadline: int) -> bytes:
     return _sign(key, domain, "Task", _task_msg(task_id, args_hash, fee, nonce, deadline))
 
 
@@ -296,11 +292,7 @@ def task_signer(
 
 
 def sign_result(key, domain: Domain, task_id: bytes, result_hash: bytes) -> bytes:
-    msg = {
-        "taskId": _b32(task_id, "task_id"),
-        "resultHash": _b32(result_hash, "result_hash"),
-        "node": address_of(key),
-    }
+    msg = {"taskId": _b32(task_id, "task_id"), "resultHash": _b32(result_hash, "result_hash"), "node": address_of(key)}
     return _sign(key, domain, "Result", msg)
 
 
@@ -327,9 +319,7 @@ def sd_result_hash(phashes: Sequence[int]) -> bytes:
     return keccak(bytes(out))
 
 
-def task_digest(
-    domain: Domain, task_id: bytes, args_hash: bytes, fee: int, nonce: int, deadline: int
-) -> bytes:
+def task_digest(domain: Domain, task_id: bytes, args_hash: bytes, fee: int, nonce: int, deadline: int) -> bytes:
     """The 32-byte EIP-712 digest of a Task (what TaskLedger.hashTask returns)."""
     return _digest(domain, "Task", _task_msg(task_id, args_hash, fee, nonce, deadline))
 
@@ -368,11 +358,7 @@ def cancel_signer(domain: Domain, task_id: bytes, signature: bytes) -> str:
 
 
 def sign_register(key, domain: Domain, challenge: bytes, info_hash: bytes) -> bytes:
-    msg = {
-        "challenge": _b32(challenge, "challenge"),
-        "node": address_of(key),
-        "infoHash": _b32(info_hash, "info_hash"),
-    }
+    msg = {"challenge": _b32(challenge, "challenge"), "node": address_of(key), "infoHash": _b32(info_hash, "info_hash")}
     return _sign(key, domain, "Register", msg)
 
 
@@ -386,9 +372,7 @@ def register_signer(domain: Domain, challenge: bytes, node: str, info_hash: byte
 
 
 def sign_node_control(key, domain: Domain, action: int, timestamp: int) -> bytes:
-    return _sign(
-        key, domain, "NodeControl", {"node": address_of(key), "action": action, "timestamp": timestamp}
-    )
+    return _sign(key, domain, "NodeControl", {"node": address_of(key), "action": action, "timestamp": timestamp})
 
 
 def node_control_signer(domain: Domain, node: str, action: int, timestamp: int, signature: bytes) -> str:
@@ -399,9 +383,7 @@ def node_control_signer(domain: Domain, node: str, action: int, timestamp: int, 
 # --- Relay ----------------------------------------------------------------------------------------
 
 
-def _relay_msg(
-    method: str, task_id: bytes, slot: str, content_hash: bytes, timestamp: int, nonce: bytes
-) -> dict:
+def _relay_msg(method: str, task_id: bytes, slot: str, content_hash: bytes, timestamp: int, nonce: bytes) -> dict:
     return {
         "method": method,
         "taskId": _b32(task_id, "task_id"),
@@ -413,18 +395,9 @@ def _relay_msg(
 
 
 def sign_relay_request(
-    key,
-    domain: Domain,
-    method: str,
-    task_id: bytes,
-    slot: str,
-    content_hash: bytes,
-    timestamp: int,
-    nonce: bytes,
+    key, domain: Domain, method: str, task_id: bytes, slot: str, content_hash: bytes, timestamp: int, nonce: bytes
 ) -> bytes:
-    return _sign(
-        key, domain, "RelayRequest", _relay_msg(method, task_id, slot, content_hash, timestamp, nonce)
-    )
+    return _sign(key, domain, "RelayRequest", _relay_msg(method, task_id, slot, content_hash, timestamp, nonce))
 
 
 def relay_request_signer(
@@ -437,14 +410,10 @@ def relay_request_signer(
     nonce: bytes,
     signature: bytes,
 ) -> str:
-    return _recover(
-        domain, "RelayRequest", _relay_msg(method, task_id, slot, content_hash, timestamp, nonce), signature
-    )
+    return _recover(domain, "RelayRequest", _relay_msg(method, task_id, slot, content_hash, timestamp, nonce), signature)
 
 
-def _grant_msg(
-    task_id: bytes, grantee: str, read: Sequence[str], write: Sequence[str], expires_at: int
-) -> dict:
+def _grant_msg(task_id: bytes, grantee: str, read: Sequence[str], write: Sequence[str], expires_at: int) -> dict:
     return {
         "taskId": _b32(task_id, "task_id"),
         "grantee": to_checksum_address(grantee),
@@ -455,13 +424,7 @@ def _grant_msg(
 
 
 def sign_relay_grant(
-    key,
-    domain: Domain,
-    task_id: bytes,
-    grantee: str,
-    read: Sequence[str],
-    write: Sequence[str],
-    expires_at: int,
+    key, domain: Domain, task_id: bytes, grantee: str, read: Sequence[str], write: Sequence[str], expires_at: int
 ) -> bytes:
     return _sign(key, domain, "RelayGrant", _grant_msg(task_id, grantee, read, write, expires_at))
 

@@ -46,30 +46,13 @@ class DevProcess:
     lines: list[str] = field(default_factory=list)
 
     def start(self) -> DevProcess:
-        cmd = [
-            sys.executable,
-            "-c",
-            "import sys; from coordinator.dev import main; sys.exit(main(sys.argv[1:]))",
-            "--data-dir",
-            str(self.data_dir),
-            "--port",
-            "0",
-            "--http-port",
-            "0",
-            "--workers",
-            str(self.workers),
-            *self.extra_args,
-        ]
+        cmd = [sys.executable, "-c", "import sys; from coordinator.dev import main; sys.exit(main(sys.argv[1:]))",
+               "--data-dir", str(self.data_dir), "--port", "0", "--http-port", "0",
+               "--workers", str(self.workers), *self.extra_args]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.data_dir / "dev.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            env={**os.environ, **self.env},
-            start_new_session=True,
-        )
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
+                                     env={**os.environ, **self.env}, start_new_session=True)
         out: queue.Queue[str | None] = queue.Queue()
 
         def pump() -> None:
@@ -86,27 +69,19 @@ class DevProcess:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.stop()
-                raise TimeoutError(
-                    f"helium dev not ready within {self.ready_timeout_s:.0f}s; "
-                    f"see {self.data_dir / 'dev.log'}"
-                )
+                raise TimeoutError(f"helium dev not ready within {self.ready_timeout_s:.0f}s; "
+                                   f"see {self.data_dir / 'dev.log'}")
             try:
                 line = out.get(timeout=min(left, 1.0))
             except queue.Empty:
                 continue
             if line is None:
                 code = self.proc.wait()
-                raise RuntimeError(
-                    f"helium dev exited with {code} before ready; see {self.data_dir / 'dev.log'}"
-                )
+                raise RuntimeError(f"helium dev exited with {code} before ready; see {self.data_dir / 'dev.log'}")
             self.lines.append(line)
             if line.startswith("ready "):
                 fields = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
-                self.grpc, self.http, self.model = (
-                    fields["grpc"],
-                    fields.get("http", ""),
-                    fields.get("model", ""),
-                )
+                self.grpc, self.http, self.model = fields["grpc"], fields.get("http", ""), fields.get("model", "")
                 return self
 
     @property
@@ -151,9 +126,7 @@ def _wait_settled(base_url: str, key: str, task_id: str, timeout_s: float) -> di
     with httpx.Client(base_url=base_url, headers={"authorization": f"Bearer {key}"}, timeout=10) as http:
         while time.monotonic() < deadline:
             task = http.get(f"/v1/tasks/{task_id}").json()
-            if task.get("state") in ("settled", "aborted") and (
-                task.get("state") != "settled" or task["settlement_tx"]
-            ):
+            if task.get("state") in ("settled", "aborted") and (task.get("state") != "settled" or task["settlement_tx"]):
                 return task
             time.sleep(0.5)
     return task
@@ -168,19 +141,12 @@ def run_demo(data_dir: Path, prompt: str, *, settle_timeout_s: float = 45.0, out
     dev = DevProcess(data_dir)
     dev.start()
     try:
-        say(
-            f"network ready in {time.monotonic() - started:.1f}s: grpc={dev.grpc} http={dev.http} model={dev.model}"
-        )
+        say(f"network ready in {time.monotonic() - started:.1f}s: grpc={dev.grpc} http={dev.http} model={dev.model}")
         key = dev.create_key("demo")
         client = openai.OpenAI(base_url=dev.url + "/v1", api_key=key, max_retries=0, timeout=60)
         say(f"\nuser: {prompt}\nassistant (streamed from the first node, verified by the quorum): ", end="")
-        stream = client.chat.completions.create(
-            model=dev.model,
-            messages=[{"role": "user", "content": prompt}],
-            max_tokens=24,
-            seed=7,
-            stream=True,
-        )
+        stream = client.chat.completions.create(model=dev.model, messages=[{"role": "user", "content": prompt}],
+                                                max_tokens=24, seed=7, stream=True)
         helium, text = None, ""
         for chunk in stream:
             for c in chunk.choices:
@@ -211,9 +177,7 @@ def run_demo(data_dir: Path, prompt: str, *, settle_timeout_s: float = 45.0, out
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="helium demo", description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--data-dir", help="keep the network's files here (default: a temporary directory, removed)"
-    )
+    p.add_argument("--data-dir", help="keep the network's files here (default: a temporary directory, removed)")
     p.add_argument("--prompt", default="What is Helium? Answer in one line.")
     p.add_argument("--settle-timeout", type=float, default=45.0, help="seconds to wait for the settlement")
     args = p.parse_args(argv)

@@ -114,9 +114,7 @@ class DevNetwork:
         while not addresses <= set(self.app.dispatcher.nodes):
             for p in self.procs:
                 if p.poll() is not None:
-                    raise RuntimeError(
-                        f"a dev worker exited with {p.returncode}; see {self.data_dir}/worker-*/worker.log"
-                    )
+                    raise RuntimeError(f"a dev worker exited with {p.returncode}; see {self.data_dir}/worker-*/worker.log")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"dev workers not registered within {self.ready_timeout_s:.0f} s")
             await asyncio.sleep(0.1)

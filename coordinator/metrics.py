@@ -45,26 +45,17 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 QUEUE_DEPTH = Gauge("helium_queue_depth", "Tasks waiting in the priced queue", ["task_type"])
 DISPATCH_LATENCY = Histogram(
-    "helium_dispatch_latency_seconds",
-    "From task creation to its dispatch to a group of nodes",
-    ["task_type"],
-    buckets=_LATENCY_BUCKETS,
-)
+    "helium_dispatch_latency_seconds", "From task creation to its dispatch to a group of nodes",
+    ["task_type"], buckets=_LATENCY_BUCKETS)
 TIME_TO_QUORUM = Histogram(
-    "helium_time_to_quorum_seconds",
-    "From task creation to its validation (early quorum)",
-    ["task_type"],
-    buckets=_LATENCY_BUCKETS,
-)
+    "helium_time_to_quorum_seconds", "From task creation to its validation (early quorum)",
+    ["task_type"], buckets=_LATENCY_BUCKETS)
 TASKS_CREATED = Counter("helium_tasks_created_total", "Tasks accepted by CreateTask", ["task_type"])
-TASKS_FINISHED = Counter(
-    "helium_tasks_finished_total", "Tasks reaching a final state", ["task_type", "state"]
-)
+TASKS_FINISHED = Counter("helium_tasks_finished_total", "Tasks reaching a final state", ["task_type", "state"])
 VALIDATIONS = Counter(
     "helium_validation_outcomes_total",
     "Validation outcomes: quorum_2_of_3, unanimous, mismatch_aborted, invalid_args_aborted, timeout_aborted",
-    ["task_type", "outcome"],
-)
+    ["task_type", "outcome"])
 SLASHES = Counter("helium_slashes_total", "Nodes slashed for a proven wrong result", ["reason"])
 NODES = Gauge("helium_nodes", "Registered nodes by state and card", ["state", "card"])
 RELAY_BYTES = Counter("helium_relay_bytes_total", "Bytes through the relay", ["direction"])
@@ -72,30 +63,18 @@ SETTLEMENTS = Counter("helium_settlement_batches_total", "Settlement batches sen
 SETTLED_TASKS = Counter("helium_settled_tasks_total", "Tasks settled on chain")
 
 GATEWAY_REQUESTS = Counter(
-    "helium_gateway_requests_total", "HTTP requests to the gateway", ["route", "status"]
-)
+    "helium_gateway_requests_total", "HTTP requests to the gateway", ["route", "status"])
 GATEWAY_LATENCY = Histogram(
-    "helium_gateway_request_seconds",
-    "Gateway request time, to the response headers",
-    ["route"],
-    buckets=_LATENCY_BUCKETS,
-)
+    "helium_gateway_request_seconds", "Gateway request time, to the response headers", ["route"],
+    buckets=_LATENCY_BUCKETS)
 GATEWAY_ANSWER = Histogram(
-    "helium_gateway_answer_seconds",
-    "Gateway time to the validated answer",
-    ["mode"],
-    buckets=_LATENCY_BUCKETS,
-)
+    "helium_gateway_answer_seconds", "Gateway time to the validated answer", ["mode"],
+    buckets=_LATENCY_BUCKETS)
 GATEWAY_TTFT = Histogram(
-    "helium_gateway_ttft_seconds",
-    "Time to the first streamed token through the gateway",
-    buckets=_LATENCY_BUCKETS,
-)
+    "helium_gateway_ttft_seconds", "Time to the first streamed token through the gateway",
+    buckets=_LATENCY_BUCKETS)
 GATEWAY_STREAM_OUTCOMES = Counter(
-    "helium_gateway_stream_outcomes_total",
-    "Streams ended validated or with a verification error",
-    ["outcome"],
-)
+    "helium_gateway_stream_outcomes_total", "Streams ended validated or with a verification error", ["outcome"])
 
 
 @functools.lru_cache(maxsize=1024)

@@ -153,8 +153,7 @@ class CoordinatorApp:
         self.membership = membership = Membership(d, parts.stakes, on_kick=parts.on_kick)
 
         self.server = server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(self.store.durable), AdminAuthInterceptor(self.admin_token)],
-            options=GRPC_OPTIONS,
+            interceptors=[ErrorInterceptor(self.store.durable), AdminAuthInterceptor(self.admin_token)], options=GRPC_OPTIONS
         )
         task_pb2_grpc.add_TaskServiceServicer_to_server(
             TaskServicer(intake, d, self.key.address, c.min_fee_wei), server
@@ -162,17 +161,13 @@ class CoordinatorApp:
         worker_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerServicer(d, membership, self.key.address, c.relay_address), server
         )
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(d, membership, parts.stats_source), server
-        )
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(d, membership, parts.stats_source), server)
         from coordinator import metrics
 
         add_relay_to_server(server, relay_cfg, self.relay_store, on_bytes=metrics.record_relay_bytes)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME], server
-        )
+        reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME], server)
 
         creds = server_credentials(c.host, c.tls_cert, c.tls_key, c.insecure)
         target = f"[{c.host}]:{c.port}" if ":" in c.host else f"{c.host}:{c.port}"

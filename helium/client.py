@@ -46,9 +46,7 @@ def load_task_file(doc: dict) -> task_pb2.TaskArgs:
     else:
         from helium.tasks import TaskArgsError
 
-        raise TaskArgsError(
-            "task", "cannot tell the task type: expected gpt/sd, messages (GPT) or prompt (SD)"
-        )
+        raise TaskArgsError("task", "cannot tell the task type: expected gpt/sd, messages (GPT) or prompt (SD)")
     return args
 
 

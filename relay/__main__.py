@@ -19,9 +19,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="helium relay", description="Run the Helium relay (blob store) standalone."
-    )
+    p = argparse.ArgumentParser(prog="helium relay", description="Run the Helium relay (blob store) standalone.")
     p.add_argument("--config", help="TOML settings file ([relay] table)")
     p.add_argument("--data-dir", help="blob store directory")
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
@@ -32,9 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-blob-bytes", type=int, help="largest blob accepted")
     p.add_argument("--tls-cert", help="PEM certificate chain (serve TLS)")
     p.add_argument("--tls-key", help="PEM private key (serve TLS)")
-    p.add_argument(
-        "--insecure", action="store_true", default=None, help="allow plaintext on a non-loopback host"
-    )
+    p.add_argument("--insecure", action="store_true", default=None, help="allow plaintext on a non-loopback host")
     p.add_argument("--log-json", action="store_true", help="JSON logs")
     return p
 

@@ -48,15 +48,7 @@ def tune_malloc() -> bool:
         except (OSError, AttributeError):
             return False
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-        ok = (
-            mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
-            and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
-        )
-        log.debug(
-            "relay_malloc_tuned",
-            ok=ok,
-            mmap_threshold=MMAP_THRESHOLD_BYTES,
-            trim_threshold=TRIM_THRESHOLD_BYTES,
-        )
+        ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
+        log.debug("relay_malloc_tuned", ok=ok, mmap_threshold=MMAP_THRESHOLD_BYTES, trim_threshold=TRIM_THRESHOLD_BYTES)
         _done = ok
         return ok

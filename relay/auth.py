@@ -162,9 +162,7 @@ class ReplayCache:
         if nonce in self._expiry:
             raise AuthenticationError(f"auth.nonce {nonce.hex()} was already used (replayed request)")
         if len(self._expiry) >= self._max:
-            raise ResourceLimitError(
-                f"relay nonce cache is full ({self._max} requests in the window); retry later"
-            )
+            raise ResourceLimitError(f"relay nonce cache is full ({self._max} requests in the window); retry later")
         self._expiry[nonce] = expires_at
         heapq.heappush(self._heap, (expires_at, nonce))
 
@@ -199,12 +197,7 @@ class RelayAuthenticator:
         self._max_grant_cache = max_grant_cache
 
     def verify(
-        self,
-        method: str,
-        task_id: str,
-        slot_as_sent: str,
-        content_hash: bytes,
-        auth: relay_pb2.RelayAuth | None,
+        self, method: str, task_id: str, slot_as_sent: str, content_hash: bytes, auth: relay_pb2.RelayAuth | None
     ) -> Caller:
         """`task_id` is canonical; `slot_as_sent` is the slot exactly as the caller signed it."""
         if auth is None or not auth.address:

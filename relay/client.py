@@ -127,18 +127,14 @@ class RelayClient:
         ready = min(len(view), _PREENCODE_BYTES) // step * step
         head = [_wire.encoded_chunk(view[off : off + step]) for off in range(0, ready, step)]
 
-        async def requests(
-            failed: list[BaseException],
-        ) -> AsyncIterator[relay_pb2.PutRequest | _wire.Encoded | memoryview]:
+        async def requests(failed: list[BaseException]) -> AsyncIterator[relay_pb2.PutRequest | _wire.Encoded | memoryview]:
             try:
                 digest = await asyncio.shield(hashing)  # a retried attempt awaits the same hash
                 auth = build_auth(self._key, self._domain, PUT, tid, slot, digest, grant)
             except Exception as exc:  # gRPC would only cancel the call: keep the cause for the caller
                 failed.append(exc)
                 return
-            header = relay_pb2.PutHeader(
-                task_id=tid, slot=slot, sha256=digest.hex(), size=len(data), auth=auth
-            )
+            header = relay_pb2.PutHeader(task_id=tid, slot=slot, sha256=digest.hex(), size=len(data), auth=auth)
             yield relay_pb2.PutRequest(header=header)
             for frame in head:
                 yield frame
@@ -211,9 +207,7 @@ async def _receive(stream, slot: str) -> bytes:
             chunk = msg if isinstance(msg, memoryview) else msg.chunk
             got += len(chunk)
             if got > size:
-                raise ContentMismatchError(
-                    f"relay sent more than the declared {size} bytes for slot {slot!r}"
-                )
+                raise ContentMismatchError(f"relay sent more than the declared {size} bytes for slot {slot!r}")
             hasher.feed(chunk)  # never blocks here: the backlog bound is the declared size
             parts.append(chunk)
         if got != size:

@@ -55,14 +55,10 @@ class RelayConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if not is_address(self.coordinator_address):
-            raise ValueError(
-                f"coordinator_address must be an Ethereum address, got {self.coordinator_address!r}"
-            )
+            raise ValueError(f"coordinator_address must be an Ethereum address, got {self.coordinator_address!r}")
         object.__setattr__(self, "coordinator_address", to_checksum_address(self.coordinator_address))
         if not is_address(self.verifying_contract):
-            raise ValueError(
-                f"verifying_contract must be an Ethereum address, got {self.verifying_contract!r}"
-            )
+            raise ValueError(f"verifying_contract must be an Ethereum address, got {self.verifying_contract!r}")
         if self.chain_id <= 0:
             raise ValueError(f"chain_id must be > 0, got {self.chain_id}")
         if self.max_blob_bytes <= 0:

@@ -21,14 +21,7 @@ from relay.auth import RelayAuthenticator
 from relay.config import RelayConfig, grpc_options
 from relay.store import BlobStore, FilesystemBlobStore
 
-__all__ = [
-    "RELAY_SERVICE_NAME",
-    "RelayServer",
-    "add_relay_to_server",
-    "is_loopback",
-    "serve_standalone",
-    "start_standalone",
-]
+__all__ = ["RELAY_SERVICE_NAME", "RelayServer", "add_relay_to_server", "is_loopback", "serve_standalone", "start_standalone"]
 
 log = structlog.get_logger("relay.server")
 
@@ -110,11 +103,7 @@ async def start_standalone(config: RelayConfig, store: BlobStore | None = None) 
     add_relay_to_server(server, config, store)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = (
-        RELAY_SERVICE_NAME,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    )
+    names = (RELAY_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
     bind = _hostport(config.host, config.port)
     if tls:
@@ -128,9 +117,7 @@ async def start_standalone(config: RelayConfig, store: BlobStore | None = None) 
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     address = _hostport(config.host, port)
     log.info("relay_started", address=address, tls=tls, data_dir=str(config.data_dir))
-    return RelayServer(
-        server, health_servicer, address, store, config.shutdown_grace.total_seconds(), owns_store
-    )
+    return RelayServer(server, health_servicer, address, store, config.shutdown_grace.total_seconds(), owns_store)
 
 
 async def serve_standalone(config: RelayConfig, stop: asyncio.Event | None = None) -> None:

@@ -24,9 +24,7 @@ __all__ = ["build_parser", "load_config", "main"]
 
 
 def build_parser(prog: str = "helium worker") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog, description="Serve this host's GPUs (or CPU / Apple MPS) to a coordinator."
-    )
+    p = argparse.ArgumentParser(prog=prog, description="Serve this host's GPUs (or CPU / Apple MPS) to a coordinator.")
     a = p.add_argument
     a("--coordinator", metavar="HOST:PORT", help="coordinator gRPC address (env HELIUM_COORDINATOR)")
     a("--data-dir", metavar="DIR", help="where node keys live: DIR/keys/node-<gpu>.key")
@@ -34,19 +32,12 @@ def build_parser(prog: str = "helium worker") -> argparse.ArgumentParser:
     a("--device", choices=("cuda", "mps", "cpu"), help="force the device kind (default: cuda > mps > cpu)")
     a("--backend", choices=("transformers", "vllm"), help="GPT backend")
     a("--model-budget-bytes", type=int, metavar="N", help="memory the model cache may hold")
-    a(
-        "--executor",
-        choices=("real", "instant", "lying"),
-        help="real: the GPT/SD executors. TEST DOUBLES that run no model (tests and benchmarks only): "
-        "instant (honest hashes), lying (wrong hashes)",
-    )
+    a("--executor", choices=("real", "instant", "lying"),
+      help="real: the GPT/SD executors. TEST DOUBLES that run no model (tests and benchmarks only): "
+           "instant (honest hashes), lying (wrong hashes)")
     a("--instant-delay", type=float, metavar="SECONDS", help="test doubles only: time each task takes")
-    a(
-        "--max-assignments",
-        type=int,
-        metavar="N",
-        help="assignments this node holds at once: the running one and those queued behind it (default 1)",
-    )
+    a("--max-assignments", type=int, metavar="N",
+      help="assignments this node holds at once: the running one and those queued behind it (default 1)")
     a("--heartbeat-interval", type=float, metavar="SECONDS", help="used when the coordinator names none")
     a("--connect-timeout", type=float, metavar="SECONDS", help="bound of one connection attempt")
     a("--reconnect-max-attempts", type=int, metavar="N")

@@ -53,9 +53,7 @@ class Conn:
                     batch.append(msg)
             try:
                 if len(batch) > 1:
-                    await self.call.write(
-                        worker_pb2.ConnectRequest(batch=worker_pb2.ConnectRequestBatch(messages=batch))
-                    )
+                    await self.call.write(worker_pb2.ConnectRequest(batch=worker_pb2.ConnectRequestBatch(messages=batch)))
                 elif batch:
                     await self.call.write(batch[0])
                 if msg is None:
@@ -67,9 +65,8 @@ class Conn:
 
 def status_error_from(code: grpc.StatusCode, details: str | None, during: str) -> ConnectError:
     retryable = code not in _FATAL_CODES
-    return ConnectError(
-        f"coordinator ended the {during} with {code.name}: {details or 'no details'}", retryable=retryable
-    )
+    return ConnectError(f"coordinator ended the {during} with {code.name}: {details or 'no details'}",
+                        retryable=retryable)
 
 
 def status_error(exc: grpc.aio.AioRpcError, during: str) -> ConnectError:

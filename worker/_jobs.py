@@ -199,11 +199,8 @@ class JobRunner:
         self._free_vram = self.node.profile.free_vram_bytes()
 
     def heartbeat(self) -> worker_pb2.Heartbeat:
-        return worker_pb2.Heartbeat(
-            free_vram_bytes=self._free_vram,
-            loaded_models=self._loaded,
-            running_assignments=self.running_ids(),
-        )
+        return worker_pb2.Heartbeat(free_vram_bytes=self._free_vram, loaded_models=self._loaded,
+                                    running_assignments=self.running_ids())
 
     def running_ids(self) -> list[str]:
         ids = [self._current.id] if self._current is not None else []
@@ -283,14 +280,8 @@ class JobRunner:
                 return
             msg = await self._result(a, outcome, exec_us)
             log.info("task_executed", exec_ms=exec_ms, result_hash="0x" + outcome.result_hash.hex())
-            metrics.observe_task(
-                self.node.address,
-                _type_name(a),
-                running.model,
-                exec_ms / 1000,
-                completion_tokens=outcome.completion_tokens,
-                images=outcome.images,
-            )
+            metrics.observe_task(self.node.address, _type_name(a), running.model, exec_ms / 1000,
+                                 completion_tokens=outcome.completion_tokens, images=outcome.images)
             metrics.record_assignment(self.node.address, _type_name(a), "submitted")
         except (ExecutorError, TaskArgsError) as exc:
             if running.cancel.is_set():
@@ -350,13 +341,8 @@ class JobRunner:
         spec = getattr(args, kind)
         running.model = spec.model if kind == "gpt" else spec.base_model.name
         on_delta = self._delta_sink(running) if a.stream_deltas else None
-        job = Job(
-            task_id=a.task_id,
-            assignment_id=a.assignment_id,
-            spec=spec,
-            on_delta=on_delta,
-            is_cancelled=running.cancel.is_set,
-        )
+        job = Job(task_id=a.task_id, assignment_id=a.assignment_id, spec=spec,
+                  on_delta=on_delta, is_cancelled=running.cancel.is_set)
 
         def work() -> Outcome:
             try:
@@ -367,9 +353,7 @@ class JobRunner:
         # A test double that never blocks may say so (`inline = True`) and skip the thread hop.
         outcome = work() if getattr(executor, "inline", False) else await asyncio.to_thread(work)
         if len(outcome.result_hash) != 32:
-            raise ExecutionCrashError(
-                f"executor returned a {len(outcome.result_hash)}-byte result_hash, not 32"
-            )
+            raise ExecutionCrashError(f"executor returned a {len(outcome.result_hash)}-byte result_hash, not 32")
         return outcome
 
     def _delta_sink(self, running: _Running):
@@ -380,12 +364,8 @@ class JobRunner:
             if running.cancel.is_set():
                 return
             seq, running.seq = running.seq, running.seq + 1
-            delta = task_pb2.TokenDelta(
-                task_id=running.assignment.task_id,
-                node=self.node.address,
-                seq=seq,
-                chunk_json=json.dumps(chunk, separators=(",", ":")),
-            )
+            delta = task_pb2.TokenDelta(task_id=running.assignment.task_id, node=self.node.address, seq=seq,
+                                        chunk_json=json.dumps(chunk, separators=(",", ":")))
             self.node.send(worker_pb2.ConnectRequest(delta=delta))
 
         loop_thread = threading.get_ident()
@@ -400,12 +380,8 @@ class JobRunner:
 
     async def _relay_call(self, method: str, a: worker_pb2.WorkAssignment, slot: str, data: bytes = b""):
         grant = a.grant if a.HasField("grant") else None
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(3),
-            wait=wait_random_exponential(multiplier=0.2, max=2.0),
-            retry=retry_if_exception(_relay_retryable),
-            reraise=True,
-        )
+        retrying = AsyncRetrying(stop=stop_after_attempt(3), wait=wait_random_exponential(multiplier=0.2, max=2.0),
+                                 retry=retry_if_exception(_relay_retryable), reraise=True)
         timeout = self.node.config.rpc_timeout.total_seconds()
         async for attempt in retrying:
             with attempt:
@@ -426,9 +402,7 @@ class JobRunner:
                     return None
         raise AssertionError("unreachable")
 
-    async def _result(
-        self, a: worker_pb2.WorkAssignment, outcome: Outcome, exec_us: int
-    ) -> worker_pb2.ConnectRequest:
+    async def _result(self, a: worker_pb2.WorkAssignment, outcome: Outcome, exec_us: int) -> worker_pb2.ConnectRequest:
         node = self.node
         base = f"result/{node.address}"
         slots = []
@@ -443,38 +417,19 @@ class JobRunner:
             inline = b""
         assert node.domain is not None
         signature = signing.sign_result(node.key, node.domain, _task_id_bytes(a.task_id), outcome.result_hash)
-        stats = worker_pb2.ExecStats(
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-            images=outcome.images,
-            steps=outcome.steps,
-            exec_ms=exec_us // 1000,
-            exec_us=exec_us,
-        )
-        result = worker_pb2.Result(
-            assignment_id=a.assignment_id,
-            task_id=a.task_id,
-            result_hash=outcome.result_hash,
-            signature=signature,
-            inline_output=inline,
-            output_slots=slots,
-            stats=stats,
-            phashes=list(outcome.phashes),
-        )
+        stats = worker_pb2.ExecStats(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+                                     images=outcome.images, steps=outcome.steps, exec_ms=exec_us // 1000,
+                                     exec_us=exec_us)
+        result = worker_pb2.Result(assignment_id=a.assignment_id, task_id=a.task_id, result_hash=outcome.result_hash,
+                                   signature=signature, inline_output=inline, output_slots=slots, stats=stats,
+                                   phashes=list(outcome.phashes))
         return worker_pb2.ConnectRequest(result=result)
 
     def _error(self, a: worker_pb2.WorkAssignment, kind: int, message: str) -> worker_pb2.ConnectRequest:
         node = self.node
         signature = b""
         if kind == worker_pb2.ERROR_KIND_INVALID_ARGS and node.domain is not None:
-            signature = signing.sign_result(
-                node.key, node.domain, _task_id_bytes(a.task_id), INVALID_ARGS_HASH
-            )
-        report = worker_pb2.ErrorReport(
-            assignment_id=a.assignment_id,
-            task_id=a.task_id,
-            kind=kind,
-            message=message[:4000],
-            signature=signature,
-        )
+            signature = signing.sign_result(node.key, node.domain, _task_id_bytes(a.task_id), INVALID_ARGS_HASH)
+        report = worker_pb2.ErrorReport(assignment_id=a.assignment_id, task_id=a.task_id, kind=kind,
+                                        message=message[:4000], signature=signature)
         return worker_pb2.ConnectRequest(error=report)

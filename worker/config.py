@@ -94,18 +94,9 @@ class WorkerConfig:
             raise ValueError(f"gpus must not repeat an index, got {self.gpus}")
         if ":" not in self.coordinator.strip("[]") and not self.coordinator.startswith("unix:"):
             raise ValueError(f"coordinator must be HOST:PORT, got {self.coordinator!r}")
-        for name in (
-            "heartbeat_interval",
-            "connect_timeout",
-            "reconnect_initial",
-            "reconnect_max",
-            "reconnect_max_time",
-            "keepalive_time",
-            "keepalive_timeout",
-            "drain_timeout",
-            "ack_timeout",
-            "rpc_timeout",
-        ):
+        for name in ("heartbeat_interval", "connect_timeout", "reconnect_initial", "reconnect_max",
+                     "reconnect_max_time", "keepalive_time", "keepalive_timeout", "drain_timeout",
+                     "ack_timeout", "rpc_timeout"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.reconnect_max_attempts < 1:

@@ -122,11 +122,7 @@ def supported_dtypes(torch_device: str) -> tuple[str, ...]:
         try:
             a = torch.ones((4, 4), dtype=dtype, device=torch_device)
             float((a @ a).sum())
-            if (
-                torch_device.startswith("cuda")
-                and dtype is torch.bfloat16
-                and not torch.cuda.is_bf16_supported()
-            ):
+            if torch_device.startswith("cuda") and dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
                 continue
             ok.append(name)
         except (RuntimeError, TypeError) as e:
@@ -175,23 +171,16 @@ def supported_quantize_bits(torch_device: str) -> tuple[int, ...]:
                 if bits == 8:
                     layer = bnb.nn.Linear8bitLt(64, 64, bias=False, has_fp16_weights=False, threshold=6.0)
                 else:
-                    layer = bnb.nn.Linear4bit(
-                        64, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4"
-                    )
+                    layer = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4")
                 layer = layer.to(torch_device)
-                x = torch.ones(
-                    (2, 64),
-                    device=torch_device,
-                    dtype=torch.float16 if bits == 8 and torch_device != "cpu" else torch.float32,
-                )
+                x = torch.ones((2, 64), device=torch_device,
+                               dtype=torch.float16 if bits == 8 and torch_device != "cpu" else torch.float32)
                 y = layer(x)
                 if not bool(torch.isfinite(y).all()):
                     raise RuntimeError("non-finite output")
             out.append(bits)
         except Exception as e:  # noqa: BLE001 - any failure means "not supported here"
-            log.info(
-                "quantization_unsupported", device=torch_device, bits=bits, error=f"{type(e).__name__}: {e}"
-            )
+            log.info("quantization_unsupported", device=torch_device, bits=bits, error=f"{type(e).__name__}: {e}")
     return tuple(out)
 
 
@@ -224,13 +213,8 @@ def _apple_chip() -> str:
     import subprocess
 
     try:
-        out = subprocess.run(
-            ["sysctl", "-n", "machdep.cpu.brand_string"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
         return out or "Apple"
     except (OSError, subprocess.SubprocessError):
         return "Apple"

@@ -1,13 +1,13 @@
 """Worker errors.
 
-WorkerError
-├── ExecutorError            an assignment failed; `kind` is reported to the coordinator
-│   ├── InvalidArgsError     the task cannot be run as written (ERROR_KIND_INVALID_ARGS)
-│   │   └── ModelNotFoundError
-│   ├── OutOfMemoryError     a resource error, never a wrong result (ERROR_KIND_OUT_OF_MEMORY)
-│   └── ExecutionCrashError  the model or library crashed (ERROR_KIND_CRASH)
-└── ConnectError             the coordinator cannot be reached or refused the node; `retryable` says
-                             whether reconnecting can help
+    WorkerError
+    ├── ExecutorError            an assignment failed; `kind` is reported to the coordinator
+    │   ├── InvalidArgsError     the task cannot be run as written (ERROR_KIND_INVALID_ARGS)
+    │   │   └── ModelNotFoundError
+    │   ├── OutOfMemoryError     a resource error, never a wrong result (ERROR_KIND_OUT_OF_MEMORY)
+    │   └── ExecutionCrashError  the model or library crashed (ERROR_KIND_CRASH)
+    └── ConnectError             the coordinator cannot be reached or refused the node; `retryable` says
+                                 whether reconnecting can help
 """
 
 from __future__ import annotations

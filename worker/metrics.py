@@ -22,17 +22,14 @@ __all__ = [
 
 _BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 
-TASK_SECONDS = Histogram(
-    "helium_worker_task_seconds", "Execution time of one assignment", ["node", "task_type"], buckets=_BUCKETS
-)
+TASK_SECONDS = Histogram("helium_worker_task_seconds", "Execution time of one assignment",
+                         ["node", "task_type"], buckets=_BUCKETS)
 TOKENS = Counter("helium_worker_generated_tokens_total", "Tokens generated", ["node", "model"])
-TOKENS_PER_SECOND = Gauge(
-    "helium_worker_tokens_per_second", "Generation speed of the last GPT task", ["node", "model"]
-)
+TOKENS_PER_SECOND = Gauge("helium_worker_tokens_per_second", "Generation speed of the last GPT task",
+                          ["node", "model"])
 IMAGES = Counter("helium_worker_images_total", "Images generated", ["node", "model"])
-ASSIGNMENTS = Counter(
-    "helium_worker_assignments_total", "Assignments by outcome", ["node", "task_type", "outcome"]
-)
+ASSIGNMENTS = Counter("helium_worker_assignments_total", "Assignments by outcome",
+                      ["node", "task_type", "outcome"])
 CONNECTED = Gauge("helium_worker_connected", "1 while the node's stream to the coordinator is up", ["node"])
 MODEL_LOADED = Gauge("helium_worker_model_loaded", "1 for each model loaded in memory", ["node", "model"])
 RELAY_BYTES = Counter("helium_worker_relay_bytes_total", "Bytes to/from the relay", ["node", "direction"])
@@ -45,9 +42,8 @@ def _child(metric, *values: str):
     return metric.labels(*values)
 
 
-def observe_task(
-    node: str, task_type: str, model: str, seconds: float, *, completion_tokens: int = 0, images: int = 0
-) -> None:
+def observe_task(node: str, task_type: str, model: str, seconds: float, *,
+                 completion_tokens: int = 0, images: int = 0) -> None:
     """One finished execution: its time, and tokens/s (GPT) or images (SD)."""
     _child(TASK_SECONDS, node, task_type).observe(seconds)
     if completion_tokens:

@@ -147,7 +147,7 @@ class ModelCache:
         for repo_dir in root.glob("models--*"):
             snapshots = repo_dir / "snapshots"
             if snapshots.is_dir() and any(snapshots.iterdir()):
-                out.append(repo_dir.name[len("models--") :].replace("--", "/"))
+                out.append(repo_dir.name[len("models--"):].replace("--", "/"))
         return tuple(sorted(out))
 
 

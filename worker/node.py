@@ -57,14 +57,12 @@ def device_profile(config: WorkerConfig, gpu: int) -> NodeProfile:
 
             return int(torch.cuda.mem_get_info(index)[0])
 
-        return NodeProfile(
-            card_name=info.card, vram_bytes=info.vram_bytes, device=info.torch_device, free_vram=free_cuda
-        )
+        return NodeProfile(card_name=info.card, vram_bytes=info.vram_bytes, device=info.torch_device,
+                           free_vram=free_cuda)
     if config.gpus and config.gpus != (0,):
         raise ValueError(f"gpus {config.gpus} asked for, but the device is {info.kind}: no CUDA device")
-    return NodeProfile(
-        card_name=info.card, vram_bytes=info.vram_bytes, device=info.torch_device, free_vram=_free_host_memory
-    )
+    return NodeProfile(card_name=info.card, vram_bytes=info.vram_bytes, device=info.torch_device,
+                       free_vram=_free_host_memory)
 
 
 def _free_host_memory() -> int:
@@ -125,9 +123,7 @@ def build_nodes(
         profile = (profile_factory or device_profile)(config, gpu)
         executors = list((executor_factory or build_executors)(config, profile))
         if not executors:
-            raise ValueError(
-                f"no executor could be built for node {gpu} ({profile.device}); see executor_unavailable"
-            )
+            raise ValueError(f"no executor could be built for node {gpu} ({profile.device}); see executor_unavailable")
         nodes.append(WorkerNode(config, key, executors, profile=profile, on_ready=on_ready, **node_kwargs))
     return nodes
 
@@ -135,12 +131,9 @@ def build_nodes(
 def _ready_printer(config: WorkerConfig, out: TextIO) -> Callable[[WorkerNode], None]:
     def ready(node: WorkerNode) -> None:
         types = ",".join(sorted(node.jobs.executors))
-        print(
-            f'ready node={node.address} device={node.profile.device} card="{node.profile.card_name}" '
-            f"vram_bytes={node.profile.vram_bytes} tasks={types} coordinator={config.coordinator}",
-            file=out,
-            flush=True,
-        )
+        print(f'ready node={node.address} device={node.profile.device} card="{node.profile.card_name}" '
+              f"vram_bytes={node.profile.vram_bytes} tasks={types} coordinator={config.coordinator}",
+              file=out, flush=True)
 
     return ready
 
@@ -158,12 +151,8 @@ async def run_workers(
     out = out or sys.stdout
     try:
         nodes = await asyncio.to_thread(
-            build_nodes,
-            config,
-            executor_factory=executor_factory,
-            profile_factory=profile_factory,
-            on_ready=_ready_printer(config, out),
-        )
+            build_nodes, config, executor_factory=executor_factory, profile_factory=profile_factory,
+            on_ready=_ready_printer(config, out))
     except (ValueError, ConnectError, OSError) as exc:
         log.error("worker_setup_failed", error=str(exc))
         print(f"helium worker: {exc}", file=sys.stderr, flush=True)

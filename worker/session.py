@@ -123,9 +123,7 @@ class WorkerNode:
         self._run_task = asyncio.create_task(self.run(), name=f"worker-node-{self.address}")
         waiter = asyncio.create_task(self.registered.wait())
         timeout = self.config.connect_timeout.total_seconds() * 3
-        done, _ = await asyncio.wait(
-            {waiter, self._run_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        done, _ = await asyncio.wait({waiter, self._run_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if waiter not in done:
             waiter.cancel()
             if self._run_task in done:
@@ -149,9 +147,7 @@ class WorkerNode:
                 if self._fatal is not None:
                     raise self._fatal
                 if not self._closing.is_set():
-                    await self._sleep_unless_closing(
-                        random.uniform(0, self.config.reconnect_initial.total_seconds())
-                    )
+                    await self._sleep_unless_closing(random.uniform(0, self.config.reconnect_initial.total_seconds()))
         finally:
             self._closing.set()
             await self.jobs.stop()
@@ -219,17 +215,13 @@ class WorkerNode:
         cfg = self.config
         retrying = AsyncRetrying(
             stop=stop_after_attempt(cfg.reconnect_max_attempts) | stop_after_delay(cfg.reconnect_max_time),
-            wait=wait_random_exponential(
-                multiplier=cfg.reconnect_initial.total_seconds(), max=cfg.reconnect_max.total_seconds()
-            ),
+            wait=wait_random_exponential(multiplier=cfg.reconnect_initial.total_seconds(),
+                                         max=cfg.reconnect_max.total_seconds()),
             retry=retry_if_exception(lambda e: isinstance(e, ConnectError) and e.retryable),
             sleep=self._sleep_unless_closing,
             before_sleep=lambda rs: self.log.warning(
-                "reconnect_backoff",
-                attempt=rs.attempt_number,
-                error=str(rs.outcome.exception()),
-                sleep_s=round(rs.next_action.sleep, 3) if rs.next_action else None,
-            ),
+                "reconnect_backoff", attempt=rs.attempt_number, error=str(rs.outcome.exception()),
+                sleep_s=round(rs.next_action.sleep, 3) if rs.next_action else None),
             reraise=True,
         )
         async for attempt in retrying:
@@ -254,14 +246,8 @@ class WorkerNode:
 
     def _new_channel(self, target: str) -> grpc.aio.Channel:
         cfg = self.config
-        return make_channel(
-            target,
-            tls_ca=cfg.tls_ca,
-            insecure=cfg.insecure,
-            server_name=cfg.tls_server_name,
-            keepalive_time=cfg.keepalive_time,
-            keepalive_timeout=cfg.keepalive_timeout,
-        )
+        return make_channel(target, tls_ca=cfg.tls_ca, insecure=cfg.insecure, server_name=cfg.tls_server_name,
+                            keepalive_time=cfg.keepalive_time, keepalive_timeout=cfg.keepalive_timeout)
 
     async def _session(self) -> None:
         cfg = self.config
@@ -273,23 +259,15 @@ class WorkerNode:
             try:
                 await asyncio.wait_for(channel.channel_ready(), timeout)
             except TimeoutError:
-                hint = (
-                    f" (TLS with CA {cfg.tls_ca}: does it sign the server's certificate?)"
-                    if cfg.tls_ca
-                    else ""
-                )
-                raise ConnectError(
-                    f"coordinator {cfg.coordinator} not reachable within {timeout:g}s{hint}"
-                ) from None
+                hint = f" (TLS with CA {cfg.tls_ca}: does it sign the server's certificate?)" if cfg.tls_ca else ""
+                raise ConnectError(f"coordinator {cfg.coordinator} not reachable within {timeout:g}s{hint}") from None
             # Fresh capabilities for every registration, read before the handshake clock starts (may scan caches).
             info = await asyncio.to_thread(self.jobs.node_info)
             call = worker_pb2_grpc.WorkerServiceStub(channel).Connect()
             try:
                 registered = await asyncio.wait_for(self._handshake(call, info), timeout)
             except TimeoutError:
-                raise ConnectError(
-                    f"registration with {cfg.coordinator} timed out after {timeout:g}s"
-                ) from None
+                raise ConnectError(f"registration with {cfg.coordinator} timed out after {timeout:g}s") from None
             except grpc.aio.AioRpcError as exc:
                 raise status_error(exc, "register") from exc
             if registered.relay_address and registered.relay_address != cfg.coordinator:
@@ -309,31 +287,20 @@ class WorkerNode:
                     await ch.close(grace=None)
 
     async def _handshake(self, call: Any, info: worker_pb2.NodeInfo) -> worker_pb2.Registered:
-        await call.write(
-            worker_pb2.ConnectRequest(
-                hello=worker_pb2.Hello(
-                    address=self.address, worker_version=self.worker_version, accepts_batches=True
-                )
-            )
-        )
+        await call.write(worker_pb2.ConnectRequest(
+            hello=worker_pb2.Hello(address=self.address, worker_version=self.worker_version, accepts_batches=True)))
         first = await self._read_handshake(call, "challenge")
         challenge = first.challenge
         if len(challenge.nonce) != 32:
-            raise ConnectError(
-                f"challenge.nonce must be 32 bytes, got {len(challenge.nonce)}", retryable=False
-            )
+            raise ConnectError(f"challenge.nonce must be 32 bytes, got {len(challenge.nonce)}", retryable=False)
         domain = signing.Domain(challenge.chain_id, challenge.verifying_contract or signing.ZERO_ADDRESS)
         info_hash = keccak(info.SerializeToString(deterministic=True))
         signature = signing.sign_register(self.key, domain, challenge.nonce, info_hash)
-        await call.write(
-            worker_pb2.ConnectRequest(register=worker_pb2.Register(info=info, signature=signature))
-        )
+        await call.write(worker_pb2.ConnectRequest(register=worker_pb2.Register(info=info, signature=signature)))
         second = await self._read_handshake(call, "registered")
         registered = second.registered
         if registered.chain_id:
-            domain = signing.Domain(
-                registered.chain_id, registered.verifying_contract or signing.ZERO_ADDRESS
-            )
+            domain = signing.Domain(registered.chain_id, registered.verifying_contract or signing.ZERO_ADDRESS)
         self.domain = domain
         return registered
 
@@ -351,28 +318,20 @@ class WorkerNode:
     def _disconnected(self, d: worker_pb2.Disconnect) -> ConnectError:
         state = worker_pb2.NodeState.Name(d.state)
         self.log.error("node_disconnected", state=state, reason=d.reason)
-        return ConnectError(
-            f"coordinator disconnected the node ({state}): {d.reason or 'no reason given'}", retryable=False
-        )
+        return ConnectError(f"coordinator disconnected the node ({state}): {d.reason or 'no reason given'}",
+                            retryable=False)
 
     async def _serve(self, conn: Conn, registered: worker_pb2.Registered) -> None:
         assert self._closing is not None and self._registered is not None and self._connected is not None
         self.state = registered.state
         self.relay_address = registered.relay_address
-        interval_ms = registered.heartbeat_interval_ms or int(
-            self.config.heartbeat_interval.total_seconds() * 1000
-        )
+        interval_ms = registered.heartbeat_interval_ms or int(self.config.heartbeat_interval.total_seconds() * 1000)
         conn.batches = registered.accepts_batches
         self._conn = conn
         metrics.set_connected(self.address, True)
         self.registrations += 1
-        self.log.info(
-            "node_registered",
-            state=worker_pb2.NodeState.Name(registered.state),
-            heartbeat_ms=interval_ms,
-            registrations=self.registrations,
-            outbox=len(self.jobs.outbox),
-        )
+        self.log.info("node_registered", state=worker_pb2.NodeState.Name(registered.state),
+                      heartbeat_ms=interval_ms, registrations=self.registrations, outbox=len(self.jobs.outbox))
         first = not self._registered.is_set()
         self._registered.set()
         self._connected.set()
@@ -504,21 +463,14 @@ class WorkerNode:
             self.log.warning("node_control_skipped", action=name, why="never registered: no signing domain")
             return None
         ts = int(time.time())
-        req = worker_pb2.ControlNodeRequest(
-            address=self.address,
-            action=action,
-            timestamp=ts,
-            signature=signing.sign_node_control(self.key, self.domain, action, ts),
-        )
+        req = worker_pb2.ControlNodeRequest(address=self.address, action=action, timestamp=ts,
+                                            signature=signing.sign_node_control(self.key, self.domain, action, ts))
         conn = self._conn
         channel = None
         try:
-            channel = (
-                conn.channel if conn else (self._shared_channel or self._new_channel(self.config.coordinator))
-            )
+            channel = conn.channel if conn else (self._shared_channel or self._new_channel(self.config.coordinator))
             resp = await worker_pb2_grpc.WorkerServiceStub(channel).ControlNode(
-                req, timeout=min(self.config.rpc_timeout.total_seconds(), 10.0)
-            )
+                req, timeout=min(self.config.rpc_timeout.total_seconds(), 10.0))
             self.state = resp.state
             self.log.info("node_control", action=name, state=worker_pb2.NodeState.Name(resp.state))
             return resp.state

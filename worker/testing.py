@@ -80,16 +80,8 @@ class InstantExecutor:
     small blob per image (suffix "0", "1"...) unless `blobs=False`.
     """
 
-    def __init__(
-        self,
-        task_type: str = "gpt",
-        *,
-        delay: float = 0.0,
-        salt: bytes = b"",
-        blobs: bool = True,
-        loaded_models: tuple[str, ...] = (),
-        cached_models: tuple[str, ...] = (),
-    ) -> None:
+    def __init__(self, task_type: str = "gpt", *, delay: float = 0.0, salt: bytes = b"", blobs: bool = True,
+                 loaded_models: tuple[str, ...] = (), cached_models: tuple[str, ...] = ()) -> None:
         if task_type not in ("gpt", "sd"):
             raise ValueError(f"task_type must be gpt or sd, got {task_type!r}")
         self.task_type = task_type
@@ -105,14 +97,9 @@ class InstantExecutor:
         self.closed = False
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            task_type=self.task_type,
-            backends=("instant",),
-            dtypes=("auto", "bfloat16", "float16", "float32"),
-            quantize_bits=(4, 8),
-            loaded_models=self.loaded_models,
-            cached_models=self.cached_models,
-        )
+        return Capabilities(task_type=self.task_type, backends=("instant",),
+                            dtypes=("auto", "bfloat16", "float16", "float32"), quantize_bits=(4, 8),
+                            loaded_models=self.loaded_models, cached_models=self.cached_models)
 
     def close(self) -> None:
         self.closed = True
@@ -137,11 +124,7 @@ class InstantExecutor:
         spec = job.spec
         text = f"instant {digest.hex()[:16]}"
         if job.on_delta is not None:
-            base = {
-                "id": f"chatcmpl-{job.task_id[2:18]}",
-                "object": "chat.completion.chunk",
-                "model": spec.model,
-            }
+            base = {"id": f"chatcmpl-{job.task_id[2:18]}", "object": "chat.completion.chunk", "model": spec.model}
             job.on_delta({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
             for word in text.split(" "):
                 job.on_delta({**base, "choices": [{"index": 0, "delta": {"content": word + " "}}]})
@@ -151,46 +134,22 @@ class InstantExecutor:
             "object": "chat.completion",
             "created": 0,
             "model": spec.model,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            ],
-            "usage": {
-                "prompt_tokens": len(spec.messages),
-                "completion_tokens": 2,
-                "total_tokens": len(spec.messages) + 2,
-            },
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len(spec.messages), "completion_tokens": 2, "total_tokens": len(spec.messages) + 2},
         }
-        return Outcome(
-            result_hash=digest,
-            output=json.dumps(doc, separators=(",", ":")).encode(),
-            prompt_tokens=len(spec.messages),
-            completion_tokens=2,
-        )
+        return Outcome(result_hash=digest, output=json.dumps(doc, separators=(",", ":")).encode(),
+                       prompt_tokens=len(spec.messages), completion_tokens=2)
 
     def _sd(self, job: Job, digest: bytes) -> Outcome:
         cfg = job.spec.task_config
         phashes = _instant_phashes(job.spec, digest)
         n = len(phashes)
         steps = cfg.steps if cfg.HasField("steps") else 20
-        blobs = (
-            tuple(
-                OutputBlob(
-                    suffix=str(i), data=b"instant-image:" + f"{p:016x}".encode(), content_type="image/png"
-                )
-                for i, p in enumerate(phashes)
-            )
-            if self.blobs
-            else ()
-        )
+        blobs = tuple(OutputBlob(suffix=str(i), data=b"instant-image:" + f"{p:016x}".encode(), content_type="image/png")
+                      for i, p in enumerate(phashes)) if self.blobs else ()
         manifest = {"images": [{"index": i, "phash": f"{p:016x}"} for i, p in enumerate(phashes)]}
-        return Outcome(
-            result_hash=sd_result_hash(phashes),
-            output=json.dumps(manifest, separators=(",", ":")).encode(),
-            blobs=blobs,
-            images=n,
-            steps=steps * n,
-            phashes=phashes,
-        )
+        return Outcome(result_hash=sd_result_hash(phashes), output=json.dumps(manifest, separators=(",", ":")).encode(),
+                       blobs=blobs, images=n, steps=steps * n, phashes=phashes)
 
 
 class SlowExecutor(InstantExecutor):
@@ -227,10 +186,8 @@ class JitteredExecutor(InstantExecutor):
         if self.image < len(phashes):
             phashes[self.image] ^= sum(1 << b for b in self.flip)
         phashes = tuple(phashes)
-        blobs = tuple(
-            dataclasses.replace(b, data=b"instant-image:" + f"{p:016x}".encode())
-            for b, p in zip(honest.blobs, phashes, strict=False)
-        )  # fmt: skip (none when blobs=False)
+        blobs = tuple(dataclasses.replace(b, data=b"instant-image:" + f"{p:016x}".encode())
+                      for b, p in zip(honest.blobs, phashes, strict=False))  # fmt: skip (none when blobs=False)
         manifest = {"images": [{"index": i, "phash": f"{p:016x}"} for i, p in enumerate(phashes)]}
         return dataclasses.replace(honest, result_hash=sd_result_hash(phashes), phashes=phashes, blobs=blobs,
                                    output=json.dumps(manifest, separators=(",", ":")).encode())  # fmt: skip
@@ -246,9 +203,8 @@ _ERRORS: dict[int, type[ExecutorError]] = {
 class FailingExecutor(InstantExecutor):
     """Fails every task with the error of `kind` (a worker_pb2.ErrorKind value), after `delay` seconds."""
 
-    def __init__(
-        self, kind: int = worker_pb2.ERROR_KIND_CRASH, task_type: str = "gpt", *, message: str = "", **kwargs
-    ) -> None:
+    def __init__(self, kind: int = worker_pb2.ERROR_KIND_CRASH, task_type: str = "gpt", *,
+                 message: str = "", **kwargs) -> None:
         if kind not in _ERRORS:
             raise ValueError(f"kind must be an ErrorKind other than UNSPECIFIED, got {kind}")
         super().__init__(task_type, **kwargs)
@@ -281,18 +237,8 @@ class NodeFleet:
     closes them all. `config` overrides (timeouts, heartbeat) apply to every node.
     """
 
-    def __init__(
-        self,
-        coordinator: str,
-        n: int,
-        *,
-        executors=_instant_pair,
-        profiles=_test_card,
-        config=None,
-        keys=None,
-        register_timeout: float = 30.0,
-        **node_kwargs,
-    ) -> None:
+    def __init__(self, coordinator: str, n: int, *, executors=_instant_pair, profiles=_test_card,
+                 config=None, keys=None, register_timeout: float = 30.0, **node_kwargs) -> None:
         from worker.config import WorkerConfig
 
         self.coordinator = coordinator
@@ -316,9 +262,8 @@ class NodeFleet:
 
         for i in range(self.n):
             key = self._keys[i] if self._keys is not None else Account.create()
-            node = WorkerNode(
-                self.config, key, list(self._executors(i)), profile=self._profiles(i), **self._node_kwargs
-            )
+            node = WorkerNode(self.config, key, list(self._executors(i)), profile=self._profiles(i),
+                              **self._node_kwargs)
             self.nodes.append(node)
             self.tasks.append(asyncio.create_task(node.run(), name=f"fleet-node-{i}"))
         waits = [asyncio.create_task(n.registered.wait()) for n in self.nodes]
@@ -329,10 +274,8 @@ class NodeFleet:
                 w.cancel()
             await self.close()
             errors = [repr(t.exception()) for t in failed if not t.cancelled() and t.exception()]
-            raise TimeoutError(
-                f"{len(pending)} of {self.n} nodes did not register within "
-                f"{self._register_timeout:g}s; errors: {errors[:3]}"
-            )
+            raise TimeoutError(f"{len(pending)} of {self.n} nodes did not register within "
+                               f"{self._register_timeout:g}s; errors: {errors[:3]}")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -371,20 +314,14 @@ async def _fleet(args) -> int:
         name, gib = cards[i % len(cards)]
         return NodeProfile(card_name=name, vram_bytes=int(float(gib) * 2**30), device=f"cuda:{i}")
 
-    config = WorkerConfig(
-        coordinator=args.coordinator,
-        executor="instant",
-        tls_ca=args.tls_ca,
-        insecure=args.insecure,
-        drain_timeout=timedelta(seconds=30),
-    )
+    config = WorkerConfig(coordinator=args.coordinator, executor="instant", tls_ca=args.tls_ca,
+                          insecure=args.insecure, drain_timeout=timedelta(seconds=30))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with NodeFleet(
-        args.coordinator, args.nodes, executors=executors, profiles=profiles, config=config, keys=keys
-    ) as fleet:
+    async with NodeFleet(args.coordinator, args.nodes, executors=executors, profiles=profiles, config=config,
+                         keys=keys) as fleet:
         print(f"ready nodes={args.nodes} coordinator={args.coordinator}", flush=True)
         runs = asyncio.gather(*fleet.tasks, return_exceptions=True)
         waiter = asyncio.create_task(stop.wait())
@@ -405,9 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--liars", type=int, default=0, help="the first N nodes run LyingExecutor")
     p.add_argument("--delay", type=float, default=0.0, help="seconds each task takes")
     p.add_argument("--cards", default="Test Card 24GB=24", help="NAME=GiB,... given to the nodes in turn")
-    p.add_argument(
-        "--keys-dir", help="load or create node-<i>.key here (to stake them first); default: fresh keys"
-    )
+    p.add_argument("--keys-dir", help="load or create node-<i>.key here (to stake them first); default: fresh keys")
     p.add_argument("--tls-ca")
     p.add_argument("--insecure", action="store_true")
     p.add_argument("--log-level", default="warning")

@@ -91,25 +91,19 @@ _SYSTEM_PROMPT_TEMPLATE = """
 # Per kind: special tokens (bos, eos, pad), extra added tokens (normal text, kept in decoded output), template.
 _TOKENS = {
     "llama-tools": {
-        "bos": "<s>",
-        "eos": "<|im_end|>",
-        "pad": "<pad>",
+        "bos": "<s>", "eos": "<|im_end|>", "pad": "<pad>",
         "special": ["<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"],
         "added": ["<tool_call>", "</tool_call>"],
         "template": _CHATML_TOOLS_TEMPLATE,
     },
     "gpt2-plain": {
-        "bos": "<|endoftext|>",
-        "eos": "<|endoftext|>",
-        "pad": None,
+        "bos": "<|endoftext|>", "eos": "<|endoftext|>", "pad": None,
         "special": ["<|endoftext|>"],
         "added": [],
         "template": None,
     },
     "system-prompt": {
-        "bos": None,
-        "eos": "</s>",
-        "pad": "<pad>",
+        "bos": None, "eos": "</s>", "pad": "<pad>",
         "special": ["</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>"],
         "added": [],
         "template": _SYSTEM_PROMPT_TEMPLATE,
@@ -137,9 +131,7 @@ def build_tiny_tokenizer(kind: str):
         bos_token=spec["bos"],
         eos_token=spec["eos"],
         pad_token=spec["pad"],
-        additional_special_tokens=[
-            t for t in spec["special"] if t not in (spec["bos"], spec["eos"], spec["pad"])
-        ],
+        additional_special_tokens=[t for t in spec["special"] if t not in (spec["bos"], spec["eos"], spec["pad"])],
         clean_up_tokenization_spaces=False,
         model_max_length=_context(kind),
     )
@@ -150,29 +142,14 @@ def build_tiny_tokenizer(kind: str):
     return tok
 
 
-def tiny_llama_config(
-    vocab_size: int,
-    *,
-    hidden_size: int = 64,
-    layers: int = 2,
-    heads: int = 4,
-    kv_heads: int = 2,
-    intermediate_size: int = 128,
-    context: int = 512,
-    **ids,
-):
+def tiny_llama_config(vocab_size: int, *, hidden_size: int = 64, layers: int = 2, heads: int = 4,
+                      kv_heads: int = 2, intermediate_size: int = 128, context: int = 512, **ids):
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=context,
-        tie_word_embeddings=False,
-        **ids,
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        max_position_embeddings=context, tie_word_embeddings=False, **ids,
     )
 
 
@@ -203,11 +180,8 @@ def build_tiny_model(kind: str, dest_dir: str | os.PathLike, *, seed: int = 0) -
     gen = GenerationConfig(
         **{k: v for k, v in ids.items() if v is not None},
         # A model's own defaults, as real instruct models ship them (tests check they apply).
-        **(
-            {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
-            if kind == "llama-tools"
-            else {}
-        ),
+        **({"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
+           if kind == "llama-tools" else {}),
     )
     model.generation_config = gen
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=dest.parent if dest.parent.exists() else None))
@@ -225,20 +199,16 @@ def build_tiny_model(kind: str, dest_dir: str | os.PathLike, *, seed: int = 0) -
     return dest
 
 
-def install_tiny_into_hf_cache(
-    kind: str, cache_dir: str | os.PathLike, *, seed: int = 0, repo_id: str | None = None
-) -> str:
+def install_tiny_into_hf_cache(kind: str, cache_dir: str | os.PathLike, *, seed: int = 0,
+                               repo_id: str | None = None) -> str:
     """Put tiny model `kind` into a Hugging Face hub cache (`HF_HUB_CACHE` layout); returns its repo id."""
     repo_id = repo_id or TINY_HUB_IDS[kind]
     cache = Path(cache_dir)
     repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
     revision = hashlib.sha1(_stamp(kind, seed).encode()).hexdigest()
     snapshot = repo_dir / "snapshots" / revision
-    if (
-        (repo_dir / "refs" / "main").is_file()
-        and (repo_dir / "refs" / "main").read_text() == revision
-        and (snapshot / "helium_tiny.json").exists()
-    ):
+    if (repo_dir / "refs" / "main").is_file() and (repo_dir / "refs" / "main").read_text() == revision \
+            and (snapshot / "helium_tiny.json").exists():
         return repo_id
     with tempfile.TemporaryDirectory() as tmp:
         built = build_tiny_model(kind, Path(tmp) / "m", seed=seed)
@@ -275,35 +245,18 @@ def _config(kind: str, vocab_size: int, ids: dict):
     if kind == "llama-tools":
         return tiny_llama_config(vocab_size, context=_context(kind), **ids)
     if kind == "gpt2-plain":
-        return GPT2Config(
-            vocab_size=vocab_size,
-            n_embd=64,
-            n_layer=2,
-            n_head=4,
-            n_positions=_context(kind),
-            **{k: v for k, v in ids.items() if v is not None},
-        )
-    return Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=_context(kind),
-        tie_word_embeddings=True,
-        **ids,
-    )
+        return GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=_context(kind),
+                          **{k: v for k, v in ids.items() if v is not None})
+    return Qwen2Config(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=_context(kind),
+                       tie_word_embeddings=True, **ids)
 
 
 def _model_class(kind: str):
     from transformers import GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM
 
-    return {
-        "llama-tools": LlamaForCausalLM,
-        "gpt2-plain": GPT2LMHeadModel,
-        "system-prompt": Qwen2ForCausalLM,
-    }[kind]
+    return {"llama-tools": LlamaForCausalLM, "gpt2-plain": GPT2LMHeadModel,
+            "system-prompt": Qwen2ForCausalLM}[kind]
 
 
 def _stamp(kind: str, seed: int) -> str:

@@ -66,11 +66,7 @@ def _seeded(seed: int) -> Iterator[None]:
 
 def _byte_chars() -> list[str]:
     """GPT-2 / CLIP byte-level alphabet: one printable character per byte value."""
-    keep = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     chars, extra = {}, 0
     for b in range(256):
         if b in keep:
@@ -209,24 +205,11 @@ def _safety_checker():
     from transformers import CLIPConfig, CLIPImageProcessor
 
     config = CLIPConfig(
-        text_config={
-            "hidden_size": _HIDDEN,
-            "intermediate_size": 64,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 1,
-            "vocab_size": 99,
-            "bos_token_id": 0,
-            "eos_token_id": 2,
-            "pad_token_id": 1,
-        },
-        vision_config={
-            "hidden_size": _HIDDEN,
-            "intermediate_size": 64,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 1,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        text_config={"hidden_size": _HIDDEN, "intermediate_size": 64, "num_attention_heads": 4,
+                     "num_hidden_layers": 1, "vocab_size": 99,
+                     "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1},
+        vision_config={"hidden_size": _HIDDEN, "intermediate_size": 64, "num_attention_heads": 4,
+                       "num_hidden_layers": 1, "image_size": 32, "patch_size": 8},
         projection_dim=_HIDDEN,
     )
     checker = StableDiffusionSafetyChecker(config)
@@ -278,9 +261,8 @@ def _build_sdxl_refiner(dest: Path) -> None:
 def _unzero(module: torch.nn.Module) -> None:
     """ControlNet output convs start at zero (so a fresh ControlNet is a no-op); give them weights."""
     for name, p in module.named_parameters():
-        if (
-            "controlnet_down_blocks" in name or "controlnet_mid_block" in name or "conv_out" in name
-        ) and torch.count_nonzero(p) == 0:
+        if ("controlnet_down_blocks" in name or "controlnet_mid_block" in name
+                or "conv_out" in name) and torch.count_nonzero(p) == 0:
             with torch.no_grad():
                 p.normal_(0.0, 0.5)
 
@@ -288,17 +270,13 @@ def _unzero(module: torch.nn.Module) -> None:
 def _build_controlnet(dest: Path, *, xl: bool) -> None:
     from diffusers import ControlNetModel
 
-    kwargs = (
-        _xl_unet_kwargs(refiner=False)
-        if xl
-        else dict(
-            block_out_channels=(16, 32),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            cross_attention_dim=_HIDDEN,
-            attention_head_dim=4,
-            norm_num_groups=4,
-        )
+    kwargs = _xl_unet_kwargs(refiner=False) if xl else dict(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        cross_attention_dim=_HIDDEN,
+        attention_head_dim=4,
+        norm_num_groups=4,
     )
     for k in ("sample_size", "in_channels", "out_channels", "up_block_types"):
         kwargs.pop(k, None)
@@ -368,9 +346,7 @@ def build_tiny_sd(kind: str, dest: str | Path, *, seed: int = 0) -> Path:
     return dest
 
 
-def build_tiny_models(
-    root: str | Path, *, seed: int = 0, kinds: tuple[str, ...] | None = None
-) -> dict[str, Path]:
+def build_tiny_models(root: str | Path, *, seed: int = 0, kinds: tuple[str, ...] | None = None) -> dict[str, Path]:
     """Build the tiny models under `root`, each at `root / TINY_NAMES[kind]`; skip those already there.
 
     Returns kind -> directory. `kinds` defaults to every kind except the 100M benchmark UNet.

@@ -11,7 +11,6 @@ from helium.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = ["AdminServicer"]
 
-
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, dispatcher: Dispatcher, membership: Membership, stats_source=None) -> None:
         self.dispatcher = dispatcher
@@ -90,3 +89,4 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def KickNode(self, request, context):
         record = await self.membership.kick(self._address(request.address), request.reason)
         return admin_pb2.KickNodeResponse(node=self._node(record))
+

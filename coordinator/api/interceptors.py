@@ -85,27 +85,19 @@ class ErrorInterceptor(aio.ServerInterceptor):
         rpc = handler_call_details.method
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, rpc, self.durable),
-                handler.request_deserializer,
-                handler.response_serializer,
+                _wrap_unary(handler.unary_unary, rpc, self.durable), handler.request_deserializer, handler.response_serializer
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, rpc),
-                handler.request_deserializer,
-                handler.response_serializer,
+                _wrap_stream(handler.unary_stream, rpc), handler.request_deserializer, handler.response_serializer
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, rpc, self.durable),
-                handler.request_deserializer,
-                handler.response_serializer,
+                _wrap_unary(handler.stream_unary, rpc, self.durable), handler.request_deserializer, handler.response_serializer
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream, rpc),
-                handler.request_deserializer,
-                handler.response_serializer,
+                _wrap_stream(handler.stream_stream, rpc), handler.request_deserializer, handler.response_serializer
             )
         return handler
 
@@ -131,6 +123,4 @@ class AdminAuthInterceptor(aio.ServerInterceptor):
         async def deny(request, context):
             await translate(err, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            deny, handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.unary_unary_rpc_method_handler(deny, handler.request_deserializer, handler.response_serializer)

@@ -24,15 +24,8 @@ _FINAL = (TaskState.VALIDATED, TaskState.SETTLED, TaskState.ABORTED, TaskState.C
 
 
 def _new_task(request: task_pb2.CreateTaskRequest) -> NewTask:
-    return NewTask(
-        request.args,
-        request.creator,
-        request.nonce,
-        request.fee,
-        request.deadline,
-        request.signature,
-        request.stream_deltas,
-    )
+    return NewTask(request.args, request.creator, request.nonce, request.fee, request.deadline, request.signature,
+                   request.stream_deltas)
 
 
 def _task_id(value: str) -> str:
@@ -43,9 +36,7 @@ def _task_id(value: str) -> str:
 
 
 class TaskServicer(task_pb2_grpc.TaskServiceServicer):
-    def __init__(
-        self, intake: TaskIntake, dispatcher: Dispatcher, coordinator_address: str, min_fee: int
-    ) -> None:
+    def __init__(self, intake: TaskIntake, dispatcher: Dispatcher, coordinator_address: str, min_fee: int) -> None:
         self.intake = intake
         self.dispatcher = dispatcher
         self.coordinator_address = coordinator_address
@@ -72,9 +63,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         serde.remember_args_wire(task.args, request.args)  # its assignments reuse the creator's proto
         resp = task_pb2.CreateTaskResponse(task_id=task.task_id)
         if task.type == TaskType.SD:
-            resp.grant.CopyFrom(
-                serde.grant_to_pb(self.dispatcher.grant(task.task_id, task.creator, ("*",), ()))
-            )
+            resp.grant.CopyFrom(serde.grant_to_pb(self.dispatcher.grant(task.task_id, task.creator, ("*",), ())))
         return resp
 
     async def GetTask(self, request, context):

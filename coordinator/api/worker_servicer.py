@@ -57,9 +57,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             verifying_contract=d.verifying_contract))  # fmt: skip
         reg = await self._next(it, "register")
         if reg.info.address and to_checksum_address(reg.info.address) != address:
-            raise Unauthenticated(
-                f"register.info.address {reg.info.address} differs from hello.address {address}"
-            )
+            raise Unauthenticated(f"register.info.address {reg.info.address} differs from hello.address {address}")
         info_hash = keccak(reg.info.SerializeToString(deterministic=True))
         caps = serde.caps_from_info(reg.info, self.dispatcher.settings.max_assignments_per_node)
         session = await self.membership.register(address, nonce, info_hash, reg.signature, caps)
@@ -136,8 +134,6 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             raise InvalidArgument(f"address must be an address, got {request.address!r}", "address")
         address = to_checksum_address(request.address)
         structlog.contextvars.bind_contextvars(node=address)
-        record = self.membership.control(
-            address, int(request.action), int(request.timestamp), request.signature
-        )
+        record = self.membership.control(address, int(request.action), int(request.timestamp), request.signature)
         state = self.dispatcher.node_view_state(record)
         return worker_pb2.ControlNodeResponse(state=serde.NODE_STATE_TO_PB[state])

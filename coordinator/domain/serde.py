@@ -76,9 +76,7 @@ def _args_wire(canon: bytes) -> bytes:
     """Serialized TaskArgs of canonical args JSON (parsed at most once per task while it is recent)."""
     wire = _ARGS_WIRE.get(canon)
     if wire is None:
-        wire = _keep_args_wire(
-            canon, json_format.Parse(canon.decode(), task_pb2.TaskArgs()).SerializeToString()
-        )
+        wire = _keep_args_wire(canon, json_format.Parse(canon.decode(), task_pb2.TaskArgs()).SerializeToString())
     return wire
 
 
@@ -116,9 +114,7 @@ def assignment_to_pb(a: Assignment) -> task_pb2.Assignment:
     )  # fmt: skip
 
 
-def task_to_pb(
-    task: Task, assignments: list[Assignment] | None = None, *, with_args: bool = True
-) -> task_pb2.Task:
+def task_to_pb(task: Task, assignments: list[Assignment] | None = None, *, with_args: bool = True) -> task_pb2.Task:
     pb = task_pb2.Task(
         task_id=task.task_id, type=TASK_TYPE_TO_PB[task.type], state=TASK_STATE_TO_PB[task.state],
         creator=task.creator, nonce=task.nonce, fee=str(task.fee), deadline=task.deadline,
@@ -132,11 +128,8 @@ def task_to_pb(
     if task.state in (TaskState.VALIDATED, TaskState.SETTLED) and task.result_hash:
         pb.result.CopyFrom(
             task_pb2.TaskResult(
-                result_hash=task.result_hash,
-                output_json=task.output.decode("utf-8", "replace"),
-                nodes=list(task.result_nodes),
-                validation=task.validation,
-                validated_at_ms=task.validated_ms,
+                result_hash=task.result_hash, output_json=task.output.decode("utf-8", "replace"),
+                nodes=list(task.result_nodes), validation=task.validation, validated_at_ms=task.validated_ms,
             )  # fmt: skip
         )
     elif task.state == TaskState.ABORTED and task.validation:
@@ -170,9 +163,7 @@ def outgoing_to_pb(msg: Outgoing) -> worker_pb2.ConnectResponse:
         return worker_pb2.ConnectResponse(ack=worker_pb2.Ack(assignment_id=msg.assignment_id))
     if isinstance(msg, CancelMsg):
         return worker_pb2.ConnectResponse(
-            cancel=worker_pb2.CancelAssignment(
-                assignment_id=msg.assignment_id, task_id=msg.task_id, reason=msg.reason
-            )
+            cancel=worker_pb2.CancelAssignment(assignment_id=msg.assignment_id, task_id=msg.task_id, reason=msg.reason)
         )
     if isinstance(msg, DrainMsg):
         return worker_pb2.ConnectResponse(drain=worker_pb2.Drain(reason=msg.reason))
@@ -184,9 +175,7 @@ def outgoing_to_pb(msg: Outgoing) -> worker_pb2.ConnectResponse:
 
 
 def outgoing_batch_to_pb(msgs: list[Outgoing]) -> worker_pb2.ConnectResponse:
-    return worker_pb2.ConnectResponse(
-        batch=worker_pb2.ConnectResponseBatch(messages=[outgoing_to_pb(m) for m in msgs])
-    )
+    return worker_pb2.ConnectResponse(batch=worker_pb2.ConnectResponseBatch(messages=[outgoing_to_pb(m) for m in msgs]))
 
 
 def node_to_pb(record: NodeRecord, state: NodeState, *, connected: bool, running: list[str], qos: float,

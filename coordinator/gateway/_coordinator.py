@@ -19,27 +19,17 @@ __all__ = ["CoordinatorClient"]
 
 
 class CoordinatorClient:
-    def __init__(
-        self,
-        target: str,
-        *,
-        admin_token: str = "",
-        rpc_timeout: timedelta = timedelta(seconds=10),
-        tls_ca: Path | None = None,
-        insecure: bool = False,
-        channel: grpc.aio.Channel | None = None,
-    ) -> None:
+    def __init__(self, target: str, *, admin_token: str = "", rpc_timeout: timedelta = timedelta(seconds=10),
+                 tls_ca: Path | None = None, insecure: bool = False,
+                 channel: grpc.aio.Channel | None = None) -> None:
         self.target = target
         if channel is None:
             from coordinator.tls import client_credentials
 
             options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
             creds = client_credentials(target, tls_ca, insecure)
-            channel = (
-                grpc.aio.secure_channel(target, creds, options=options)
-                if creds
-                else grpc.aio.insecure_channel(target, options=options)
-            )
+            channel = (grpc.aio.secure_channel(target, creds, options=options) if creds
+                       else grpc.aio.insecure_channel(target, options=options))
         self._channel = channel
         self._tasks = task_pb2_grpc.TaskServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
@@ -66,13 +56,10 @@ class CoordinatorClient:
     async def get_task(self, task_id: str) -> task_pb2.Task:
         return (await self._call(self._tasks.GetTask, task_pb2.GetTaskRequest(task_id=task_id))).task
 
-    async def watch_task(
-        self, task_id: str, *, include_deltas: bool, deadline: timedelta
-    ) -> AsyncIterator[task_pb2.WatchTaskResponse]:
-        call = self._tasks.WatchTask(
-            task_pb2.WatchTaskRequest(task_id=task_id, include_deltas=include_deltas),
-            timeout=deadline.total_seconds(),
-        )
+    async def watch_task(self, task_id: str, *, include_deltas: bool,
+                         deadline: timedelta) -> AsyncIterator[task_pb2.WatchTaskResponse]:
+        call = self._tasks.WatchTask(task_pb2.WatchTaskRequest(task_id=task_id, include_deltas=include_deltas),
+                                     timeout=deadline.total_seconds())
         try:
             async for event in call:
                 yield event
@@ -96,9 +83,7 @@ class CoordinatorClient:
         return list(resp.nodes)
 
     async def list_tasks(self, limit: int = 50) -> list[task_pb2.Task]:
-        resp = await self._call(
-            self._admin.ListTasks, admin_pb2.ListTasksRequest(limit=limit), self._admin_md
-        )
+        resp = await self._call(self._admin.ListTasks, admin_pb2.ListTasksRequest(limit=limit), self._admin_md)
         return list(resp.tasks)
 
     async def stats(self) -> admin_pb2.GetStatsResponse:

@@ -14,14 +14,9 @@ from helium.v1 import sd_pb2, task_pb2
 __all__ = ["image_request_to_args", "image_task_document", "read_task_images"]
 
 _PARAM_OF_FIELD = {
-    "base_model": "model",
-    "task_config.image_width": "size",
-    "task_config.image_height": "size",
-    "task_config.num_images": "n",
-    "task_config.steps": "steps",
-    "task_config.seed": "seed",
-    "task_config.cfg": "cfg",
-    "scheduler.method": "scheduler",
+    "base_model": "model", "task_config.image_width": "size", "task_config.image_height": "size",
+    "task_config.num_images": "n", "task_config.steps": "steps", "task_config.seed": "seed",
+    "task_config.cfg": "cfg", "scheduler.method": "scheduler",
 }
 
 
@@ -29,9 +24,8 @@ def _size(size: str) -> tuple[int, int]:
     try:
         w, h = (int(x) for x in size.lower().split("x"))
     except ValueError:
-        raise InvalidRequestError(
-            f"size must be WIDTHxHEIGHT, for example 512x512, got {size!r}", param="size"
-        ) from None
+        raise InvalidRequestError(f"size must be WIDTHxHEIGHT, for example 512x512, got {size!r}",
+                                  param="size") from None
     if not (64 <= w <= 2048 and 64 <= h <= 2048) or w % 8 or h % 8:
         raise InvalidRequestError(f"size must be multiples of 8 within 64..2048, got {size!r}", param="size")
     return w, h
@@ -76,9 +70,7 @@ def image_request_to_args(req: ImageGenerationRequest) -> task_pb2.TaskArgs:
     return task_pb2.TaskArgs(sd=task)
 
 
-async def read_task_images(
-    channel, account, domain, task: task_pb2.Task, grant: task_pb2.RelayGrant
-) -> list[bytes]:
+async def read_task_images(channel, account, domain, task: task_pb2.Task, grant: task_pb2.RelayGrant) -> list[bytes]:
     """The validated task's PNGs, read from the relay under a matching node's result slots with the creator's
     grant; each is checked against the sha256 in the validated manifest."""
     import hashlib
@@ -96,8 +88,6 @@ async def read_task_images(
         index = int(record.get("index", i))
         data = await relay.get(task.task_id, f"result/{node}/{index}", grant=grant)
         if record.get("sha256") and hashlib.sha256(data).hexdigest() != record["sha256"]:
-            raise ValueError(
-                f"image {index} of task {task.task_id}: sha256 differs from the validated manifest"
-            )
+            raise ValueError(f"image {index} of task {task.task_id}: sha256 differs from the validated manifest")
         images.append(data)
     return images

@@ -59,17 +59,11 @@ def _content_text(msg: ChatMessage, i: int) -> str:
 
 
 def _message(msg: ChatMessage, i: int) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "role": "system" if msg.role == "developer" else msg.role,
-        "content": _content_text(msg, i),
-    }
+    out: dict[str, Any] = {"role": "system" if msg.role == "developer" else msg.role,
+                           "content": _content_text(msg, i)}
     if msg.tool_calls:
         out["tool_calls"] = [
-            {
-                "id": tc.id,
-                "type": "function",
-                "function": {"name": tc.function.name, "arguments": tc.function.arguments},
-            }
+            {"id": tc.id, "type": "function", "function": {"name": tc.function.name, "arguments": tc.function.arguments}}
             for tc in msg.tool_calls
         ]
     if msg.tool_call_id:
@@ -83,15 +77,12 @@ def _refuse_unsupported(req: ChatCompletionRequest) -> None:
     for name in ("presence_penalty", "frequency_penalty"):
         value = getattr(req, name)
         if value not in (None, 0, 0.0):
-            raise InvalidRequestError(
-                f"{name} is not supported (use repetition_penalty), got {value}", param=name
-            )
+            raise InvalidRequestError(f"{name} is not supported (use repetition_penalty), got {value}", param=name)
     if req.logprobs:
         raise InvalidRequestError("logprobs is not supported", param="logprobs")
     if req.response_format and req.response_format.get("type", "text") != "text":
         raise InvalidRequestError(
-            f"response_format.type must be 'text', got {req.response_format.get('type')!r}",
-            param="response_format",
+            f"response_format.type must be 'text', got {req.response_format.get('type')!r}", param="response_format"
         )
     if req.tool_choice not in (None, "auto", "none"):
         raise InvalidRequestError("tool_choice must be 'auto' or 'none'", param="tool_choice")
@@ -99,11 +90,7 @@ def _refuse_unsupported(req: ChatCompletionRequest) -> None:
         raise InvalidRequestError(f"n must be >= 1, got {req.n}", param="n")
     if req.seed is not None and req.seed < 0:
         raise InvalidRequestError(f"seed must be >= 0, got {req.seed}", param="seed")
-    if (
-        req.max_tokens is not None
-        and req.max_completion_tokens is not None
-        and req.max_tokens != req.max_completion_tokens
-    ):
+    if req.max_tokens is not None and req.max_completion_tokens is not None and req.max_tokens != req.max_completion_tokens:
         raise InvalidRequestError("give max_tokens or max_completion_tokens, not both", param="max_tokens")
 
 
@@ -140,10 +127,7 @@ def _generation_config(req: ChatCompletionRequest) -> dict[str, Any]:
 def chat_task_document(req: ChatCompletionRequest) -> dict[str, Any]:
     """The GPT task JSON (the GptTask JSON mapping) for one chat-completion request."""
     _refuse_unsupported(req)
-    doc: dict[str, Any] = {
-        "model": req.model,
-        "messages": [_message(m, i) for i, m in enumerate(req.messages)],
-    }
+    doc: dict[str, Any] = {"model": req.model, "messages": [_message(m, i) for i, m in enumerate(req.messages)]}
     if req.tools and req.tool_choice != "none":
         doc["tools"] = [t.model_dump(exclude_none=True) for t in req.tools]
     gc = _generation_config(req)
@@ -194,7 +178,5 @@ def parse_fee(raw: int | str | None, default: int, min_fee: int) -> int:
     except (TypeError, ValueError):
         raise InvalidRequestError(f"fee must be an integer number of wei, got {raw!r}", param="fee") from None
     if fee < min_fee:
-        raise InvalidRequestError(
-            f"fee must be >= the network's min_fee {min_fee} wei, got {fee}", param="fee"
-        )
+        raise InvalidRequestError(f"fee must be >= the network's min_fee {min_fee} wei, got {fee}", param="fee")
     return fee

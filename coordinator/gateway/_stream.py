@@ -61,14 +61,8 @@ class StreamVerifier:
     # --- deltas -----------------------------------------------------------------------------------
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        return {
-            "id": self.chunk_id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-            **extra,
-        }
+        return {"id": self.chunk_id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": choices, **extra}
 
     def on_delta(self, node: str, seq: int, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         """The chunks to forward now for one node delta (finish_reason and usage withheld)."""
@@ -81,9 +75,7 @@ class StreamVerifier:
         if self._last_seq is not None and seq <= self._last_seq:
             return []
         if seq != (0 if self._last_seq is None else self._last_seq + 1):
-            self.frozen = (
-                True  # a lost delta (or the watch began late): the validated answer supplies the rest
-            )
+            self.frozen = True  # a lost delta (or the watch began late): the validated answer supplies the rest
             return []
         self._last_seq = seq
         out = []
@@ -117,9 +109,8 @@ class StreamVerifier:
 
     # --- the validated answer ---------------------------------------------------------------------
 
-    def on_validated(
-        self, output: dict[str, Any], helium: dict[str, Any], include_usage: bool = False
-    ) -> list[dict[str, Any]]:
+    def on_validated(self, output: dict[str, Any], helium: dict[str, Any],
+                     include_usage: bool = False) -> list[dict[str, Any]]:
         """The remaining chunks and the final chunk; raises StreamVerificationError when the streamed
         tokens are not a prefix of the validated answer."""
         choices = {int(c.get("index", i)): c for i, c in enumerate(output.get("choices") or ())}
@@ -133,9 +124,7 @@ class StreamVerifier:
             delta = self._remainder(index, st, msg)
             if delta:
                 rest.append({"index": index, "delta": delta, "finish_reason": None})
-            final.append(
-                {"index": index, "delta": {}, "finish_reason": choices[index].get("finish_reason") or "stop"}
-            )
+            final.append({"index": index, "delta": {}, "finish_reason": choices[index].get("finish_reason") or "stop"})
         out = [self._chunk([c]) for c in rest]
         out.append(self._chunk(final, helium=helium))
         if include_usage and output.get("usage"):
@@ -149,8 +138,8 @@ class StreamVerifier:
         delta: dict[str, Any] = {}
         if not st.role_sent:
             delta["role"] = "assistant"
-        if content[len(st.content) :]:
-            delta["content"] = content[len(st.content) :]
+        if content[len(st.content):]:
+            delta["content"] = content[len(st.content):]
         validated_calls = msg.get("tool_calls") or []
         calls = []
         for k in st.tool_calls:
@@ -166,8 +155,8 @@ class StreamVerifier:
             if not got["name"]:
                 part.update(id=vc.get("id", ""), type="function")
                 part["function"] = {"name": name, "arguments": args}
-            elif args[len(got["arguments"]) :]:
-                part["function"] = {"arguments": args[len(got["arguments"]) :]}
+            elif args[len(got["arguments"]):]:
+                part["function"] = {"arguments": args[len(got["arguments"]):]}
             else:
                 continue
             calls.append(part)
@@ -182,9 +171,6 @@ class StreamVerifier:
         )
 
     def error_chunk(self, exc: Exception) -> dict[str, Any]:
-        body = (
-            exc.body()["error"]
-            if hasattr(exc, "body")
-            else {"message": str(exc), "type": "server_error", "param": None, "code": "internal_error"}
-        )
+        body = exc.body()["error"] if hasattr(exc, "body") else {
+            "message": str(exc), "type": "server_error", "param": None, "code": "internal_error"}
         return {"error": {**body, "task_id": self.task_id}}

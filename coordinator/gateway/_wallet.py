@@ -40,23 +40,15 @@ class GatewayWallet:
         """The creator key (signs relay reads of its own tasks' blobs)."""
         return self._account
 
-    def sign(
-        self,
-        args: task_pb2.TaskArgs,
-        *,
-        fee: int,
-        deadline: timedelta,
-        domain: signing.Domain,
-        now: float | None = None,
-    ) -> SignedTask:
+    def sign(self, args: task_pb2.TaskArgs, *, fee: int, deadline: timedelta, domain: signing.Domain,
+             now: float | None = None) -> SignedTask:
         nonce = self._keys.next_nonce()
         digest = args_hash(args)
         task_id = signing.compute_task_id(self.address, nonce, digest)
         expires = int((time.time() if now is None else now) + deadline.total_seconds())
         signature = signing.sign_task(self._account, domain, task_id, digest, fee, nonce, expires)
-        req = task_pb2.CreateTaskRequest(
-            args=args, creator=self.address, nonce=nonce, fee=str(fee), deadline=expires, signature=signature
-        )
+        req = task_pb2.CreateTaskRequest(args=args, creator=self.address, nonce=nonce, fee=str(fee),
+                                         deadline=expires, signature=signature)
         return SignedTask(task_id="0x" + task_id.hex(), request=req)
 
     def sign_cancel(self, task_id: str, domain: signing.Domain) -> bytes:

@@ -22,9 +22,8 @@ def _serving(request: Request) -> GatewayServing:
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(
-    body: ChatCompletionRequest, request: Request, authorization: str | None = Header(default=None)
-) -> Response:
+async def chat_completions(body: ChatCompletionRequest, request: Request,
+                           authorization: str | None = Header(default=None)) -> Response:
     serving = _serving(request)
     key = serving.authorize(authorization)
     if body.stream:
@@ -41,9 +40,8 @@ async def list_models(request: Request) -> ModelList:
 
 
 @router.post("/v1/images/generations")
-async def image_generations(
-    body: ImageGenerationRequest, request: Request, authorization: str | None = Header(default=None)
-) -> JSONResponse:
+async def image_generations(body: ImageGenerationRequest, request: Request,
+                            authorization: str | None = Header(default=None)) -> JSONResponse:
     serving = _serving(request)
     key = serving.authorize(authorization)
     answer, headers = await serving.generate_images(body, key, base_url=str(request.base_url).rstrip("/"))

@@ -46,24 +46,15 @@ def _param_of_loc(loc: tuple) -> str:
     return out
 
 
-def create_app(
-    settings: GatewaySettings,
-    *,
-    coordinator: CoordinatorClient | None = None,
-    keys: KeyStore | None = None,
-    wallet: GatewayWallet | None = None,
-    limiter: RateLimiter | None = None,
-) -> FastAPI:
+def create_app(settings: GatewaySettings, *, coordinator: CoordinatorClient | None = None,
+               keys: KeyStore | None = None, wallet: GatewayWallet | None = None,
+               limiter: RateLimiter | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_client = coordinator is None
-        client = coordinator or CoordinatorClient(
-            settings.coordinator,
-            admin_token=settings.admin_token,
-            rpc_timeout=settings.rpc_timeout,
-            tls_ca=settings.tls_ca,
-            insecure=settings.insecure,
-        )
+        client = coordinator or CoordinatorClient(settings.coordinator, admin_token=settings.admin_token,
+                                                  rpc_timeout=settings.rpc_timeout, tls_ca=settings.tls_ca,
+                                                  insecure=settings.insecure)
         store = keys or KeyStore(settings.keys_db_path)
         purse = wallet or GatewayWallet(settings.creator_key_path, store)
         app.state.serving = GatewayServing(settings, client, store, purse, limiter)
@@ -99,14 +90,8 @@ def create_app(
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = _param_of_loc(tuple(first.get("loc", ())))
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        body = {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": param or None,
-                "code": "invalid_value",
-            }
-        }
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": param or None,
+                          "code": "invalid_value"}}
         return JSONResponse(body, status_code=400)
 
     @app.exception_handler(Exception)
@@ -160,14 +145,9 @@ class GatewayServer:
         await self._task
 
 
-async def serve_gateway(
-    settings: GatewaySettings,
-    grpc_target: str | None = None,
-    *,
-    admin_token: str | None = None,
-    startup_timeout: float = 15.0,
-    **collaborators,
-) -> GatewayServer:
+async def serve_gateway(settings: GatewaySettings, grpc_target: str | None = None, *,
+                        admin_token: str | None = None, startup_timeout: float = 15.0,
+                        **collaborators) -> GatewayServer:
     """Starts the gateway on settings.host:settings.http_port (0 = any free port) in this event loop.
 
     `grpc_target` (the coordinator's gRPC address) and `admin_token` override the settings."""
@@ -180,9 +160,7 @@ async def serve_gateway(
     app = create_app(settings, **collaborators)
     sock = socket.create_server((settings.host, settings.http_port), reuse_port=False)
     sock.setblocking(False)
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5
-    )
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5)
     server = _QuietServer(config)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     deadline = time.monotonic() + startup_timeout

@@ -25,15 +25,8 @@ def embedded_settings(app: Any) -> GatewaySettings:
     c = app.config
     host = "127.0.0.1" if c.host in _ANY else c.host
     target = f"[{host}]:{app.port}" if ":" in host else f"{host}:{app.port}"
-    flags = {
-        "data_dir": c.data_dir,
-        "host": c.host,
-        "http_port": c.http_port,
-        "coordinator": target,
-        "admin_token": app.admin_token,
-        "tls_ca": c.tls_cert,
-        "insecure": c.insecure,
-    }
+    flags = {"data_dir": c.data_dir, "host": c.host, "http_port": c.http_port, "coordinator": target,
+             "admin_token": app.admin_token, "tls_ca": c.tls_cert, "insecure": c.insecure}
     return load_settings(GatewaySettings, flags, section="gateway")
 
 

@@ -83,29 +83,19 @@ class ApiKey:
 
     def as_dict(self) -> dict:
         return {
-            "id": self.id,
-            "name": self.name,
-            "hint": self.hint,
-            "created_at": self.created_at,
-            "revoked": self.revoked,
-            "rate_per_min": self.rate_per_min,
+            "id": self.id, "name": self.name, "hint": self.hint, "created_at": self.created_at,
+            "revoked": self.revoked, "rate_per_min": self.rate_per_min,
             "spend_limit_wei": None if self.spend_limit_wei is None else str(self.spend_limit_wei),
-            "spent_wei": str(self.spent_wei),
-            "reserved_wei": str(self.reserved_wei),
+            "spent_wei": str(self.spent_wei), "reserved_wei": str(self.reserved_wei),
         }
 
 
 def _row_to_key(row: sqlite3.Row) -> ApiKey:
     return ApiKey(
-        id=row["id"],
-        name=row["name"],
-        hint=row["hint"],
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
-        rate_per_min=row["rate_per_min"],
+        id=row["id"], name=row["name"], hint=row["hint"], created_at=row["created_at"],
+        revoked_at=row["revoked_at"], rate_per_min=row["rate_per_min"],
         spend_limit_wei=None if row["spend_limit_wei"] is None else int(row["spend_limit_wei"]),
-        spent_wei=int(row["spent_wei"]),
-        reserved_wei=int(row["reserved_wei"]),
+        spent_wei=int(row["spent_wei"]), reserved_wei=int(row["reserved_wei"]),
     )
 
 
@@ -116,9 +106,8 @@ class KeyStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
+                                   check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: a commit is not fsynced; power loss may drop the last commits (never corrupts).
@@ -155,9 +144,7 @@ class KeyStore:
 
     # --- keys -------------------------------------------------------------------------------------
 
-    def create(
-        self, name: str, *, rate_per_min: int = 60, spend_limit_wei: int | None = None
-    ) -> tuple[str, ApiKey]:
+    def create(self, name: str, *, rate_per_min: int = 60, spend_limit_wei: int | None = None) -> tuple[str, ApiKey]:
         """Makes a key; returns (the secret key, shown only now, and its record)."""
         if rate_per_min < 1:
             raise ValueError(f"rate_per_min must be >= 1, got {rate_per_min}")
@@ -170,15 +157,8 @@ class KeyStore:
             db.execute(
                 "INSERT INTO api_keys(id, name, key_hash, hint, created_at, rate_per_min, spend_limit_wei)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key_id,
-                    name,
-                    self._hash(secret),
-                    hint,
-                    int(time.time()),
-                    rate_per_min,
-                    None if spend_limit_wei is None else str(spend_limit_wei),
-                ),
+                (key_id, name, self._hash(secret), hint, int(time.time()), rate_per_min,
+                 None if spend_limit_wei is None else str(spend_limit_wei)),
             )
         return secret, self.get(key_id)
 
@@ -196,14 +176,9 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> ApiKey:
         with self._tx() as db:
-            cur = db.execute(
-                "UPDATE api_keys SET revoked_at=? WHERE id=? AND revoked_at IS NULL",
-                (int(time.time()), key_id),
-            )
-            if (
-                cur.rowcount == 0
-                and db.execute("SELECT 1 FROM api_keys WHERE id=?", (key_id,)).fetchone() is None
-            ):
+            cur = db.execute("UPDATE api_keys SET revoked_at=? WHERE id=? AND revoked_at IS NULL",
+                             (int(time.time()), key_id))
+            if cur.rowcount == 0 and db.execute("SELECT 1 FROM api_keys WHERE id=?", (key_id,)).fetchone() is None:
                 raise KeyError(key_id)
         return self.get(key_id)
 
@@ -212,9 +187,7 @@ class KeyStore:
         if not secret:
             raise AuthenticationError("missing API key: send 'Authorization: Bearer sk-helium-...'")
         with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM api_keys WHERE key_hash=?", (self._hash(secret),)
-            ).fetchone()
+            row = self._db.execute("SELECT * FROM api_keys WHERE key_hash=?", (self._hash(secret),)).fetchone()
         if row is None:
             raise AuthenticationError("invalid API key")
         key = _row_to_key(row)
@@ -231,23 +204,15 @@ class KeyStore:
             if row is None:
                 raise AuthenticationError("invalid API key")
             key = _row_to_key(row)
-            if (
-                key.spend_limit_wei is not None
-                and key.spent_wei + key.reserved_wei + fee_wei > key.spend_limit_wei
-            ):
+            if key.spend_limit_wei is not None and key.spent_wei + key.reserved_wei + fee_wei > key.spend_limit_wei:
                 raise PaymentRequiredError(
                     f"API key {key.id} spending limit reached: limit {key.spend_limit_wei} wei, spent "
                     f"{key.spent_wei}, reserved {key.reserved_wei}, this request's fee {fee_wei}",
-                    code="spending_limit_reached",
-                    param="fee",
+                    code="spending_limit_reached", param="fee",
                 )
-            db.execute(
-                "INSERT INTO reservations(task_id, key_id, fee_wei, created_at) VALUES (?, ?, ?, ?)",
-                (task_id, key_id, str(fee_wei), int(time.time())),
-            )
-            db.execute(
-                "UPDATE api_keys SET reserved_wei=? WHERE id=?", (str(key.reserved_wei + fee_wei), key_id)
-            )
+            db.execute("INSERT INTO reservations(task_id, key_id, fee_wei, created_at) VALUES (?, ?, ?, ?)",
+                       (task_id, key_id, str(fee_wei), int(time.time())))
+            db.execute("UPDATE api_keys SET reserved_wei=? WHERE id=?", (str(key.reserved_wei + fee_wei), key_id))
 
     def _finish(self, task_id: str, commit: bool) -> bool:
         with self._tx() as db:
@@ -257,10 +222,8 @@ class KeyStore:
             key = _row_to_key(db.execute("SELECT * FROM api_keys WHERE id=?", (res["key_id"],)).fetchone())
             fee = int(res["fee_wei"])
             spent = key.spent_wei + fee if commit else key.spent_wei
-            db.execute(
-                "UPDATE api_keys SET reserved_wei=?, spent_wei=? WHERE id=?",
-                (str(max(0, key.reserved_wei - fee)), str(spent), key.id),
-            )
+            db.execute("UPDATE api_keys SET reserved_wei=?, spent_wei=? WHERE id=?",
+                       (str(max(0, key.reserved_wei - fee)), str(spent), key.id))
             db.execute("DELETE FROM reservations WHERE task_id=?", (task_id,))
             return True
 
@@ -282,10 +245,8 @@ class KeyStore:
         with self._tx() as db:
             row = db.execute("SELECT v FROM meta WHERE k='wallet_nonce'").fetchone()
             nonce = max(int(row[0]) + 1 if row else 0, now_us())
-            db.execute(
-                "INSERT INTO meta(k, v) VALUES ('wallet_nonce', ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
-                (str(nonce),),
-            )
+            db.execute("INSERT INTO meta(k, v) VALUES ('wallet_nonce', ?) "
+                       "ON CONFLICT(k) DO UPDATE SET v=excluded.v", (str(nonce),))
         return nonce
 
 

@@ -26,9 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("create", parents=[common], help="make a key (printed once)")
     c.add_argument("--name", required=True)
-    c.add_argument(
-        "--rate-per-min", type=int, default=None, help="requests per minute (default: the setting)"
-    )
+    c.add_argument("--rate-per-min", type=int, default=None, help="requests per minute (default: the setting)")
     c.add_argument("--spend-limit-wei", type=int, default=None, help="total fees this key may spend")
     sub.add_parser("list", parents=[common], help="list keys (never the secrets)")
     r = sub.add_parser("revoke", parents=[common], help="revoke a key by id")
@@ -39,9 +37,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        settings = load_settings(
-            GatewaySettings, {"data_dir": args.data_dir}, section="gateway", config_file=args.config
-        )
+        settings = load_settings(GatewaySettings, {"data_dir": args.data_dir}, section="gateway",
+                                 config_file=args.config)
     except ConfigError as exc:
         print(f"helium keys: {exc}", file=sys.stderr)
         return 2
@@ -57,10 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(json.dumps({"key": secret, **key.as_dict()}))
             else:
-                print(
-                    f"{key.id}  {key.name}  rate={key.rate_per_min}/min  "
-                    f"spend_limit_wei={key.spend_limit_wei if key.spend_limit_wei is not None else 'none'}"
-                )
+                print(f"{key.id}  {key.name}  rate={key.rate_per_min}/min  "
+                      f"spend_limit_wei={key.spend_limit_wei if key.spend_limit_wei is not None else 'none'}")
                 print(f"key: {secret}")
                 print("Store it now: it is not shown again.")
         elif args.command == "list":
@@ -71,10 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                 for k in keys:
                     limit = k.spend_limit_wei if k.spend_limit_wei is not None else "none"
                     state = "revoked" if k.revoked else "active"
-                    print(
-                        f"{k.id}  {k.name}  {k.hint}  {state}  rate={k.rate_per_min}/min  "
-                        f"spent={k.spent_wei} reserved={k.reserved_wei} limit={limit}"
-                    )
+                    print(f"{k.id}  {k.name}  {k.hint}  {state}  rate={k.rate_per_min}/min  "
+                          f"spent={k.spent_wei} reserved={k.reserved_wei} limit={limit}")
         elif args.command == "revoke":
             try:
                 key = store.revoke(args.key_id)

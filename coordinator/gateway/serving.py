@@ -71,12 +71,8 @@ def helium_field(task: task_pb2.Task, streamed_by: str = "") -> dict[str, Any]:
         "settlement_tx": task.settlement_tx,
         "streamed_by": streamed_by,
         "assignments": [
-            {
-                "node": a.node,
-                "state": _ASTATE.get(a.state, "unspecified"),
-                "matched": a.matched,
-                "submission_order": a.submission_order,
-            }
+            {"node": a.node, "state": _ASTATE.get(a.state, "unspecified"), "matched": a.matched,
+             "submission_order": a.submission_order}
             for a in task.assignments
         ],
     }
@@ -86,28 +82,16 @@ def task_summary(task: task_pb2.Task) -> dict[str, Any]:
     """A task as the pages and `GET /v1/tasks/{id}` show it."""
     model = task.args.gpt.model if task.args.WhichOneof("kind") == "gpt" else task.args.sd.base_model.name
     return {
-        "task_id": task.task_id,
-        "type": _TYPE.get(task.type, "unspecified"),
-        "model": model,
-        "state": _STATE.get(task.state, "unspecified"),
-        "fee": task.fee,
-        "creator": task.creator,
-        "created_at_ms": task.created_at_ms,
-        "updated_at_ms": task.updated_at_ms,
-        "reason": task.reason,
+        "task_id": task.task_id, "type": _TYPE.get(task.type, "unspecified"), "model": model,
+        "state": _STATE.get(task.state, "unspecified"), "fee": task.fee, "creator": task.creator,
+        "created_at_ms": task.created_at_ms, "updated_at_ms": task.updated_at_ms, "reason": task.reason,
         **{k: v for k, v in helium_field(task).items() if k not in ("task_id", "state")},
     }
 
 
 class GatewayServing:
-    def __init__(
-        self,
-        settings: GatewaySettings,
-        coordinator: CoordinatorClient,
-        keys: KeyStore,
-        wallet: GatewayWallet,
-        limiter: RateLimiter | None = None,
-    ) -> None:
+    def __init__(self, settings: GatewaySettings, coordinator: CoordinatorClient, keys: KeyStore,
+                 wallet: GatewayWallet, limiter: RateLimiter | None = None) -> None:
         self.settings = settings
         self.coordinator = coordinator
         self.keys = keys
@@ -152,9 +136,8 @@ class GatewayServing:
         fee = parse_fee(raw_fee, self.settings.default_fee_wei, int(info.min_fee or 0))
         domain = Domain(chain_id=int(info.chain_id), verifying_contract=info.verifying_contract)
         # EIP-712 signing takes milliseconds of pure Python: keep it off the event loop.
-        signed = await asyncio.to_thread(
-            self.wallet.sign, args, fee=fee, deadline=self.settings.task_deadline, domain=domain
-        )
+        signed = await asyncio.to_thread(self.wallet.sign, args, fee=fee, deadline=self.settings.task_deadline,
+                                         domain=domain)
         signed.request.stream_deltas = stream  # nodes stream token deltas only when a client will read them
         if key is not None:
             self.keys.reserve(key.id, signed.task_id, fee)
@@ -179,9 +162,8 @@ class GatewayServing:
         """Watches one task to its end: commits or releases its key's reservation."""
         final = None
         try:
-            async for ev in self.coordinator.watch_task(
-                task_id, include_deltas=False, deadline=self.settings.task_deadline
-            ):
+            async for ev in self.coordinator.watch_task(task_id, include_deltas=False,
+                                                         deadline=self.settings.task_deadline):
                 if ev.HasField("task") and ev.task.state in _DONE_STATES + _FAILED_STATES:
                     final = ev.task
                     break
@@ -220,10 +202,8 @@ class GatewayServing:
         if any(m.model == model and m.type == task_type for m in await self._model_infos()):
             return
         raise ServiceUnavailableError(
-            f"no available node can serve model {model!r} now (see GET /v1/models)",
-            code="model_not_available",
-            param="model",
-        )
+            f"no available node can serve model {model!r} now (see GET /v1/models)", code="model_not_available",
+            param="model")
 
     async def wait_validated(self, task_id: str) -> task_pb2.Task:
         """The task once VALIDATED (or SETTLED); TaskFailedError if aborted, GatewayTimeoutError if late."""
@@ -241,17 +221,10 @@ class GatewayServing:
         task = await self.coordinator.get_task(task_id)
         if task.state in _DONE_STATES:
             return task
-        raise (
-            _failed(task)
-            if task.state in _FAILED_STATES
-            else TaskFailedError(
-                f"task {task_id}: watch ended in state {_STATE.get(task.state)}", code="watch_ended"
-            )
-        )
+        raise _failed(task) if task.state in _FAILED_STATES else TaskFailedError(
+            f"task {task_id}: watch ended in state {_STATE.get(task.state)}", code="watch_ended")
 
-    async def complete_chat(
-        self, req: ChatCompletionRequest, key: ApiKey | None
-    ) -> tuple[dict, dict[str, str]]:
+    async def complete_chat(self, req: ChatCompletionRequest, key: ApiKey | None) -> tuple[dict, dict[str, str]]:
         started = time.monotonic()
         sub = await self.submit_chat(req, key)
         task = await self.wait_validated(sub.task_id)
@@ -260,9 +233,8 @@ class GatewayServing:
         metrics.observe_gateway_answer("complete", time.monotonic() - started)
         return body, _headers(task.task_id, task.result.validation)
 
-    async def stream_chat(
-        self, req: ChatCompletionRequest, key: ApiKey | None
-    ) -> tuple[dict[str, str], AsyncIterator[str]]:
+    async def stream_chat(self, req: ChatCompletionRequest,
+                          key: ApiKey | None) -> tuple[dict[str, str], AsyncIterator[str]]:
         """Creates the task now (its errors are HTTP errors), then returns the SSE body."""
         started = time.monotonic()
         sub = await self.submit_chat(req, key)
@@ -276,9 +248,7 @@ class GatewayServing:
         first = True
         try:
             async with asyncio.timeout(timeout.total_seconds()):
-                async for ev in self.coordinator.watch_task(
-                    sub.task_id, include_deltas=True, deadline=timeout
-                ):
+                async for ev in self.coordinator.watch_task(sub.task_id, include_deltas=True, deadline=timeout):
                     if ev.HasField("delta"):
                         d = ev.delta
                         for chunk in verifier.on_delta(d.node, d.seq, json.loads(d.chunk_json)):
@@ -290,9 +260,7 @@ class GatewayServing:
                     task = ev.task
                     if task.state in _DONE_STATES:
                         output = json.loads(task.result.output_json)
-                        chunks = verifier.on_validated(
-                            output, helium_field(task, verifier.streamer), include_usage
-                        )
+                        chunks = verifier.on_validated(output, helium_field(task, verifier.streamer), include_usage)
                         for chunk in chunks:
                             yield _sse(chunk)
                         yield "data: [DONE]\n\n"
@@ -301,9 +269,8 @@ class GatewayServing:
                         return
                     if task.state in _FAILED_STATES:
                         raise _failed(task)
-            raise TaskFailedError(
-                f"task {sub.task_id}: the coordinator ended the watch before validation", code="watch_ended"
-            )
+            raise TaskFailedError(f"task {sub.task_id}: the coordinator ended the watch before validation",
+                                  code="watch_ended")
         except TimeoutError:
             exc: GatewayError = GatewayTimeoutError(f"task {sub.task_id} was not validated within {timeout}")
         except GatewayError as err:
@@ -322,14 +289,9 @@ class GatewayServing:
             cards = [{"name": c.name, "vram_bytes": c.vram_bytes} for c in m.cards]
             card = merged.get(m.model)
             if card is None:
-                merged[m.model] = ModelCard(
-                    id=m.model,
-                    type=_TYPE.get(m.type, "unspecified"),
-                    types=[_TYPE.get(m.type, "unspecified")],
-                    cards=cards,
-                    nodes=m.nodes,
-                    loaded_nodes=m.loaded_nodes,
-                )
+                merged[m.model] = ModelCard(id=m.model, type=_TYPE.get(m.type, "unspecified"),
+                                            types=[_TYPE.get(m.type, "unspecified")], cards=cards,
+                                            nodes=m.nodes, loaded_nodes=m.loaded_nodes)
                 continue
             card.types.append(_TYPE.get(m.type, "unspecified"))
             card.cards += [c for c in cards if c not in card.cards]
@@ -343,9 +305,8 @@ class GatewayServing:
         out["output"] = json.loads(task.result.output_json) if task.result.output_json else None
         return out
 
-    async def generate_images(
-        self, req: ImageGenerationRequest, key: ApiKey | None, base_url: str = ""
-    ) -> tuple[dict, dict[str, str]]:
+    async def generate_images(self, req: ImageGenerationRequest, key: ApiKey | None,
+                              base_url: str = "") -> tuple[dict, dict[str, str]]:
         """An SD task; the validated images as base64 PNG (b64_json) or as gateway URLs (url)."""
         import base64
 
@@ -355,21 +316,15 @@ class GatewayServing:
         if not self.settings.images_enabled:
             raise NotImplementedFeatureError(
                 "image generation is switched off on this gateway (images_enabled=false); submit an SD task "
-                "with `helium task submit` instead",
-                param="model",
-            )
+                "with `helium task submit` instead", param="model")
         started = time.monotonic()
         await self.check_model(args.sd.base_model.name, _T.TASK_TYPE_SD)
         sub = await self._submit(args, req.fee, key, args.sd.base_model.name)
         task = await self.wait_validated(sub.task_id)
         if sub.grant is None:
-            raise TaskFailedError(
-                f"task {task.task_id}: the coordinator gave no relay grant to read the images",
-                code="no_grant",
-            )
-        pngs = await read_task_images(
-            self.coordinator.channel, self.wallet.account, sub.domain, task, sub.grant
-        )
+            raise TaskFailedError(f"task {task.task_id}: the coordinator gave no relay grant to read the images",
+                                  code="no_grant")
+        pngs = await read_task_images(self.coordinator.channel, self.wallet.account, sub.domain, task, sub.grant)
         if req.response_format == "url":
             for i, png in enumerate(pngs):
                 self._images.put(f"{task.task_id}/{i}", png)
@@ -383,10 +338,8 @@ class GatewayServing:
     def image_bytes(self, task_id: str, index: int) -> bytes:
         png = self._images.get(f"{task_id}/{index}")
         if png is None:
-            raise NotFoundError(
-                f"image {index} of task {task_id} is not held by this gateway (it keeps the "
-                f"last {self._images.capacity} images served as URLs)"
-            )
+            raise NotFoundError(f"image {index} of task {task_id} is not held by this gateway (it keeps the "
+                                f"last {self._images.capacity} images served as URLs)")
         return png
 
     # --- network page -----------------------------------------------------------------------------
@@ -395,12 +348,8 @@ class GatewayServing:
         stats, nodes = await asyncio.gather(self.coordinator.stats(), self.coordinator.list_nodes())
         return {
             "stats": json_format.MessageToDict(stats, preserving_proto_field_name=True),
-            "nodes": [
-                json_format.MessageToDict(
-                    n, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-                )
-                for n in nodes
-            ],
+            "nodes": [json_format.MessageToDict(n, preserving_proto_field_name=True,
+                                                always_print_fields_with_no_presence=True) for n in nodes],
             "gateway": {"address": self.wallet.address},
         }
 
@@ -431,9 +380,8 @@ class _Lru:
 
 def _failed(task: task_pb2.Task) -> TaskFailedError:
     state = _STATE.get(task.state, "unspecified")
-    return TaskFailedError(
-        f"task {task.task_id} was {state}: {task.reason or 'no reason given'}", code=f"task_{state}"
-    )
+    return TaskFailedError(f"task {task.task_id} was {state}: {task.reason or 'no reason given'}",
+                           code=f"task_{state}")
 
 
 def _headers(task_id: str, validation: str) -> dict[str, str]:

@@ -72,17 +72,11 @@ class ChainStakes:
             self.known[address] = (stake, time.monotonic())
         except (ChainError, *TRANSIENT_ERRORS) as exc:
             cached = self.known.get(address)
-            if (
-                cached is None
-                or time.monotonic() - cached[1] > self.tuning.stale_ok.total_seconds()
-                or self._min is None
-            ):
+            if cached is None or time.monotonic() - cached[1] > self.tuning.stale_ok.total_seconds() or self._min is None:
                 raise Unavailable(f"the chain is unavailable to check the stake of {address}: {exc}") from exc
             stake = cached[0]
         if stake < self._min:
-            raise NotStaked(
-                f"join without stake: node {address} has {stake} wei staked, the minimum is {self._min} wei"
-            )
+            raise NotStaked(f"join without stake: node {address} has {stake} wei staked, the minimum is {self._min} wei")
 
     def stake_of(self, address: str) -> int | None:
         cached = self.known.get(address)
@@ -137,16 +131,12 @@ class ChainDeposits:
             try:
                 entry = await self._read(creator)
             except (ChainError, *TRANSIENT_ERRORS) as exc:
-                raise Unavailable(
-                    f"the chain is unavailable to read the deposit of {creator}: {exc}"
-                ) from exc
+                raise Unavailable(f"the chain is unavailable to read the deposit of {creator}: {exc}") from exc
         elif now - entry[1] > self.tuning.stale_ok.total_seconds():
             try:
                 entry = await self._read(creator)
             except (ChainError, *TRANSIENT_ERRORS) as exc:
-                raise Unavailable(
-                    f"the chain is unavailable to read the deposit of {creator}: {exc}"
-                ) from exc
+                raise Unavailable(f"the chain is unavailable to read the deposit of {creator}: {exc}") from exc
         elif now - entry[1] > self.tuning.deposit_cache_ttl.total_seconds():
             self._refresh(creator)
         value, _, settled_then = entry
@@ -159,9 +149,7 @@ class ChainDeposits:
 def _addresses(config) -> ContractAddresses:
     path = Path(os.environ.get(ADDRESSES_ENV) or Path(config.data_dir) / "chain-addresses.json")
     if not path.exists():
-        raise ValueError(
-            f"chain {config.chain}: contract addresses file {path} not found (set {ADDRESSES_ENV})"
-        )
+        raise ValueError(f"chain {config.chain}: contract addresses file {path} not found (set {ADDRESSES_ENV})")
     return ContractAddresses(**json.loads(path.read_text()))
 
 
@@ -192,9 +180,7 @@ async def chain_parts(config, store, key, devchain=None, *, client: ChainClient 
                 from chain.devchain import DevChain
 
                 data = Path(config.data_dir) / "chain"
-                devchain = opened = await (
-                    DevChain.spawn(data) if config.chain_process else DevChain.open(data)
-                )
+                devchain = opened = await (DevChain.spawn(data) if config.chain_process else DevChain.open(data))
             client = devchain.client(settings=ClientSettings(preflight=tuning.embedded_preflight))
             signer = devchain.keys.coordinator
         else:
@@ -252,9 +238,7 @@ async def chain_parts(config, store, key, devchain=None, *, client: ChainClient 
         elif devchain is None:
             await client.close()
 
-    log.info(
-        "chain_parts_ready", chain=config.chain, coordinator=client.address, ledger=client.addresses.ledger
-    )
+    log.info("chain_parts_ready", chain=config.chain, coordinator=client.address, ledger=client.addresses.ledger)
     return ProtocolParts(
         domain=client.domain, pricer=pricer, selector=WeightedSelector(protocol, rng), stakes=stakes,
         deposits=deposits, settlement=batches, qos=qos, on_kick=on_kick, stats_source=stats_source,

@@ -209,9 +209,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
     def cancel(self, task_id: str, reason: str = "cancelled by its creator") -> Task:
         task, _ = self.get(task_id)
         if task.state != TaskState.QUEUED:
-            raise FailedPrecondition(
-                f"task {task_id} is {task.state.value}; only a queued task can be cancelled"
-            )
+            raise FailedPrecondition(f"task {task_id} is {task.state.value}; only a queued task can be cancelled")
         task = evolve(task, state=TaskState.CANCELLED, reason=reason, updated_ms=self.now_ms())
         self.store.save_task(task)
         self.queue.remove(task_id)
@@ -313,9 +311,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
 
     def grant(self, task_id: str, grantee: str, read: Sequence[str], write: Sequence[str]) -> Grant:
         expires = int(self.clock()) + self.settings.grant_ttl_s
-        sig = signing.sign_relay_grant(
-            self.key, self.domain, bytes.fromhex(task_id[2:]), grantee, read, write, expires
-        )
+        sig = signing.sign_relay_grant(self.key, self.domain, bytes.fromhex(task_id[2:]), grantee, read, write, expires)
         return Grant(task_id, grantee, tuple(read), tuple(write), expires, sig)
 
     # --- node reports ---------------------------------------------------------------------------
@@ -386,9 +382,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             return
         now = self.now_ms()
         if error_kind in (ErrorKind.OUT_OF_MEMORY, ErrorKind.CRASH):
-            a = evolve(
-                a, state=AssignmentState.ERRORED, error_kind=error_kind, error=error[:2000], submitted_ms=now
-            )
+            a = evolve(a, state=AssignmentState.ERRORED, error_kind=error_kind, error=error[:2000], submitted_ms=now)
             self._close_assignment(flight, a, timeout=True)
             self._ack(session, assignment_id)
             self._free(session, assignment_id)

@@ -114,11 +114,7 @@ class TaskQueue:
         the caller may remove tasks while it walks, and a round that stops early copies little."""
         taken, after = 0, None
         while taken < limit:
-            it = (
-                iter(self._items)
-                if after is None
-                else self._items.irange_key(after, inclusive=(False, False))
-            )
+            it = iter(self._items) if after is None else self._items.irange_key(after, inclusive=(False, False))
             part = list(itertools.islice(it, min(chunk, limit - taken)))
             if not part:
                 return
@@ -154,9 +150,7 @@ class CreationPricer:
 
 
 class Selector(Protocol):
-    def pick(
-        self, task: Task, free: Sequence[NodeView], count: int, exclude: frozenset[str]
-    ) -> list[NodeView] | None:
+    def pick(self, task: Task, free: Sequence[NodeView], count: int, exclude: frozenset[str]) -> list[NodeView] | None:
         """`count` distinct free nodes that can run `task` together (GPT: one card), or None."""
 
     def can_ever_run(self, task: Task, registered: Sequence[NodeView]) -> tuple[bool, str]:
@@ -170,9 +164,7 @@ class UniformSelector:
         self.group_size = group_size
         self.rng = rng or random.Random()
 
-    def pick(
-        self, task: Task, free: Sequence[NodeView], count: int, exclude: frozenset[str]
-    ) -> list[NodeView] | None:
+    def pick(self, task: Task, free: Sequence[NodeView], count: int, exclude: frozenset[str]) -> list[NodeView] | None:
         capable = [n for n in free if n.address not in exclude and eligible(task, n.record)]
         if task.type == TaskType.GPT and task.card is None:
             by_card: dict = {}
@@ -200,10 +192,7 @@ class UniformSelector:
             return True, ""
         if len(capable) < self.group_size:
             need = f" with >= {task.min_vram_bytes / 2**30:.1f} GiB VRAM" if task.min_vram_bytes else ""
-            return (
-                False,
-                f"fewer than {self.group_size} registered nodes can run this {task.type.value} task{need}",
-            )
+            return False, f"fewer than {self.group_size} registered nodes can run this {task.type.value} task{need}"
         return True, ""
 
 
@@ -238,7 +227,7 @@ class QosHook(Protocol):
     def on_timeout(self, node: NodeRecord, now_ms: int) -> dict: ...
 
     def verdict(self, node: NodeRecord, now_ms: int) -> str:
-        """ "ok", "excluded" (gets no tasks now) or "kick" (leaves the network, stake returned)."""
+        """"ok", "excluded" (gets no tasks now) or "kick" (leaves the network, stake returned)."""
 
 
 class SettlementHook(Protocol):

@@ -42,9 +42,7 @@ class Housekeeping:
         now = self.now_ms()
         expired = [t for t in self.queue if t.expires_ms < now]
         for task in expired:
-            task = evolve(
-                task, state=TaskState.ABORTED, reason="deadline passed before dispatch", updated_ms=now
-            )
+            task = evolve(task, state=TaskState.ABORTED, reason="deadline passed before dispatch", updated_ms=now)
             self.store.save_task(task)
             self.queue.remove(task.task_id)
             self.events.publish_task(task)
@@ -58,3 +56,4 @@ class Housekeeping:
                 self.events.publish_task(task)
                 self._cancel_open(flight, task.reason)
                 self._maybe_finish(flight)
+

@@ -74,13 +74,7 @@ def _parse_args(args) -> tuple[TaskType, str, str, int, int]:
         from helium.tasks.sd import estimate_vram_bytes, validate_sd_task
 
         validate_sd_task(args.sd)
-        return (
-            TaskType.SD,
-            args.sd.base_model.name,
-            args.sd.dtype or "auto",
-            0,
-            int(estimate_vram_bytes(args.sd)),
-        )
+        return TaskType.SD, args.sd.base_model.name, args.sd.dtype or "auto", 0, int(estimate_vram_bytes(args.sd))
     except TaskArgsError as exc:
         raise InvalidArgument(f"args.{kind}.{exc}" if not str(exc).startswith("args") else str(exc),
                               f"args.{kind}.{exc.field}") from exc  # fmt: skip
@@ -139,9 +133,7 @@ class TaskIntake:
             raise InvalidArgument(f"fee must be >= {max(1, self.settings.min_fee_wei)} wei, got {fee}", "fee")
         now = self.clock()
         if req.deadline <= now:
-            raise InvalidArgument(
-                f"deadline must be in the future, got {req.deadline} (now {int(now)})", "deadline"
-            )
+            raise InvalidArgument(f"deadline must be in the future, got {req.deadline} (now {int(now)})", "deadline")
         if len(req.signature) != 65:
             raise Unauthenticated(f"signature must be 65 bytes, got {len(req.signature)}")
         task_type, model, dtype, qbits, min_vram = _parse_args(req.args)
@@ -208,7 +200,5 @@ class TaskIntake:
         if signer != task.creator:
             raise PermissionDenied(f"only the creator {task.creator} may cancel task {task_id}")
         if task.state != TaskState.QUEUED:
-            raise FailedPrecondition(
-                f"task {task_id} is {task.state.value}; only a queued task can be cancelled"
-            )
+            raise FailedPrecondition(f"task {task_id} is {task.state.value}; only a queued task can be cancelled")
         return self.dispatcher.cancel(task_id)

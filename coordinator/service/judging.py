@@ -39,19 +39,14 @@ class Judging:
         except (signing.SignatureError, ValueError):
             return False
 
-    def _result_problem(
-        self, task: Task, node: str, result_hash: bytes, signature: bytes, phashes: Sequence[int], error_kind
-    ) -> str:
+    def _result_problem(self, task: Task, node: str, result_hash: bytes, signature: bytes, phashes: Sequence[int],
+                        error_kind) -> str:
         """Why a submitted result cannot count (it is then treated like a timeout), or "" when it can.
         An SD result is compared by its pHashes but signed and settled by its hash, so the two must agree:
         the chain pays an SD result only when its hash is sd_result_hash(its pHashes)."""
         if not self._signature_ok(task, node, result_hash, signature):
             return "result signature does not verify"
-        if (
-            task.type == TaskType.SD
-            and error_kind is None
-            and not validation.sd_hash_binds(result_hash, phashes)
-        ):
+        if task.type == TaskType.SD and error_kind is None and not validation.sd_hash_binds(result_hash, phashes):
             return "SD result hash is not the hash of its pHashes"
         return ""
 

@@ -48,9 +48,7 @@ class Membership:
         except (signing.SignatureError, ValueError) as exc:
             raise Unauthenticated(f"register.signature: {exc}") from exc
         if signer != address:
-            raise Unauthenticated(
-                f"register.signature: recovered {signer}, but the node says it is {address}"
-            )
+            raise Unauthenticated(f"register.signature: recovered {signer}, but the node says it is {address}")
         stored = self.dispatcher.store.get_node(address)
         if stored is not None and stored.state.banned:
             raise PermissionDenied(f"node {address} is {stored.state.value}: {stored.reason}")
@@ -63,9 +61,7 @@ class Membership:
         if abs(now - timestamp) > self.window_s:
             raise Unauthenticated(f"timestamp {timestamp} is outside the {self.window_s} s window")
         try:
-            signer = signing.node_control_signer(
-                self.dispatcher.domain, address, action, timestamp, signature
-            )
+            signer = signing.node_control_signer(self.dispatcher.domain, address, action, timestamp, signature)
         except (signing.SignatureError, ValueError) as exc:
             raise Unauthenticated(f"signature: {exc}") from exc
         if signer != address:
@@ -97,9 +93,7 @@ class Membership:
         return record
 
     async def kick(self, address: str, reason: str) -> NodeRecord:
-        record = self.dispatcher.set_node_state(
-            address, NodeState.KICKED_OUT, reason or "kicked out by the operator"
-        )
+        record = self.dispatcher.set_node_state(address, NodeState.KICKED_OUT, reason or "kicked out by the operator")
         if self.on_kick is not None:
             await self.on_kick(address)
         return record

@@ -114,9 +114,7 @@ class NodeRegistry:
         state = stored.state if stored else NodeState.AVAILABLE
         if state in (NodeState.DISCONNECTED, NodeState.BUSY, NodeState.QUIT):
             state = NodeState.AVAILABLE
-        record = NodeRecord(
-            address, caps, state, stored.qos if stored else {}, now, stored.reason if stored else ""
-        )
+        record = NodeRecord(address, caps, state, stored.qos if stored else {}, now, stored.reason if stored else "")
         self.store.save_node(record)
         session = NodeSession(record)
         for flight in self.inflight.values():

@@ -184,11 +184,7 @@ class WeightedSelector:
         req = requirements(task, self.settings)
         key = tuple((v.address, v.qos) for v in free)
         if key != self._free_key:  # a new set of free nodes: forget which requirements found no group
-            self._free_key, self._no_group, self._candidates = (
-                key,
-                set(),
-                [_Candidate(v, v.qos) for v in free],
-            )
+            self._free_key, self._no_group, self._candidates = key, set(), [_Candidate(v, v.qos) for v in free]
         if (req, count, exclude) in self._no_group:
             return None
         group = draw_group(req, self._candidates, self.rng, self.settings, exclude=exclude, count=count)

@@ -55,13 +55,7 @@ from coordinator import metrics
 from coordinator.domain.models import Assignment, AssignmentState, NodeState, Task, TaskState, TaskType
 from coordinator.service import validation
 
-__all__ = [
-    "BatchSettlement",
-    "SettlementSettings",
-    "TEST_KILL_AFTER_SEND_ENV",
-    "paid_results",
-    "settlement_for",
-]
+__all__ = ["BatchSettlement", "SettlementSettings", "TEST_KILL_AFTER_SEND_ENV", "paid_results", "settlement_for"]
 
 log = structlog.get_logger("coordinator.settlement")
 
@@ -100,9 +94,7 @@ class SettlementSettings:
 
 
 def _paid(task: Task) -> bool:
-    return task.state == TaskState.VALIDATED or (
-        task.state == TaskState.ABORTED and task.validation == "invalid_args"
-    )
+    return task.state == TaskState.VALIDATED or (task.state == TaskState.ABORTED and task.validation == "invalid_args")
 
 
 def _sd_sub(a: Assignment) -> validation.Submission:
@@ -126,18 +118,14 @@ def paid_results(task: Task, assigns: Sequence[Assignment], phash_threshold: int
         return []
     paid = [accepted]
     for a in provable:
-        if (
-            a is not accepted
-            and len(paid) < 3
-            and all(validation.results_match("sd", _sd_sub(a), _sd_sub(p), phash_threshold) for p in paid)
+        if a is not accepted and len(paid) < 3 and all(
+            validation.results_match("sd", _sd_sub(a), _sd_sub(p), phash_threshold) for p in paid
         ):
             paid.append(a)
     return sorted(paid, key=lambda a: a.submission_order)
 
 
-def settlement_for(
-    task: Task, assigns: Sequence[Assignment], phash_threshold: int = 5
-) -> TaskSettlement | None:
+def settlement_for(task: Task, assigns: Sequence[Assignment], phash_threshold: int = 5) -> TaskSettlement | None:
     """The TaskSettlement of a paid task, or None when it cannot be paid (fewer than two results to pay).
     An SD task's results carry their own pHashes (each node signed the hash of its own images)."""
     paid = paid_results(task, assigns, phash_threshold)
@@ -155,15 +143,11 @@ def settlement_for(
 
 def _evidence_result(task: Task, a: Assignment) -> EvidenceResult:
     if task.type == TaskType.SD:
-        return EvidenceResult.sd(
-            a.node, a.phashes if a.result_hash != validation.INVALID_ARGS_HASH else (), a.signature
-        )
+        return EvidenceResult.sd(a.node, a.phashes if a.result_hash != validation.INVALID_ARGS_HASH else (), a.signature)
     return EvidenceResult(a.node, a.result_hash, a.signature)
 
 
-def slash_evidence(
-    task: Task, assigns: Sequence[Assignment], phash_threshold: int = 5
-) -> list[SlashEvidence]:
+def slash_evidence(task: Task, assigns: Sequence[Assignment], phash_threshold: int = 5) -> list[SlashEvidence]:
     """Evidence against every submitted result that disagrees with the accepted one (after quorum); the two
     agreeing results are the first two paid ones."""
     if not _paid(task):
@@ -179,34 +163,20 @@ def slash_evidence(
     out = []
     for a in subs:
         if not a.matched and len(a.signature) == 65:
-            out.append(
-                SlashEvidence(bytes.fromhex(task.task_id[2:]), kind, agreeing, _evidence_result(task, a))
-            )
+            out.append(SlashEvidence(bytes.fromhex(task.task_id[2:]), kind, agreeing, _evidence_result(task, a)))
     return out
 
 
 def _ev_to_json(e: SlashEvidence) -> dict:
     def r(x: EvidenceResult) -> dict:
-        return {
-            "node": x.node,
-            "hash": x.result_hash.hex(),
-            "sig": x.signature.hex(),
-            "phashes": list(x.phashes),
-        }
+        return {"node": x.node, "hash": x.result_hash.hex(), "sig": x.signature.hex(), "phashes": list(x.phashes)}
 
-    return {
-        "task_id": e.task_id.hex(),
-        "kind": int(e.kind),
-        "agreeing": [r(x) for x in e.agreeing],
-        "slashed": r(e.slashed),
-    }
+    return {"task_id": e.task_id.hex(), "kind": int(e.kind), "agreeing": [r(x) for x in e.agreeing], "slashed": r(e.slashed)}
 
 
 def _ev_from_json(d: dict) -> SlashEvidence:
     def r(x: dict) -> EvidenceResult:
-        return EvidenceResult(
-            x["node"], bytes.fromhex(x["hash"]), bytes.fromhex(x["sig"]), tuple(x["phashes"])
-        )
+        return EvidenceResult(x["node"], bytes.fromhex(x["hash"]), bytes.fromhex(x["sig"]), tuple(x["phashes"]))
 
     return SlashEvidence(bytes.fromhex(d["task_id"]), SlashKind(d["kind"]), tuple(r(x) for x in d["agreeing"]),
                          r(d["slashed"]))  # fmt: skip
@@ -251,9 +221,7 @@ class BatchSettlement:
             return
         ts = settlement_for(task, assignments, self.phash_threshold)
         if ts is None:
-            log.warning(
-                "settlement_unpayable", task_id=task.task_id, reason="fewer than two matching signed results"
-            )
+            log.warning("settlement_unpayable", task_id=task.task_id, reason="fewer than two matching signed results")
             self.store.put_value(ABANDONED_PREFIX + task.task_id, "unpayable")
             return
         self.pending.setdefault(task.task_id, ts)
@@ -274,11 +242,7 @@ class BatchSettlement:
         self.store.put_value(SLASHES_KEY, json.dumps({n: _ev_to_json(e) for n, e in self.slashes.items()}))
 
     def _recover_pending(self) -> None:
-        tasks = [
-            t
-            for t in self.store.list_tasks([TaskState.VALIDATED, TaskState.ABORTED], limit=1 << 30)
-            if _paid(t)
-        ]
+        tasks = [t for t in self.store.list_tasks([TaskState.VALIDATED, TaskState.ABORTED], limit=1 << 30) if _paid(t)]
         for t in tasks:
             if t.settlement_tx or self.store.get_value(ABANDONED_PREFIX + t.task_id) is not None:
                 continue
@@ -385,9 +349,7 @@ class BatchSettlement:
             self.store.put_value(BATCH_KEY, "")
             await self._diagnose(ids, items, slashes)
             return
-        settled = {
-            e.args["taskId"].hex(): receipt.tx_hash.hex() for e in receipt.events if e.name == "TaskSettled"
-        }
+        settled = {e.args["taskId"].hex(): receipt.tx_hash.hex() for e in receipt.events if e.name == "TaskSettled"}
         slashed = [e.args["node"] for e in receipt.events if e.name == "Slashed"]
         self._apply(settled, slashed, [i for i in ids if i[2:] not in settled])
         metrics.record_settlement("settled", len(settled))
@@ -397,9 +359,7 @@ class BatchSettlement:
         log.info("settlement_batch_settled", tx=tx.hex(), tasks=len(settled), slashes=len(slashed),
                  gas=receipt.gas_used)  # fmt: skip
 
-    async def _diagnose(
-        self, ids: list[str], items: list[TaskSettlement], slashes: list[SlashEvidence]
-    ) -> None:
+    async def _diagnose(self, ids: list[str], items: list[TaskSettlement], slashes: list[SlashEvidence]) -> None:
         """A batch sent without preflight reverted: replay it as an eth_call to learn which task or slash
         the ledger refuses, and drop that one."""
         fn = self.client.ledger.functions.settle([t.as_abi() for t in items], [e.as_abi() for e in slashes])
@@ -423,9 +383,7 @@ class BatchSettlement:
             self._since.pop("0x" + tid, None)
             self.store.put_value(ABANDONED_PREFIX + "0x" + tid, exc.error or "rejected")
             self.outcomes["settlement_rejected"] = self.outcomes.get("settlement_rejected", 0) + 1
-            log.error(
-                "settlement_task_rejected", task_id="0x" + tid, error=exc.error, args=str(exc.args_dict)
-            )
+            log.error("settlement_task_rejected", task_id="0x" + tid, error=exc.error, args=str(exc.args_dict))
             return
         culprit = slash_tasks.get(tid) if tid is not None else None
         if culprit is None and node is not None:
@@ -451,11 +409,7 @@ class BatchSettlement:
         flags = await self.client.settled_flags(items)
         events = await self.client.events(from_block=int(batch["block"]))
         txs = {e.args["taskId"].hex(): e.tx_hash.hex() for e in events if e.name == "TaskSettled"}
-        settled = {
-            i[2:]: txs.get(i[2:], batch.get("tx") or "reconciled")
-            for i, f in zip(ids, flags, strict=True)
-            if f
-        }
+        settled = {i[2:]: txs.get(i[2:], batch.get("tx") or "reconciled") for i, f in zip(ids, flags, strict=True) if f}
         slashed = []
         for node in batch.get("slashes", []):
             info = await self.client.node_info(node)
@@ -477,9 +431,7 @@ class BatchSettlement:
             task = self.store.get_task(task_id)
             if task is None or task.state == TaskState.SETTLED:
                 continue
-            task = replace(
-                task, state=TaskState.SETTLED, settlement_tx="0x" + tx.removeprefix("0x"), updated_ms=now
-            )
+            task = replace(task, state=TaskState.SETTLED, settlement_tx="0x" + tx.removeprefix("0x"), updated_ms=now)
             self.store.save_task(task)
             if self.dispatcher is not None:
                 self.dispatcher.events.publish_task(task)
@@ -490,9 +442,7 @@ class BatchSettlement:
             self.slashed_nodes.add(node)
             self.slashes.pop(node, None)
             self.outcomes["slashed"] = self.outcomes.get("slashed", 0) + 1
-            reason = (
-                "slashed: a signed result that disagrees with two matching signed results (evidence on chain)"
-            )
+            reason = "slashed: a signed result that disagrees with two matching signed results (evidence on chain)"
             if self.dispatcher is not None:
                 try:
                     self.dispatcher.set_node_state(node, NodeState.SLASHED, reason)
@@ -522,9 +472,7 @@ class BatchSettlement:
             info = await self.client.node_info(node)
             if info.stake > 0 and not info.slashed:
                 try:
-                    await self.client.wait_receipt(
-                        await self.client.kick_out(node), self.settings.receipt_timeout
-                    )
+                    await self.client.wait_receipt(await self.client.kick_out(node), self.settings.receipt_timeout)
                 except ContractRevert as exc:
                     log.warning("kick_out_rejected", node=node, error=exc.error)
             k["done"] = True

@@ -64,12 +64,7 @@ def results_match(kind: str, a: Submission, b: Submission, phash_threshold: int 
 
 
 def decide(
-    kind: str,
-    submissions: Sequence[Submission],
-    *,
-    group_size: int = 3,
-    quorum: int = 2,
-    phash_threshold: int = 5,
+    kind: str, submissions: Sequence[Submission], *, group_size: int = 3, quorum: int = 2, phash_threshold: int = 5
 ) -> Decision:
     subs = sorted(submissions, key=lambda s: s.order)
     for anchor in subs:

@@ -101,11 +101,7 @@ class MemoryStore(CoordinatorStore):
         return [self._assignments[i] for i in self._by_task.get(task_id, [])]
 
     def open_assignments(self) -> list[Assignment]:
-        return [
-            a
-            for a in self._assignments.values()
-            if a.state in (AssignmentState.LEASED, AssignmentState.RUNNING)
-        ]
+        return [a for a in self._assignments.values() if a.state in (AssignmentState.LEASED, AssignmentState.RUNNING)]
 
     def save_node(self, node: NodeRecord, *, soon: bool = False) -> None:
         self._node_written(self._nodes.get(node.address), node)

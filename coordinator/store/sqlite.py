@@ -94,9 +94,7 @@ class SqliteStore(CoordinatorStore):
         # `durable()` waits for its own writes only, not for a group other code opened since.
         self._group = 0
         self._committed = 0
-        self._wrote_in: contextvars.ContextVar[int] = contextvars.ContextVar(
-            f"store_{id(self)}_group", default=0
-        )
+        self._wrote_in: contextvars.ContextVar[int] = contextvars.ContextVar(f"store_{id(self)}_group", default=0)
 
     # One transaction per write method; with group commit, the turn's transaction, plus a savepoint
     # around a method that writes with `several` statements (a single statement that fails is undone
@@ -172,9 +170,7 @@ class SqliteStore(CoordinatorStore):
             with self._tx() as db:
                 db.execute(f"INSERT INTO tasks ({TASK_COLS}) VALUES ({','.join('?' * 29)})", task_row(task))
         except sqlite3.IntegrityError as exc:
-            raise AlreadyExists(
-                f"task {task.task_id} (creator {task.creator}, nonce {task.nonce}) exists"
-            ) from exc
+            raise AlreadyExists(f"task {task.task_id} (creator {task.creator}, nonce {task.nonce}) exists") from exc
         if task.state in OPEN_TASK_STATES:
             self._pending_add(task.creator, task.fee)
 
@@ -323,9 +319,7 @@ class SqliteStore(CoordinatorStore):
 
     def _node_cache(self) -> dict[str, NodeRecord]:
         if self._nodes is None:
-            rows = self._db.execute(
-                "SELECT address, caps, state, qos, last_seen_ms, reason FROM nodes"
-            ).fetchall()
+            rows = self._db.execute("SELECT address, caps, state, qos, last_seen_ms, reason FROM nodes").fetchall()
             self._nodes = {r[0]: self._node_from(r) for r in rows}
         return self._nodes
 

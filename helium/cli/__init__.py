@@ -19,10 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "relay": ("relay.__main__:main", "run the relay standalone"),
     "gateway": ("coordinator.gateway.__main__:main", "run the OpenAI-compatible HTTP gateway standalone"),
     "chain": ("helium.cli.chain:main", "run the embedded dev chain as a JSON-RPC node (its own process)"),
-    "dev": (
-        "coordinator.dev:main",
-        "embedded network on this machine: chain, coordinator, relay, gateway, workers",
-    ),
+    "dev": ("coordinator.dev:main", "embedded network on this machine: chain, coordinator, relay, gateway, workers"),
     "demo": ("coordinator.demo:main", "start the embedded network, ask it one chat question, shut down"),
     "task": ("helium.cli.task:main", "submit a task (task submit FILE.json) or read one (task get ID)"),
     "nodes": ("helium.cli.ops:nodes_main", "list the nodes, with card, state and QoS"),

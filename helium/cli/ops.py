@@ -26,9 +26,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog)
     add_connection_args(p)
     p.add_argument("--admin-token", help="admin credential (env HELIUM_ADMIN_TOKEN)")
-    p.add_argument(
-        "--data-dir", default=".helium/coordinator", help="coordinator data dir holding admin.token"
-    )
+    p.add_argument("--data-dir", default=".helium/coordinator", help="coordinator data dir holding admin.token")
     p.add_argument("--json", action="store_true", help="print JSON")
     return p
 
@@ -38,9 +36,7 @@ def _token(args) -> str:
         return args.admin_token or os.environ["HELIUM_ADMIN_TOKEN"]
     path = Path(args.data_dir) / "admin.token"
     if not path.exists():
-        raise ValueError(
-            f"no admin credential: give --admin-token, HELIUM_ADMIN_TOKEN, or --data-dir with {path.name}"
-        )
+        raise ValueError(f"no admin credential: give --admin-token, HELIUM_ADMIN_TOKEN, or --data-dir with {path.name}")
     return path.read_text().strip()
 
 
@@ -87,9 +83,7 @@ def stats_main(argv: list[str] | None = None) -> int:
     async def go() -> int:
         resp = await _call(args, "GetStats", admin_pb2.GetStatsRequest())
         doc = json_format.MessageToDict(resp, preserving_proto_field_name=True)
-        flat = {
-            k: {c["key"]: int(c["value"]) for c in v} if isinstance(v, list) else v for k, v in doc.items()
-        }
+        flat = {k: {c["key"]: int(c["value"]) for c in v} if isinstance(v, list) else v for k, v in doc.items()}
         print(json.dumps(flat, indent=2 if not args.json else None))
         return 0
 

@@ -31,9 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="helium task")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("submit", help="sign and submit a task JSON file, wait for its validated result")
-    s.add_argument(
-        "file", help='task JSON (a GPT or SD definition, or {"gpt": ...} / {"sd": ...}); - for stdin'
-    )
+    s.add_argument("file", help="task JSON (a GPT or SD definition, or {\"gpt\": ...} / {\"sd\": ...}); - for stdin")
     s.add_argument("--fee", type=int, default=10**15, help="fee in wei (default 10^15)")
     s.add_argument("--key", default=os.environ.get("HELIUM_CREATOR_KEY", ".helium/creator.key"),
                    help="creator key file (env HELIUM_CREATOR_KEY; created on first use)")  # fmt: skip
@@ -62,9 +60,7 @@ def _task_doc(task: task_pb2.Task) -> dict:
             doc["result"] = json.loads(task.result.output_json)
     if task.settlement_tx:
         doc["settlement_tx"] = task.settlement_tx
-    doc["assignments"] = [
-        json_format.MessageToDict(a, preserving_proto_field_name=True) for a in task.assignments
-    ]
+    doc["assignments"] = [json_format.MessageToDict(a, preserving_proto_field_name=True) for a in task.assignments]
     return doc
 
 

@@ -114,18 +114,8 @@ def generation_overrides(task: gpt_pb2.GptTask) -> dict[str, Any]:
     """
     gc = task.generation_config
     out: dict[str, Any] = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS}
-    for name in (
-        "max_new_tokens",
-        "do_sample",
-        "temperature",
-        "top_p",
-        "top_k",
-        "min_p",
-        "typical_p",
-        "num_beams",
-        "repetition_penalty",
-        "num_return_sequences",
-    ):
+    for name in ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "min_p", "typical_p",
+                 "num_beams", "repetition_penalty", "num_return_sequences"):
         if gc.HasField(name):
             out[name] = getattr(gc, name)
     if gc.stop_strings:
@@ -137,39 +127,28 @@ def _validate_messages(task: gpt_pb2.GptTask) -> None:
     if not task.messages:
         raise TaskArgsError("messages", "messages must hold at least one message")
     if len(task.messages) > MAX_MESSAGES:
-        raise TaskArgsError(
-            "messages", f"messages must hold at most {MAX_MESSAGES} messages, got {len(task.messages)}"
-        )
+        raise TaskArgsError("messages", f"messages must hold at most {MAX_MESSAGES} messages, got {len(task.messages)}")
     for i, m in enumerate(task.messages):
         where = f"messages[{i}]"
         if m.role not in ROLES:
-            raise TaskArgsError(
-                f"{where}.role", f"{where}.role must be one of {', '.join(ROLES)}, got {m.role!r}"
-            )
+            raise TaskArgsError(f"{where}.role", f"{where}.role must be one of {', '.join(ROLES)}, got {m.role!r}")
         if m.role == "tool" and not m.tool_call_id:
-            raise TaskArgsError(
-                f"{where}.tool_call_id", f"{where}.tool_call_id is required for a tool message"
-            )
+            raise TaskArgsError(f"{where}.tool_call_id", f"{where}.tool_call_id is required for a tool message")
         if m.tool_calls and m.role != "assistant":
-            raise TaskArgsError(
-                f"{where}.tool_calls", f"{where}.tool_calls is only allowed on assistant messages"
-            )
+            raise TaskArgsError(f"{where}.tool_calls", f"{where}.tool_calls is only allowed on assistant messages")
         if m.role != "assistant" and not m.content and m.role != "tool":
-            raise TaskArgsError(
-                f"{where}.content", f"{where}.content must not be empty for a {m.role} message"
-            )
+            raise TaskArgsError(f"{where}.content", f"{where}.content must not be empty for a {m.role} message")
         for j, call in enumerate(m.tool_calls):
             cw = f"{where}.tool_calls[{j}]"
             if call.type not in ("", "function"):
-                raise TaskArgsError(f"{cw}.type", f'{cw}.type must be "function", got {call.type!r}')
+                raise TaskArgsError(f"{cw}.type", f"{cw}.type must be \"function\", got {call.type!r}")
             if not call.function.name:
                 raise TaskArgsError(f"{cw}.function.name", f"{cw}.function.name is required")
             try:
                 json.loads(call.function.arguments or "{}")
             except ValueError:
-                raise TaskArgsError(
-                    f"{cw}.function.arguments", f"{cw}.function.arguments must be a JSON-encoded string"
-                ) from None
+                raise TaskArgsError(f"{cw}.function.arguments",
+                                    f"{cw}.function.arguments must be a JSON-encoded string") from None
 
 
 def _validate_tools(task: gpt_pb2.GptTask) -> None:
@@ -179,14 +158,12 @@ def _validate_tools(task: gpt_pb2.GptTask) -> None:
         doc = json_format.MessageToDict(tool)
         where = f"tools[{i}]"
         if doc.get("type", "function") != "function":
-            raise TaskArgsError(f"{where}.type", f'{where}.type must be "function", got {doc.get("type")!r}')
+            raise TaskArgsError(f"{where}.type", f"{where}.type must be \"function\", got {doc.get('type')!r}")
         fn = doc.get("function")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
             raise TaskArgsError(f"{where}.function.name", f"{where}.function.name is required")
         if "parameters" in fn and not isinstance(fn["parameters"], dict):
-            raise TaskArgsError(
-                f"{where}.function.parameters", f"{where}.function.parameters must be an object"
-            )
+            raise TaskArgsError(f"{where}.function.parameters", f"{where}.function.parameters must be an object")
 
 
 def _validate_generation(gc: gpt_pb2.GenerationConfig) -> None:
@@ -199,10 +176,8 @@ def _validate_generation(gc: gpt_pb2.GenerationConfig) -> None:
         return value
 
     if gc.HasField("max_new_tokens") and not 1 <= gc.max_new_tokens <= MAX_NEW_TOKENS:
-        raise TaskArgsError(
-            f"{p}.max_new_tokens",
-            f"{p}.max_new_tokens must be in [1, {MAX_NEW_TOKENS}], got {gc.max_new_tokens}",
-        )
+        raise TaskArgsError(f"{p}.max_new_tokens",
+                            f"{p}.max_new_tokens must be in [1, {MAX_NEW_TOKENS}], got {gc.max_new_tokens}")
     if gc.HasField("temperature") and finite("temperature") < 0:
         raise TaskArgsError(f"{p}.temperature", f"{p}.temperature must be >= 0, got {gc.temperature}")
     if gc.HasField("top_p") and not 0 < finite("top_p") <= 1:
@@ -214,35 +189,26 @@ def _validate_generation(gc: gpt_pb2.GenerationConfig) -> None:
     if gc.HasField("typical_p") and not 0 < finite("typical_p") <= 1:
         raise TaskArgsError(f"{p}.typical_p", f"{p}.typical_p must be in (0, 1], got {gc.typical_p}")
     if gc.HasField("repetition_penalty") and not finite("repetition_penalty") > 0:
-        raise TaskArgsError(
-            f"{p}.repetition_penalty", f"{p}.repetition_penalty must be > 0, got {gc.repetition_penalty}"
-        )
+        raise TaskArgsError(f"{p}.repetition_penalty",
+                            f"{p}.repetition_penalty must be > 0, got {gc.repetition_penalty}")
     beams = gc.num_beams if gc.HasField("num_beams") else 1
     if gc.HasField("num_beams") and not 1 <= beams <= MAX_BEAMS:
         raise TaskArgsError(f"{p}.num_beams", f"{p}.num_beams must be in [1, {MAX_BEAMS}], got {beams}")
     if gc.HasField("num_return_sequences"):
         n = gc.num_return_sequences
         if not 1 <= n <= MAX_RETURN_SEQUENCES:
-            raise TaskArgsError(
-                f"{p}.num_return_sequences",
-                f"{p}.num_return_sequences must be in [1, {MAX_RETURN_SEQUENCES}], got {n}",
-            )
+            raise TaskArgsError(f"{p}.num_return_sequences",
+                                f"{p}.num_return_sequences must be in [1, {MAX_RETURN_SEQUENCES}], got {n}")
         if beams > 1 and n > beams:
-            raise TaskArgsError(
-                f"{p}.num_return_sequences",
-                f"{p}.num_return_sequences must be <= num_beams ({beams}) when beams are used, got {n}",
-            )
+            raise TaskArgsError(f"{p}.num_return_sequences",
+                                f"{p}.num_return_sequences must be <= num_beams ({beams}) when beams are used, got {n}")
     if len(gc.stop_strings) > MAX_STOP_STRINGS:
-        raise TaskArgsError(
-            f"{p}.stop_strings",
-            f"{p}.stop_strings must hold at most {MAX_STOP_STRINGS} strings, got {len(gc.stop_strings)}",
-        )
+        raise TaskArgsError(f"{p}.stop_strings",
+                            f"{p}.stop_strings must hold at most {MAX_STOP_STRINGS} strings, got {len(gc.stop_strings)}")
     for i, s in enumerate(gc.stop_strings):
         if not s or len(s) > MAX_STOP_STRING_CHARS:
-            raise TaskArgsError(
-                f"{p}.stop_strings[{i}]",
-                f"{p}.stop_strings[{i}] must be 1 to {MAX_STOP_STRING_CHARS} characters, got {len(s)}",
-            )
+            raise TaskArgsError(f"{p}.stop_strings[{i}]",
+                                f"{p}.stop_strings[{i}] must be 1 to {MAX_STOP_STRING_CHARS} characters, got {len(s)}")
 
 
 def _describe_parse_error(text: str) -> tuple[str, str]:

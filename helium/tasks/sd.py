@@ -151,14 +151,8 @@ def _check_shape(doc: dict, desc: Descriptor, prefix: str) -> None:
 
 
 def _json_type(value: Any) -> str:
-    return {
-        bool: "boolean",
-        int: "number",
-        float: "number",
-        str: "string",
-        list: "array",
-        dict: "object",
-    }.get(type(value), type(value).__name__)
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(value), type(value).__name__)
 
 
 def _fmt(x: float | None) -> str:
@@ -211,10 +205,8 @@ def validate_sd_task(task: sd_pb2.SdTask, *, max_pixels: int = DEFAULT_MAX_PIXEL
     """Check every field against its bound; raise TaskArgsError naming the first bad one."""
     _model_id("base_model.name", task.base_model.name, required=True)
     if not _VARIANT.match(task.base_model.variant):
-        raise TaskArgsError(
-            "base_model.variant",
-            f"base_model.variant must match [A-Za-z0-9_-]*, got {task.base_model.variant!r}",
-        )
+        raise TaskArgsError("base_model.variant", f"base_model.variant must match [A-Za-z0-9_-]*, "
+                                                  f"got {task.base_model.variant!r}")
     if not task.prompt.strip():
         raise TaskArgsError("prompt", "prompt is required")
     for field in ("prompt", "negative_prompt"):
@@ -225,15 +217,11 @@ def validate_sd_task(task: sd_pb2.SdTask, *, max_pixels: int = DEFAULT_MAX_PIXEL
     for side in ("image_width", "image_height"):
         v = getattr(cfg, side)
         if v <= 0 or v % 8:
-            raise TaskArgsError(
-                f"task_config.{side}", f"task_config.{side} must be a positive multiple of 8, got {v}"
-            )
+            raise TaskArgsError(f"task_config.{side}", f"task_config.{side} must be a positive multiple "
+                                                       f"of 8, got {v}")
     if cfg.image_width * cfg.image_height > max_pixels:
-        raise TaskArgsError(
-            "task_config.image_width",
-            "task_config.image_width × image_height must be at most "
-            f"{max_pixels} pixels, got {cfg.image_width}×{cfg.image_height}",
-        )
+        raise TaskArgsError("task_config.image_width", "task_config.image_width × image_height must be at most "
+                            f"{max_pixels} pixels, got {cfg.image_width}×{cfg.image_height}")
     _bound("task_config.steps", cfg.steps)
     _bound("task_config.seed", cfg.seed)
     _bound("task_config.num_images", cfg.num_images)
@@ -242,13 +230,9 @@ def validate_sd_task(task: sd_pb2.SdTask, *, max_pixels: int = DEFAULT_MAX_PIXEL
     if task.HasField("lora"):
         lora = task.lora
         _model_id("lora.model", lora.model, required=bool(lora.weight_file_name or lora.HasField("weight")))
-        if lora.weight_file_name and (
-            not _FILE_NAME.match(lora.weight_file_name) or ".." in lora.weight_file_name
-        ):
-            raise TaskArgsError(
-                "lora.weight_file_name",
-                f"lora.weight_file_name must be a relative file name, got {lora.weight_file_name!r}",
-            )
+        if lora.weight_file_name and (not _FILE_NAME.match(lora.weight_file_name) or ".." in lora.weight_file_name):
+            raise TaskArgsError("lora.weight_file_name", "lora.weight_file_name must be a relative file name, "
+                                f"got {lora.weight_file_name!r}")
         if lora.HasField("weight"):
             _bound("lora.weight", lora.weight)
 
@@ -260,9 +244,7 @@ def validate_sd_task(task: sd_pb2.SdTask, *, max_pixels: int = DEFAULT_MAX_PIXEL
 
     if task.HasField("refiner"):
         ref = task.refiner
-        _model_id(
-            "refiner.model", ref.model, required=ref.HasField("denoising_cutoff") or ref.HasField("steps")
-        )
+        _model_id("refiner.model", ref.model, required=ref.HasField("denoising_cutoff") or ref.HasField("steps"))
         if ref.HasField("denoising_cutoff"):
             _bound("refiner.denoising_cutoff", ref.denoising_cutoff)
         if ref.HasField("steps"):
@@ -281,18 +263,14 @@ def _validate_controlnet(cn: sd_pb2.SdControlNet) -> None:
         return
     _model_id("controlnet.model", cn.model, required=True)
     if not cn.image_dataurl:
-        raise TaskArgsError(
-            "controlnet.image_dataurl", "controlnet.image_dataurl is required with controlnet.model"
-        )
+        raise TaskArgsError("controlnet.image_dataurl", "controlnet.image_dataurl is required with controlnet.model")
     _check_image("controlnet.image_dataurl", cn.image_dataurl)
     if cn.HasField("weight"):
         _bound("controlnet.weight", cn.weight)
     method = cn.preprocess.method
     if method not in PREPROCESS_METHODS:
-        raise TaskArgsError(
-            "controlnet.preprocess.method",
-            f"controlnet.preprocess.method must be 'canny' or empty, got {method!r}",
-        )
+        raise TaskArgsError("controlnet.preprocess.method", "controlnet.preprocess.method must be 'canny' or "
+                            f"empty, got {method!r}")
     args = json_format.MessageToDict(cn.preprocess.args) if cn.preprocess.HasField("args") else {}
     if args and not method:
         raise TaskArgsError("controlnet.preprocess.args", "controlnet.preprocess.args needs a method")
@@ -306,20 +284,16 @@ def _validate_controlnet(cn: sd_pb2.SdControlNet) -> None:
     lo = args.get("low_threshold", CANNY_DEFAULTS["low_threshold"])
     hi = args.get("high_threshold", CANNY_DEFAULTS["high_threshold"])
     if lo > hi:
-        raise TaskArgsError(
-            "controlnet.preprocess.args.low_threshold",
-            f"controlnet.preprocess.args.low_threshold must be <= high_threshold ({_fmt(hi)}), "
-            f"got {_fmt(lo)}",
-        )
+        raise TaskArgsError("controlnet.preprocess.args.low_threshold",
+                            f"controlnet.preprocess.args.low_threshold must be <= high_threshold ({_fmt(hi)}), "
+                            f"got {_fmt(lo)}")
 
 
 def _validate_scheduler(sched: sd_pb2.SdScheduler, steps: int) -> None:
     method = sched.method or DEFAULT_SCHEDULER
     if method not in SCHEDULERS:
-        raise TaskArgsError(
-            "scheduler.method",
-            f"scheduler.method must be one of {', '.join(SCHEDULERS)}, got {sched.method!r}",
-        )
+        raise TaskArgsError("scheduler.method", f"scheduler.method must be one of {', '.join(SCHEDULERS)}, "
+                            f"got {sched.method!r}")
     args = json_format.MessageToDict(sched.args) if sched.HasField("args") else {}
     for key, value in args.items():
         path = f"scheduler.args.{key}"
@@ -330,16 +304,11 @@ def _validate_scheduler(sched: sd_pb2.SdScheduler, steps: int) -> None:
     if method == "LCMScheduler":
         orig = args.get("original_inference_steps", LCM_ORIGINAL_STEPS)
         if isinstance(orig, bool) or not isinstance(orig, int | float) or orig < 1:
-            raise TaskArgsError(
-                "scheduler.args.original_inference_steps",
-                f"scheduler.args.original_inference_steps must be a positive integer, got {orig!r}",
-            )
+            raise TaskArgsError("scheduler.args.original_inference_steps",
+                                f"scheduler.args.original_inference_steps must be a positive integer, got {orig!r}")
         if steps > orig:
-            raise TaskArgsError(
-                "task_config.steps",
-                f"task_config.steps must be <= {_fmt(orig)} (original_inference"
-                f"_steps) with LCMScheduler, got {steps}",
-            )
+            raise TaskArgsError("task_config.steps", f"task_config.steps must be <= {_fmt(orig)} (original_inference"
+                                f"_steps) with LCMScheduler, got {steps}")
 
 
 # ------------------------------------------------------------------------------------------ defaults
@@ -423,3 +392,4 @@ def estimate_vram_bytes(task: sd_pb2.SdTask, *, batch_size: int | None = None) -
     batch = min(cfg.num_images, batch_size or cfg.num_images)
     acts = bpp * batch * cfg.image_width * cfg.image_height * _ACT_PER_PIXEL[family]
     return int(1.2 * (bpp * params + acts)) + _OVERHEAD
+

@@ -22,9 +22,7 @@ __all__ = ["RelayServicer"]
 log = structlog.get_logger("relay.api")
 
 
-async def _chunks(
-    requests: AsyncIterator[relay_pb2.PutRequest | memoryview],
-) -> AsyncIterator[bytes | memoryview]:
+async def _chunks(requests: AsyncIterator[relay_pb2.PutRequest | memoryview]) -> AsyncIterator[bytes | memoryview]:
     async for req in requests:
         if isinstance(req, memoryview):  # the fast path of relay._wire
             yield req
@@ -51,9 +49,7 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
 
     @translate_errors
     async def Put(
-        self,
-        request_iterator: AsyncIterator[relay_pb2.PutRequest | memoryview],
-        context: grpc.aio.ServicerContext,
+        self, request_iterator: AsyncIterator[relay_pb2.PutRequest | memoryview], context: grpc.aio.ServicerContext
     ) -> relay_pb2.PutResponse:
         first = await anext(aiter(request_iterator), None)
         if not isinstance(first, relay_pb2.PutRequest) or first.WhichOneof("part") != "header":
@@ -79,15 +75,11 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         reader = await asyncio.to_thread(self._store.open_read, task_id, slot)
         frames = read_frames(reader, self._chunk_bytes, _wire.encoded_chunk)
         with reader:
-            async with contextlib.aclosing(
-                frames
-            ):  # closed before the reader, also when the call is cancelled
+            async with contextlib.aclosing(frames):  # closed before the reader, also when the call is cancelled
                 first = asyncio.ensure_future(anext(frames, None))  # read while the info goes out
                 try:
                     info = reader.info
-                    yield relay_pb2.GetResponse(
-                        info=relay_pb2.BlobInfo(sha256=info.sha256_hex, size=info.size)
-                    )
+                    yield relay_pb2.GetResponse(info=relay_pb2.BlobInfo(sha256=info.sha256_hex, size=info.size))
                     frame = await first
                 finally:
                     if not first.done():

@@ -119,9 +119,7 @@ def _next_batch(frames: Iterator[T], n: int) -> list[T]:
     return batch
 
 
-async def read_frames(
-    reader: BlobReader, chunk_bytes: int, encode: Callable[[memoryview], T]
-) -> AsyncIterator[T]:
+async def read_frames(reader: BlobReader, chunk_bytes: int, encode: Callable[[memoryview], T]) -> AsyncIterator[T]:
     """``encode(piece)`` for each piece of the blob (see :meth:`BlobReader.frames`), produced in a thread a
     few at a time: the next batch is read and encoded while the current one is sent."""
     frames = reader.frames(chunk_bytes, encode)

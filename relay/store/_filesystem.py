@@ -132,9 +132,7 @@ class _FsWriter(BlobWriter):
                     f"blob {self._slot!r} exceeds max_blob_bytes {self._store.max_blob_bytes} (got {n} bytes so far)"
                 )
             if n > self._size:
-                raise ContentMismatchError(
-                    f"blob {self._slot!r} has more bytes than its declared size {self._size}"
-                )
+                raise ContentMismatchError(f"blob {self._slot!r} has more bytes than its declared size {self._size}")
         except Exception:
             self.abort()
             raise
@@ -322,9 +320,7 @@ class FilesystemBlobStore(BlobStore):
                 shard.mkdir(exist_ok=True)
                 _fsync_dir(self.root)
             self._shards.add(shard.name)
-        exists = BlobExistsError(
-            f"slot {info.slot!r} of task {info.task_id} is already written (slots are write-once)"
-        )
+        exists = BlobExistsError(f"slot {info.slot!r} of task {info.task_id} is already written (slots are write-once)")
         try:
             os.link(tmp, blob)
         except FileExistsError:

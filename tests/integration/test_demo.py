@@ -18,17 +18,9 @@ ADDR = r"0x[0-9a-fA-F]{40}"
 def test_demo_prints_the_answer_task_nodes_validation_and_settlement(tmp_path):
     started = time.monotonic()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from helium.cli import main; sys.exit(main(sys.argv[1:]))",
-            "demo",
-            "--data-dir",
-            str(tmp_path / "demo"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
+        [sys.executable, "-c", "import sys; from helium.cli import main; sys.exit(main(sys.argv[1:]))", "demo",
+         "--data-dir", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=180,
     )
     elapsed = time.monotonic() - started
     out = proc.stdout

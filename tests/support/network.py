@@ -31,14 +31,8 @@ class TestNetwork:
 
     def __init__(self, root: Path, heartbeat_s: float = 0.3, parts_factory=None, **config) -> None:
         self.root = Path(root)
-        self.config = CoordinatorConfig(
-            data_dir=self.root / "coordinator",
-            port=0,
-            chain="none",
-            heartbeat_interval_s=heartbeat_s,
-            shutdown_grace_s=0.5,
-            **config,
-        )
+        self.config = CoordinatorConfig(data_dir=self.root / "coordinator", port=0, chain="none",
+                                        heartbeat_interval_s=heartbeat_s, shutdown_grace_s=0.5, **config)
         self.parts_factory = parts_factory
         self.heartbeat_s = heartbeat_s
         self.nodes: list[WorkerNode] = []

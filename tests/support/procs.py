@@ -44,9 +44,7 @@ class Proc:
             except queue.Empty:
                 continue
             if line is None:
-                raise RuntimeError(
-                    f"{self.name} exited ({self.popen.poll()}) before {prefix!r}:\n" + self.tail()
-                )
+                raise RuntimeError(f"{self.name} exited ({self.popen.poll()}) before {prefix!r}:\n" + self.tail())
             if line.startswith(prefix):
                 return line
 

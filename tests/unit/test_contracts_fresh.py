@@ -24,13 +24,9 @@ def test_generated_python_is_fresh(tmp_path):
     assert not stale, f"generated code is stale, run `make proto`: {stale}"
 
 
-@pytest.mark.skipif(
-    not (REPO / "node_modules/.bin/buf").exists(), reason="buf comes from `make install` (npm ci)"
-)
+@pytest.mark.skipif(not (REPO / "node_modules/.bin/buf").exists(), reason="buf comes from `make install` (npm ci)")
 def test_buf_lint():
-    run = subprocess.run(
-        [str(REPO / "node_modules/.bin/buf"), "lint"], cwd=REPO, capture_output=True, text=True
-    )
+    run = subprocess.run([str(REPO / "node_modules/.bin/buf"), "lint"], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
 
 

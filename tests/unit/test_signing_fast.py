@@ -17,32 +17,15 @@ from chain import signing
 DOMAIN = signing.Domain(chain_id=1337, verifying_contract="0x" + "ab" * 20)
 
 MESSAGES = {
-    "Task": {
-        "taskId": os.urandom(32),
-        "argsHash": os.urandom(32),
-        "fee": 10**18,
-        "nonce": 7,
-        "deadline": 2**40,
-    },
+    "Task": {"taskId": os.urandom(32), "argsHash": os.urandom(32), "fee": 10**18, "nonce": 7, "deadline": 2**40},
     "Result": {"taskId": os.urandom(32), "resultHash": os.urandom(32), "node": Account.create().address},
     "Cancel": {"taskId": os.urandom(32)},
     "Register": {"challenge": os.urandom(32), "node": Account.create().address, "infoHash": os.urandom(32)},
     "NodeControl": {"node": Account.create().address, "action": 3, "timestamp": 1_700_000_000},
-    "RelayRequest": {
-        "method": "Put",
-        "taskId": os.urandom(32),
-        "slot": "result/0xabc/0",
-        "contentHash": os.urandom(32),
-        "timestamp": 1_700_000_000,
-        "nonce": os.urandom(32),
-    },  # fmt: skip
-    "RelayGrant": {
-        "taskId": os.urandom(32),
-        "grantee": Account.create().address,
-        "readSlots": "input\nresult/*",
-        "writeSlots": "",
-        "expiresAt": 2**33,
-    },  # fmt: skip
+    "RelayRequest": {"method": "Put", "taskId": os.urandom(32), "slot": "result/0xabc/0", "contentHash": os.urandom(32),
+                     "timestamp": 1_700_000_000, "nonce": os.urandom(32)},  # fmt: skip
+    "RelayGrant": {"taskId": os.urandom(32), "grantee": Account.create().address, "readSlots": "input\nresult/*",
+                   "writeSlots": "", "expiresAt": 2**33},  # fmt: skip
 }
 
 
@@ -78,9 +61,7 @@ def test_malformed_signatures_are_refused():
         signing._recover(DOMAIN, "Cancel", msg, sig[:64])
     with pytest.raises(signing.SignatureError):
         signing._recover(DOMAIN, "Cancel", msg, sig[:64] + b"\x05")
-    high_s = (
-        sig[:32] + (signing._SECP256K1_N - int.from_bytes(sig[32:64], "big")).to_bytes(32, "big") + sig[64:]
-    )
+    high_s = sig[:32] + (signing._SECP256K1_N - int.from_bytes(sig[32:64], "big")).to_bytes(32, "big") + sig[64:]
     with pytest.raises(signing.SignatureError, match="malleable"):
         signing._recover(DOMAIN, "Cancel", msg, high_s)
 

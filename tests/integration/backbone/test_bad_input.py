@@ -59,9 +59,7 @@ async def test_create_task_refusals(tmp_path):
         wrong_key.CopyFrom(good)
         ahash = __import__("helium.tasks", fromlist=["args_hash"]).args_hash(good.args)
         tid = signing.compute_task_id(good.creator, good.nonce, ahash)
-        wrong_key.signature = signing.sign_task(
-            other, await client.domain(), tid, ahash, 10, good.nonce, good.deadline
-        )
+        wrong_key.signature = signing.sign_task(other, await client.domain(), tid, ahash, 10, good.nonce, good.deadline)
         err = await _refused(net, wrong_key)
         assert err.code() == grpc.StatusCode.UNAUTHENTICATED and other.address in err.details()
 
@@ -102,9 +100,7 @@ async def test_queue_full_is_resource_exhausted(tmp_path):
         await client.submit(gpt_args("one"), fee=10)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await client.submit(gpt_args("two"), fee=10)
-        assert (
-            err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in err.value.details()
-        )
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in err.value.details()
         assert sum(net.app.store.count_tasks_by_state().values()) == 1
 
 

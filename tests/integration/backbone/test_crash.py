@@ -76,10 +76,7 @@ async def test_worker_kill9_mid_task_lease_lapses_and_another_node_finishes(tmp_
         honest = _worker(tmp_path, "honest", net.address, "--delay", "0.2")
         procs = [victim, liar, honest]
         try:
-            addrs = {
-                p.name: (await asyncio.to_thread(p.wait_for, "ready", 60)).split("node=")[1].strip()
-                for p in procs
-            }
+            addrs = {p.name: (await asyncio.to_thread(p.wait_for, "ready", 60)).split("node=")[1].strip() for p in procs}
             client = net.client()
             task_id = await client.submit(gpt_args("survive"), fee=10)
             for _ in range(100):
@@ -101,6 +98,8 @@ async def test_worker_kill9_mid_task_lease_lapses_and_another_node_finishes(tmp_
         finally:
             for p in procs:
                 p.kill9()
+
+
 
 
 async def test_sigterm_shuts_down_cleanly(tmp_path):

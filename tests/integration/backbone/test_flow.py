@@ -29,10 +29,7 @@ async def test_task_validated_by_early_quorum_and_third_still_checked(tmp_path):
         assert doc["choices"][0]["message"]["role"] == "assistant"
         # Early quorum: the slow node is still running when the creator has the answer.
         states = {a.node: a.state for a in task.assignments}
-        assert states[slow[0].address] in (
-            task_pb2.ASSIGNMENT_STATE_LEASED,
-            task_pb2.ASSIGNMENT_STATE_RUNNING,
-        )
+        assert states[slow[0].address] in (task_pb2.ASSIGNMENT_STATE_LEASED, task_pb2.ASSIGNMENT_STATE_RUNNING)
         # ...and its result is still compared once it arrives.
         for _ in range(100):
             task = await client.get(task_id)
@@ -96,9 +93,7 @@ async def test_lapsed_lease_goes_to_another_node_with_the_same_card(tmp_path):
         client = net.client()
         task_id = await client.submit(gpt_args(), fee=10)
         await asyncio.sleep(0.3)
-        await (
-            victim.close()
-        )  # gone without a result: the liar and the honest node disagree, so a third is needed
+        await victim.close()  # gone without a result: the liar and the honest node disagree, so a third is needed
         spare = (await net.add_nodes(1, lambda: InstantExecutor("gpt"), card="gpu-x", vram=8 << 30))[0]
         task = await client.wait(task_id, timeout=15)
         assert task.state == task_pb2.TASK_STATE_VALIDATED
@@ -123,9 +118,7 @@ async def test_cancel_before_dispatch_only_by_creator(tmp_path):
             await client.stub.CancelTask(task_pb2.CancelTaskRequest(task_id=queued, signature=bad), timeout=5)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         good = signing.sign_cancel(client.key, domain, bytes.fromhex(queued[2:]))
-        resp = await client.stub.CancelTask(
-            task_pb2.CancelTaskRequest(task_id=queued, signature=good), timeout=5
-        )
+        resp = await client.stub.CancelTask(task_pb2.CancelTaskRequest(task_id=queued, signature=good), timeout=5)
         assert resp.task.state == task_pb2.TASK_STATE_CANCELLED
         with pytest.raises(grpc.aio.AioRpcError) as err:
             sig = signing.sign_cancel(client.key, domain, bytes.fromhex(first[2:]))

@@ -48,9 +48,7 @@ async def test_grpcurl_through_reflection(tmp_path):
             assert svc in out.split()
         code, out = await grpcurl("-plaintext", net.address, "describe", "helium.v1.TaskService")
         assert code == 0 and "rpc CreateTask ( .helium.v1.CreateTaskRequest )" in out, out
-        code, out = await grpcurl(
-            "-plaintext", "-d", '{"service": ""}', net.address, "grpc.health.v1.Health/Check"
-        )
+        code, out = await grpcurl("-plaintext", "-d", '{"service": ""}', net.address, "grpc.health.v1.Health/Check")
         assert code == 0 and json.loads(out)["status"] == "SERVING", out
         auth = f"authorization: Bearer {net.app.admin_token}"
         code, out = await grpcurl("-plaintext", "-H", auth, net.address, "helium.v1.AdminService/ListNodes")

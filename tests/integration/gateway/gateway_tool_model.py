@@ -29,11 +29,8 @@ def build_tool_calling_model(dest: str | Path) -> Path:
     tok = build_tiny_tokenizer("llama-tools")
     payload = json.dumps(CALL)
     tok.add_tokens([payload])
-    ids = {
-        "bos_token_id": tok.convert_tokens_to_ids("<s>"),
-        "eos_token_id": tok.convert_tokens_to_ids("<|im_end|>"),
-        "pad_token_id": tok.convert_tokens_to_ids("<pad>"),
-    }
+    ids = {"bos_token_id": tok.convert_tokens_to_ids("<s>"), "eos_token_id": tok.convert_tokens_to_ids("<|im_end|>"),
+           "pad_token_id": tok.convert_tokens_to_ids("<pad>")}
     chain = [tok.convert_tokens_to_ids(t) for t in ("<tool_call>", payload, "</tool_call>", "<|im_end|>")]
     config = tiny_llama_config(len(tok), context=2048, **ids)
     torch.manual_seed(0)

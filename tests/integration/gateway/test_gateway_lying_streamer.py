@@ -27,9 +27,7 @@ class StreamingLiar(LyingExecutor):
 
     def run(self, job: Job) -> Outcome:
         time.sleep(0.3)  # let the gateway's WatchTask subscribe
-        outcome = super().run(
-            job.__class__(task_id=job.task_id, assignment_id=job.assignment_id, spec=job.spec)
-        )
+        outcome = super().run(job.__class__(task_id=job.task_id, assignment_id=job.assignment_id, spec=job.spec))
         text = json.loads(outcome.output)["choices"][0]["message"]["content"]
         base = {"id": "chatcmpl-liar", "object": "chat.completion.chunk", "model": job.spec.model}
         if job.on_delta is not None:
@@ -45,17 +43,8 @@ async def network(tmp_path):
     from coordinator.config import CoordinatorConfig
     from coordinator.server import CoordinatorApp, backbone_parts
 
-    app = CoordinatorApp(
-        CoordinatorConfig(
-            data_dir=tmp_path / "coordinator",
-            port=0,
-            http_port=0,
-            chain="none",
-            heartbeat_interval_s=1.0,
-            shutdown_grace_s=1.0,
-        ),
-        backbone_parts,
-    )
+    app = CoordinatorApp(CoordinatorConfig(data_dir=tmp_path / "coordinator", port=0, http_port=0, chain="none",
+                                           heartbeat_interval_s=1.0, shutdown_grace_s=1.0), backbone_parts)
     await app.start()
 
     def executors(i: int):
@@ -77,13 +66,10 @@ async def test_a_lying_first_streamer_ends_the_stream_with_the_error_event(netwo
     store = KeyStore(tmp_path / "coordinator" / "gateway" / "keys.sqlite")
     key, _ = store.create("liar-test")
     store.close()
-    client = openai.AsyncOpenAI(
-        base_url=f"http://{app.http_address}/v1", api_key=key, max_retries=0, timeout=60
-    )
+    client = openai.AsyncOpenAI(base_url=f"http://{app.http_address}/v1", api_key=key, max_retries=0, timeout=60)
     try:
-        stream = await client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
-        )
+        stream = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                                      stream=True)
         seen, finished = "", False
         with pytest.raises(openai.APIError) as err:
             async for chunk in stream:
@@ -95,8 +81,7 @@ async def test_a_lying_first_streamer_ends_the_stream_with_the_error_event(netwo
         assert err.value.body["type"] == "verification_error"
         assert err.value.body["task_id"].startswith("0x") and "GET /v1/tasks/" in err.value.body["message"]
         done = await client.chat.completions.with_raw_response.create(
-            model=MODEL, messages=[{"role": "user", "content": "hi"}]
-        )  # the same question, not streamed
+            model=MODEL, messages=[{"role": "user", "content": "hi"}])  # the same question, not streamed
         honest = done.parse().choices[0].message.content
         assert not seen.startswith(honest.strip())  # what streamed was the lie, not the majority's answer
     finally:

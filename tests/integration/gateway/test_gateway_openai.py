@@ -27,9 +27,7 @@ def _client(dev, key: str) -> openai.OpenAI:
 
 
 def _task(dev, key: str, task_id: str) -> dict:
-    return httpx.get(
-        f"{dev.url}/v1/tasks/{task_id}", headers={"authorization": f"Bearer {key}"}, timeout=10
-    ).json()
+    return httpx.get(f"{dev.url}/v1/tasks/{task_id}", headers={"authorization": f"Bearer {key}"}, timeout=10).json()
 
 
 def test_models_lists_the_dev_model_with_its_card(dev, key):
@@ -39,24 +37,19 @@ def test_models_lists_the_dev_model_with_its_card(dev, key):
 
 
 def test_plain_completion_is_validated_by_the_quorum(dev, key):
-    raw = _client(dev, key).chat.completions.with_raw_response.create(
-        model=dev.model, messages=MSG, max_tokens=8
-    )
+    raw = _client(dev, key).chat.completions.with_raw_response.create(model=dev.model, messages=MSG, max_tokens=8)
     done = raw.parse()
     helium = done.model_extra["helium"]
     assert raw.headers["x-helium-task-id"] == helium["task_id"]
-    assert raw.headers["x-helium-validation"] == helium["validation"] and helium["validation"].startswith(
-        "quorum"
-    )
+    assert raw.headers["x-helium-validation"] == helium["validation"] and helium["validation"].startswith("quorum")
     assert len(helium["nodes"]) >= 2 and len({a["node"] for a in helium["assignments"]}) == 3
     assert done.choices[0].message.role == "assistant" and done.choices[0].finish_reason in ("stop", "length")
     assert done.usage.completion_tokens > 0
 
 
 def test_streamed_chunks_concatenate_to_the_validated_content(dev, key):
-    stream = _client(dev, key).chat.completions.create(
-        model=dev.model, messages=MSG, max_tokens=12, stream=True, stream_options={"include_usage": True}
-    )
+    stream = _client(dev, key).chat.completions.create(model=dev.model, messages=MSG, max_tokens=12, stream=True,
+                                                       stream_options={"include_usage": True})
     text, finish, helium, usage = "", None, None, None
     for chunk in stream:
         for c in chunk.choices:
@@ -71,20 +64,15 @@ def test_streamed_chunks_concatenate_to_the_validated_content(dev, key):
 
 
 def test_n2_gives_two_choices(dev, key):
-    done = _client(dev, key).chat.completions.create(
-        model=dev.model, messages=MSG, n=2, temperature=1.0, max_tokens=8
-    )
+    done = _client(dev, key).chat.completions.create(model=dev.model, messages=MSG, n=2, temperature=1.0,
+                                                     max_tokens=8)
     assert sorted(c.index for c in done.choices) == [0, 1]
 
 
 def test_seed_gives_repeatable_output(dev, key):
     def ask(seed: int) -> str:
-        return (
-            _client(dev, key)
-            .chat.completions.create(model=dev.model, messages=MSG, seed=seed, temperature=1.0, max_tokens=10)
-            .choices[0]
-            .message.content
-        )
+        return _client(dev, key).chat.completions.create(
+            model=dev.model, messages=MSG, seed=seed, temperature=1.0, max_tokens=10).choices[0].message.content
 
     first = ask(11)
     assert ask(11) == first
@@ -92,25 +80,15 @@ def test_seed_gives_repeatable_output(dev, key):
 
 
 def test_tools_produce_tool_calls(dev, key):
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "description": "weather in a city",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-            },
-        }
-    ]
-    done = _client(dev, key).chat.completions.create(
-        model=dev.tool_model, messages=MSG, tools=tools, max_tokens=8
-    )
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "weather in a city",
+                                               "parameters": {"type": "object",
+                                                              "properties": {"city": {"type": "string"}}}}}]
+    done = _client(dev, key).chat.completions.create(model=dev.tool_model, messages=MSG, tools=tools, max_tokens=8)
     call = done.choices[0].message.tool_calls[0]
     assert done.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "get_weather" and call.function.arguments == '{"city": "Oslo"}'
-    stream = _client(dev, key).chat.completions.create(
-        model=dev.tool_model, messages=MSG, tools=tools, max_tokens=8, stream=True
-    )
+    stream = _client(dev, key).chat.completions.create(model=dev.tool_model, messages=MSG, tools=tools,
+                                                       max_tokens=8, stream=True)
     names, finish = [], None
     for chunk in stream:
         for c in chunk.choices:
@@ -124,36 +102,26 @@ def test_images_come_back_validated_as_b64_png_and_as_urls(dev, key):
     import hashlib
 
     client = _client(dev, key)
-    raw = client.images.with_raw_response.generate(
-        model=dev.sd_model, prompt="a red cube", n=2, size="64x64", extra_body={"steps": 2, "seed": 5}
-    )
+    raw = client.images.with_raw_response.generate(model=dev.sd_model, prompt="a red cube", n=2, size="64x64",
+                                                   extra_body={"steps": 2, "seed": 5})
     done = raw.parse()
     assert raw.headers["x-helium-validation"].startswith("quorum")
     pngs = [base64.b64decode(d.b64_json) for d in done.data]
     assert len(pngs) == 2 and all(p.startswith(b"\x89PNG") for p in pngs)
     task = _task(dev, key, done.model_extra["helium"]["task_id"])
     assert [hashlib.sha256(p).hexdigest() for p in pngs] == [i["sha256"] for i in task["output"]["images"]]
-    urls = client.images.generate(
-        model=dev.sd_model,
-        prompt="a red cube",
-        n=1,
-        size="64x64",
-        response_format="url",
-        extra_body={"steps": 2, "seed": 5},
-    )
+    urls = client.images.generate(model=dev.sd_model, prompt="a red cube", n=1, size="64x64",
+                                  response_format="url", extra_body={"steps": 2, "seed": 5})
     fetched = httpx.get(urls.data[0].url, timeout=10)
     assert fetched.status_code == 200 and fetched.headers["content-type"] == "image/png"
     assert fetched.content == pngs[0]  # same seed, same first image
 
 
-@pytest.mark.parametrize(
-    ("kw", "status", "code"),
-    [
-        ({"top_p": 1.5}, 400, None),
-        ({"extra_body": {"fee": str(10**30)}}, 402, "insufficient_deposit"),
-        ({"model": "nobody/serves-this"}, 503, "model_not_available"),
-    ],
-)
+@pytest.mark.parametrize(("kw", "status", "code"), [
+    ({"top_p": 1.5}, 400, None),
+    ({"extra_body": {"fee": str(10**30)}}, 402, "insufficient_deposit"),
+    ({"model": "nobody/serves-this"}, 503, "model_not_available"),
+])
 def test_error_statuses(dev, key, kw, status, code):
     args = {"model": dev.model, "messages": MSG, "max_tokens": 4, **kw}
     with pytest.raises(openai.APIStatusError) as err:
@@ -164,9 +132,7 @@ def test_error_statuses(dev, key, kw, status, code):
 
 def test_bad_revoked_rate_limited_and_overspending_keys(dev):
     with pytest.raises(openai.AuthenticationError):
-        _client(dev, "sk-helium-not-a-key").chat.completions.create(
-            model=dev.model, messages=MSG, max_tokens=4
-        )
+        _client(dev, "sk-helium-not-a-key").chat.completions.create(model=dev.model, messages=MSG, max_tokens=4)
     store = KeyStore(dev.keys_db)
     try:
         secret, k = store.create("revoked")
@@ -182,17 +148,12 @@ def test_bad_revoked_rate_limited_and_overspending_keys(dev):
 
         capped, k = store.create("capped", spend_limit_wei=3 * 10**15)
         client = _client(dev, capped)
-        client.chat.completions.create(
-            model=dev.model, messages=MSG, max_tokens=4, extra_body={"fee": str(2 * 10**15)}
-        )
+        client.chat.completions.create(model=dev.model, messages=MSG, max_tokens=4, extra_body={"fee": str(2 * 10**15)})
         with pytest.raises(openai.APIStatusError) as err:
-            client.chat.completions.create(
-                model=dev.model, messages=MSG, max_tokens=4, extra_body={"fee": str(2 * 10**15)}
-            )
+            client.chat.completions.create(model=dev.model, messages=MSG, max_tokens=4,
+                                           extra_body={"fee": str(2 * 10**15)})
         assert err.value.status_code == 402 and err.value.code == "spending_limit_reached"
-        client.chat.completions.create(
-            model=dev.model, messages=MSG, max_tokens=4, extra_body={"fee": str(10**15)}
-        )
+        client.chat.completions.create(model=dev.model, messages=MSG, max_tokens=4, extra_body={"fee": str(10**15)})
     finally:
         store.close()
 
@@ -209,20 +170,12 @@ def test_metrics_parse_and_move_after_a_task(dev, key):
 
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
 
 
-@pytest.mark.skipif(
-    not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
-    reason="Debian chromium is not installed (make browser)",
-)
+@pytest.mark.skipif(not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
+                    reason="Debian chromium is not installed (make browser)")
 def test_pages_in_headless_chromium(dev, key):
     from playwright.sync_api import sync_playwright
 
@@ -250,9 +203,8 @@ def test_pages_in_headless_chromium(dev, key):
             page.goto(dev.url + "/")
             page.wait_for_selector("body[data-loaded='1']", timeout=15_000)
             assert page.locator("#nodes tbody tr").count() == 3
-            page.wait_for_function(
-                f"document.querySelector('#tasks').innerText.includes('{task_id[:8]}')", timeout=15_000
-            )
+            page.wait_for_function(f"document.querySelector('#tasks').innerText.includes('{task_id[:8]}')",
+                                   timeout=15_000)
             page.screenshot(path=str(artifacts / "gateway_network.png"), full_page=True)
         finally:
             browser.close()

@@ -31,17 +31,12 @@ def main() -> int:
         ex.run(Job(task_id="0x" + "11" * 32, assignment_id="before", spec=load_gpt_task(args.before)))
     for task in args.tasks:
         run = ex.execute(Job(task_id="0x" + "22" * 32, assignment_id="a", spec=load_gpt_task(task)))
-        print(
-            json.dumps(
-                {
-                    "result_hash": run.outcome.result_hash.hex(),
-                    "token_ids": [list(c.token_ids) for c in run.choices],
-                    "finish": [c.finish_reason for c in run.choices],
-                    "output": run.response,
-                }
-            ),
-            flush=True,
-        )
+        print(json.dumps({
+            "result_hash": run.outcome.result_hash.hex(),
+            "token_ids": [list(c.token_ids) for c in run.choices],
+            "finish": [c.finish_reason for c in run.choices],
+            "output": run.response,
+        }), flush=True)
     return 0
 
 

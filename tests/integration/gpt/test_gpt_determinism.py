@@ -18,42 +18,19 @@ SCRIPT = Path(__file__).with_name("gpt_worker_proc.py")
 
 
 def task_json(model: str, seed: int) -> str:
-    return json.dumps(
-        {
-            "model": model,
-            "messages": [
-                {"role": "system", "content": "You are helpful."},
-                {"role": "user", "content": "Hi"},
-            ],
-            "generation_config": {
-                "max_new_tokens": 24,
-                "do_sample": True,
-                "temperature": 0.7,
-                "top_p": 0.9,
-                "top_k": 50,
-                "min_p": 0.05,
-                "typical_p": 1.0,
-                "num_beams": 1,
-                "repetition_penalty": 1.1,
-                "num_return_sequences": 2,
-                "stop_strings": ["###"],
-            },
-            "seed": seed,
-            "dtype": "float32",
-        }
-    )
+    return json.dumps({
+        "model": model,
+        "messages": [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Hi"}],
+        "generation_config": {"max_new_tokens": 24, "do_sample": True, "temperature": 0.7, "top_p": 0.9,
+                              "top_k": 50, "min_p": 0.05, "typical_p": 1.0, "num_beams": 1,
+                              "repetition_penalty": 1.1, "num_return_sequences": 2, "stop_strings": ["###"]},
+        "seed": seed, "dtype": "float32"})
 
 
 def spawn(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(SCRIPT), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def collect(proc: subprocess.Popen) -> list[dict]:
@@ -66,19 +43,10 @@ def collect(proc: subprocess.Popen) -> list[dict]:
 def test_three_processes_agree_and_another_seed_differs(tmp_path):
     llama = str(build_tiny_model("llama-tools", tmp_path / "llama"))
     gpt2 = str(build_tiny_model("gpt2-plain", tmp_path / "gpt2"))
-    before = json.dumps(
-        {
-            "model": gpt2,
-            "messages": [{"role": "user", "content": "warm up"}],
-            "generation_config": {"max_new_tokens": 8, "do_sample": True},
-            "seed": 7,
-        }
-    )
-    procs = [
-        spawn(task_json(llama, 42)),
-        spawn(task_json(llama, 42), "--before", before),
-        spawn(task_json(llama, 42), task_json(llama, 43)),
-    ]
+    before = json.dumps({"model": gpt2, "messages": [{"role": "user", "content": "warm up"}],
+                         "generation_config": {"max_new_tokens": 8, "do_sample": True}, "seed": 7})
+    procs = [spawn(task_json(llama, 42)), spawn(task_json(llama, 42), "--before", before),
+             spawn(task_json(llama, 42), task_json(llama, 43))]
     (a,), (b,), (c, other) = (collect(p) for p in procs)
     assert a["token_ids"] == b["token_ids"] == c["token_ids"]
     assert len(a["token_ids"]) == 2 and all(a["token_ids"])

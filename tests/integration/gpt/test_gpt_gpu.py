@@ -22,16 +22,11 @@ def llama(tmp_path_factory) -> str:
 
 @pytest.mark.timeout(300)
 def test_cuda_three_processes_agree(llama):
-    procs = [
-        spawn(task_json(llama, 42), "--device", "cuda"),
-        spawn(task_json(llama, 42), "--device", "cuda", "--before", task_json(llama, 5)),
-        spawn(task_json(llama, 42), task_json(llama, 43), "--device", "cuda"),
-    ]
+    procs = [spawn(task_json(llama, 42), "--device", "cuda"),
+             spawn(task_json(llama, 42), "--device", "cuda", "--before", task_json(llama, 5)),
+             spawn(task_json(llama, 42), task_json(llama, 43), "--device", "cuda")]
     (a,), (b,), (c, other) = (collect(p) for p in procs)
-    assert (
-        a["token_ids"] == b["token_ids"] == c["token_ids"]
-        and a["result_hash"] == b["result_hash"] == c["result_hash"]
-    )
+    assert a["token_ids"] == b["token_ids"] == c["token_ids"] and a["result_hash"] == b["result_hash"] == c["result_hash"]
     assert other["result_hash"] != a["result_hash"]
 
 
@@ -64,33 +59,19 @@ def test_vllm_batch_invariant_under_concurrent_load(llama):
     from worker.executors.gpt import GptExecutor
 
     ex = GptExecutor(device="cuda", backend="vllm")
-    task = load_gpt_task(
-        json.loads(task_json(llama, 42))
-        | {
-            "generation_config": {
-                "max_new_tokens": 24,
-                "do_sample": True,
-                "temperature": 0.7,
-                "top_p": 0.9,
-                "num_return_sequences": 2,
-            }
-        }
-    )
+    task = load_gpt_task(json.loads(task_json(llama, 42)) | {"generation_config": {
+        "max_new_tokens": 24, "do_sample": True, "temperature": 0.7, "top_p": 0.9, "num_return_sequences": 2}})
     alone = ex.execute(Job("0x01", "a", task))
     # The same request batched with 31 others in one engine step must give the same tokens.
     backend = ex.backend
     loaded = backend.load(task)
     prep = backend.prepare(task, loaded)
     others = [TokensPrompt(prompt_token_ids=prep.prompt_ids[: 5 + i]) for i in range(31)]
-    outs = loaded.model.generate(
-        [TokensPrompt(prompt_token_ids=prep.prompt_ids), *others],
-        [backend.sampling_params(prep)] * 32,
-        use_tqdm=False,
-    )
+    outs = loaded.model.generate([TokensPrompt(prompt_token_ids=prep.prompt_ids), *others],
+                                 [backend.sampling_params(prep)] * 32, use_tqdm=False)
     batched = [list(c.token_ids) for c in sorted(outs[0].outputs, key=lambda c: c.index)]
     assert [list(c.token_ids) for c in alone.choices] == [
-        list(ids[: len(c.token_ids)]) for ids, c in zip(batched, alone.choices, strict=True)
-    ]
+        list(ids[: len(c.token_ids)]) for ids, c in zip(batched, alone.choices, strict=True)]
     again = ex.execute(Job("0x01", "a", task))
     assert again.outcome.result_hash == alone.outcome.result_hash
     ex.close()

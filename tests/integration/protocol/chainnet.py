@@ -42,9 +42,7 @@ class ChainNet:
         self.evm = evm
         self.heartbeat_s = heartbeat_s
         self.protocol = protocol or ProtocolSettings()
-        self.settlement = settlement or SettlementSettings(
-            batch_max_tasks=50, batch_interval=timedelta(seconds=1)
-        )
+        self.settlement = settlement or SettlementSettings(batch_max_tasks=50, batch_interval=timedelta(seconds=1))
         self.client_wrapper = client_wrapper
         self.rng = rng
         self.config = CoordinatorConfig(data_dir=self.root / "coordinator", port=0, chain="embedded",
@@ -100,9 +98,7 @@ class ChainNet:
             reconnect_initial=timedelta(milliseconds=100), reconnect_max=timedelta(seconds=1),
         )  # fmt: skip
         executors = executor if isinstance(executor, list) else [executor]
-        return WorkerNode(
-            cfg, key, executors, profile=NodeProfile(card_name=card, vram_bytes=vram, device="cpu")
-        )
+        return WorkerNode(cfg, key, executors, profile=NodeProfile(card_name=card, vram_bytes=vram, device="cpu"))
 
     def client(self, key=None) -> TaskClient:
         ch = grpc.aio.insecure_channel(self.address)

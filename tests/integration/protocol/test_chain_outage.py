@@ -53,9 +53,7 @@ async def test_tasks_complete_through_an_outage_and_settlement_catches_up(tmp_pa
         cut.append(provider)
         settings = ClientSettings(preflight=False, rpc_attempts=2, rpc_timeout=timedelta(seconds=2),
                                   poll_interval=timedelta(milliseconds=20))  # fmt: skip
-        return ChainClient(
-            AsyncWeb3(provider), chain.keys.coordinator, chain.addresses, chain.chain_id, settings
-        )
+        return ChainClient(AsyncWeb3(provider), chain.keys.coordinator, chain.addresses, chain.chain_id, settings)
 
     settle = SettlementSettings(batch_max_tasks=5, batch_interval=timedelta(seconds=0.3),
                                 outage_backoff_max=timedelta(seconds=0.5))  # fmt: skip

@@ -35,9 +35,7 @@ async def test_chain_server_killed_and_restarted_keeps_state_and_settlement_catc
         assert {n.address: await net.admin.credit_of(n.address) for n in nodes} == paid
         min_stake = await net.admin.min_stake()
         try:  # a revert crosses the JSON-RPC boundary decoded (code 3 and its data)
-            await net.admin.sender_for(nodes[0].key).preflight(
-                net.chain.addresses.staking, bytes.fromhex("3ccfd60b")
-            )
+            await net.admin.sender_for(nodes[0].key).preflight(net.chain.addresses.staking, bytes.fromhex("3ccfd60b"))
         except ContractRevert as exc:
             assert exc.error, exc
         else:

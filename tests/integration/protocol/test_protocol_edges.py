@@ -69,17 +69,8 @@ async def test_bad_input_gets_the_right_status_and_changes_nothing(tmp_path):
         sig = signing.sign_node_control(intruder.key, domain, worker_pb2.NODE_ACTION_PAUSE, ts)
         async with grpc.aio.insecure_channel(net.address) as ch:
             stub = worker_pb2_grpc.WorkerServiceStub(ch)
-            code = await _code(
-                stub.ControlNode(
-                    worker_pb2.ControlNodeRequest(
-                        address=victim.address,
-                        action=worker_pb2.NODE_ACTION_PAUSE,
-                        timestamp=ts,
-                        signature=sig,
-                    ),
-                    timeout=10,
-                )
-            )
+            code = await _code(stub.ControlNode(worker_pb2.ControlNodeRequest(
+                address=victim.address, action=worker_pb2.NODE_ACTION_PAUSE, timestamp=ts, signature=sig), timeout=10))
         assert code == grpc.StatusCode.PERMISSION_DENIED
         await net.wait_settled([ok], timeout=30)
         assert {n.address: n.state for n in store.list_nodes()} == before_nodes

@@ -34,9 +34,7 @@ async def test_sd_results_a_few_bits_apart_settle_with_the_split(tmp_path):
         await net.wait_settled(ids, timeout=60)
         store = net.app.store
         tasks = [store.get_task(t) for t in ids]
-        assert [t.state for t in tasks] == [TaskState.SETTLED] * len(ids), [
-            (t.state, t.reason) for t in tasks
-        ]
+        assert [t.state for t in tasks] == [TaskState.SETTLED] * len(ids), [(t.state, t.reason) for t in tasks]
         for t in tasks:
             subs = [a for a in store.assignments_for(t.task_id) if a.state == AssignmentState.SUBMITTED]
             assert len({a.result_hash for a in subs}) == len(subs) >= 2  # no two results are byte-equal

@@ -87,9 +87,7 @@ async def test_kill9_between_settle_send_and_receipt_pays_everyone_once(tmp_path
     expected: dict[str, int] = {}
     for t in tasks:
         winners = [a for a in t.assignments if a.state == task_pb2.ASSIGNMENT_STATE_SUBMITTED and a.matched]
-        for a, part in zip(
-            winners, fee_split(int(t.fee), [a.submission_order for a in winners]), strict=True
-        ):
+        for a, part in zip(winners, fee_split(int(t.fee), [a.submission_order for a in winners]), strict=True):
             expected[a.node] = expected.get(a.node, 0) + part
     async with await DevChain.open(data / "chain") as chain:
         c = chain.client()

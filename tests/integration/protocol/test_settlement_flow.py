@@ -22,9 +22,7 @@ def expected_credits(store, task_ids) -> dict[str, int]:
         t = store.get_task(tid)
         if t.state != TaskState.SETTLED:
             continue
-        winners = [
-            a for a in store.assignments_for(tid) if a.state == AssignmentState.SUBMITTED and a.matched
-        ]
+        winners = [a for a in store.assignments_for(tid) if a.state == AssignmentState.SUBMITTED and a.matched]
         for a, part in zip(winners, fee_split(t.fee, [a.submission_order for a in winners]), strict=True):
             out[a.node] = out.get(a.node, 0) + part
     return out

@@ -75,16 +75,8 @@ async def test_simulated_network(tmp_path):
         topics = [[staking.events.Slashed.topic, staking.events.KickedOut.topic]]
         logs = await net.admin.w3.eth.get_logs({"fromBlock": 0, "address": staking.address, "topics": topics})
         first = [bytes(lg["topics"][0]).hex() for lg in logs]
-        slashed = [
-            staking.events.Slashed().process_log(lg)
-            for lg, t in zip(logs, first, strict=True)
-            if t == topics[0][0][2:]
-        ]
-        kicked = [
-            staking.events.KickedOut().process_log(lg)
-            for lg, t in zip(logs, first, strict=True)
-            if t == topics[0][1][2:]
-        ]
+        slashed = [staking.events.Slashed().process_log(lg) for lg, t in zip(logs, first, strict=True) if t == topics[0][0][2:]]
+        kicked = [staking.events.KickedOut().process_log(lg) for lg, t in zip(logs, first, strict=True) if t == topics[0][1][2:]]
         assert [e.args["node"] for e in slashed] == [liar.address]
         lied_on = store.get_task("0x" + slashed[0].args["taskId"].hex())
         assert lied_on is not None and liar.address not in lied_on.result_nodes
@@ -116,11 +108,7 @@ async def test_simulated_network(tmp_path):
         assert credits == {n.address: expected.get(n.address, 0) for n in everyone}
         exact = 0
         for t in tasks:
-            winners = [
-                a
-                for a in store.assignments_for(t.task_id)
-                if a.state == AssignmentState.SUBMITTED and a.matched
-            ]
+            winners = [a for a in store.assignments_for(t.task_id) if a.state == AssignmentState.SUBMITTED and a.matched]
             orders = [a.submission_order for a in winners]
             if sorted(orders) == [1, 2, 3] and t.fee % 25 == 0:
                 exact += 1
@@ -129,18 +117,10 @@ async def test_simulated_network(tmp_path):
         assert exact > TASKS // 4
         # QoS spreads with speed, and AdminService shows it.
         async with simnet_channel(net) as stub:
-            nodes = (
-                await stub.ListNodes(
-                    admin_pb2.ListNodesRequest(),
-                    timeout=10,
-                    metadata=(("authorization", f"Bearer {net.app.admin_token}"),),
-                )
-            ).nodes
-            stats = await stub.GetStats(
-                admin_pb2.GetStatsRequest(),
-                timeout=10,
-                metadata=(("authorization", f"Bearer {net.app.admin_token}"),),
-            )
+            nodes = (await stub.ListNodes(admin_pb2.ListNodesRequest(), timeout=10,
+                                          metadata=(("authorization", f"Bearer {net.app.admin_token}"),))).nodes
+            stats = await stub.GetStats(admin_pb2.GetStatsRequest(), timeout=10,
+                                        metadata=(("authorization", f"Bearer {net.app.admin_token}"),))
         by_addr = {n.address: n for n in nodes}
         fast = [by_addr[a].qos for a, d in net.speeds.items() if d == simnet.SPEEDS[0]]
         slow = [by_addr[a].qos for a, d in net.speeds.items() if d == simnet.SPEEDS[-1]]

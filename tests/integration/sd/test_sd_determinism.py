@@ -32,12 +32,9 @@ WORKER = textwrap.dedent("""
 
 
 def _task(base: str, seed: int, **extra) -> dict:
-    return {
-        "base_model": base,
-        "prompt": "a lighthouse at dusk, oil painting",
-        "task_config": {"image_width": 64, "image_height": 64, "steps": 3, "seed": seed, "num_images": 3},
-        **extra,
-    }
+    return {"base_model": base, "prompt": "a lighthouse at dusk, oil painting",
+            "task_config": {"image_width": 64, "image_height": 64, "steps": 3, "seed": seed, "num_images": 3},
+            **extra}
 
 
 @pytest.mark.slow
@@ -49,26 +46,13 @@ def test_three_processes_agree_and_seeds_differ(tmp_path):
     tasks = {
         "sd15_seed7": _task("helium-tiny/sd15", 7),
         "sd15_seed100": _task("helium-tiny/sd15", 100),
-        "sdxl_refined": _task(
-            "helium-tiny/sdxl",
-            7,
-            refiner={"model": "helium-tiny/sdxl-refiner", "denoising_cutoff": 50, "steps": 4},
-            **euler,
-        ),
+        "sdxl_refined": _task("helium-tiny/sdxl", 7, refiner={"model": "helium-tiny/sdxl-refiner",
+                                                            "denoising_cutoff": 50, "steps": 4}, **euler),
     }
     # One thread each: three processes share the CI machine's two cores.
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(models), json.dumps(tasks)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(models), json.dumps(tasks)], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=500)

@@ -30,17 +30,11 @@ def test_same_task_hamming_distances_on_the_card(tmp_path, dtype):
     gpu2 = SdExecutor(SdExecutorConfig(models_dir=models), device="cuda")  # another "node" on the same card
     cpu = SdExecutor(SdExecutorConfig(models_dir=models), device="cpu")
     report = []
-    for base, extra in [
-        ("helium-tiny/sd15-100m", {}),
-        ("helium-tiny/sdxl", {"refiner": {"model": "helium-tiny/sdxl-refiner", "steps": 10}}),
-    ]:
-        doc = {
-            "base_model": base,
-            "prompt": "a lighthouse at dusk, oil painting",
-            "dtype": dtype,
-            "task_config": {"image_width": 256, "image_height": 256, "steps": 10, "seed": 3, "num_images": 4},
-            **extra,
-        }
+    for base, extra in [("helium-tiny/sd15-100m", {}),
+                        ("helium-tiny/sdxl", {"refiner": {"model": "helium-tiny/sdxl-refiner", "steps": 10}})]:
+        doc = {"base_model": base, "prompt": "a lighthouse at dusk, oil painting", "dtype": dtype,
+               "task_config": {"image_width": 256, "image_height": 256, "steps": 10, "seed": 3, "num_images": 4},
+               **extra}
         a = gpu.run(Job("t", "a", load_sd_task(doc))).phashes
         b = gpu2.run(Job("t", "b", load_sd_task(doc))).phashes
         c = cpu.run(Job("t", "c", load_sd_task({**doc, "dtype": "float32"}))).phashes

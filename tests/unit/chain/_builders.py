@@ -31,9 +31,7 @@ def make_task(
 ) -> TaskSettlement:
     args_hash = args_hash or os.urandom(32)
     task_id = compute_task_id(creator.address, nonce, args_hash)
-    sig = sign_task(
-        creator_signer or creator, creator_domain or domain, task_id, args_hash, fee, nonce, deadline
-    )
+    sig = sign_task(creator_signer or creator, creator_domain or domain, task_id, args_hash, fee, nonce, deadline)
     results = tuple(
         SignedResult(n.address, result_hash, sign_result(n, result_domain or domain, task_id, result_hash), o)
         for n, o in zip(nodes, orders, strict=False)
@@ -80,7 +78,6 @@ def sd_evidence(
     res = []
     for n, ph in zip(nodes, phashes, strict=True):
         h = sd_result_hash(ph) if ph else None
-        res.append(
-            EvidenceResult.sd(n.address, list(ph), sign_result(n, domain, task_id, h or INVALID_ARGS_HASH))
-        )
+        res.append(EvidenceResult.sd(n.address, list(ph), sign_result(n, domain, task_id, h or INVALID_ARGS_HASH)))
     return SlashEvidence(task_id, SlashKind.SD, (res[0], res[1]), res[2])
+

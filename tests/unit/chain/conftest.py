@@ -123,9 +123,7 @@ class ChainEnv:
 async def _embedded(tmp_path: Path) -> AsyncIterator[ChainEnv]:
     dc = await DevChain.open(tmp_path / "devchain", deploy_settings=TEST_DEPLOY)
     try:
-        yield ChainEnv(
-            "embedded", dc.w3, dc.addresses, dc.chain_id, dc.keys.admin, dc.keys.coordinator, dc.keys.faucet
-        )
+        yield ChainEnv("embedded", dc.w3, dc.addresses, dc.chain_id, dc.keys.admin, dc.keys.coordinator, dc.keys.faucet)
     finally:
         await dc.close()
 

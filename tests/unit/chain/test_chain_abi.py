@@ -22,9 +22,7 @@ def _addr(r: random.Random) -> str:
 
 
 def _task(r: random.Random) -> tuple:
-    results = [
-        (_addr(r), r.randrange(256), r.randbytes(32), r.randbytes(32)) for _ in range(r.randrange(2, 4))
-    ]
+    results = [(_addr(r), r.randrange(256), r.randbytes(32), r.randbytes(32)) for _ in range(r.randrange(2, 4))]
     phashes = [[r.randrange(1 << 64) for _ in range(r.randrange(3))] for _ in range(r.randrange(3))]
     return (r.randbytes(32), _addr(r), r.randbytes(32), r.randrange(1 << 200), r.randrange(1 << 64), r.randrange(1 << 40),
             r.randbytes(32), r.randbytes(32), r.randbytes(32), results, phashes)  # fmt: skip
@@ -63,13 +61,7 @@ def test_what_it_leaves_to_eth_abi(types: list[str], values: list) -> None:
 
 
 def test_word_decoders() -> None:
-    for t, v in (
-        ("address", "0x" + "ab" * 20),
-        ("bool", True),
-        ("uint8", 200),
-        ("uint256", 2**255),
-        ("bytes32", b"\x07" * 32),
-    ):
+    for t, v in (("address", "0x" + "ab" * 20), ("bool", True), ("uint8", 200), ("uint256", 2**255), ("bytes32", b"\x07" * 32)):
         word = encode([t], [v])
         assert word_decoder(t)(word) == decode([t], word)[0]
     with pytest.raises(Unsupported):
@@ -89,12 +81,9 @@ def test_encode_function_is_web3s() -> None:
     ledger = Web3().eth.contract(address="0x" + "11" * 20, abi=abi)
     r = random.Random(3)
     args = ([_task(r) for _ in range(5)], [_slash(r)])
-    assert encode_function(abi, "settle", args) == bytes.fromhex(
-        ledger.functions.settle(*args)._encode_transaction_data()[2:]
-    )
+    assert encode_function(abi, "settle", args) == bytes.fromhex(ledger.functions.settle(*args)._encode_transaction_data()[2:])
     many = ([_addr(r)], [7])
     assert encode_function(abi, "settledMany", many) == bytes.fromhex(
-        ledger.functions.settledMany(*many)._encode_transaction_data()[2:]
-    )
+        ledger.functions.settledMany(*many)._encode_transaction_data()[2:])
     with pytest.raises(ValueError):
         encode_function(abi, "settledMany", (["not an address"], [1]))

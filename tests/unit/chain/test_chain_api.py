@@ -20,13 +20,9 @@ def test_public_names() -> None:
     }  # fmt: skip
     assert {"SignedResult", "TaskSettlement", "SlashEvidence", "EvidenceResult", "SlashKind", "ClientSettings",
             "ContractAddresses"} <= set(chain.models.__all__)  # fmt: skip
-    assert {
-        "INVALID_ARGS_HASH",
-        "sd_result_hash",
-        "task_digest",
-        "result_digest",
-        "compact_signature",
-    } <= set(chain.signing.__all__)
+    assert {"INVALID_ARGS_HASH", "sd_result_hash", "task_digest", "result_digest", "compact_signature"} <= set(
+        chain.signing.__all__
+    )
 
 
 def test_every_error_has_one_root_and_a_status() -> None:

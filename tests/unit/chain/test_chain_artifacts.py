@@ -13,9 +13,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _check(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["node", "chain/build.js", "--check"], cwd=root, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run(["node", "chain/build.js", "--check"], cwd=root, capture_output=True, text=True, timeout=120)
 
 
 def test_artifacts_are_fresh() -> None:
@@ -30,11 +28,7 @@ def test_a_stale_artifact_is_detected(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "chain" / "artifacts", tmp_path / "chain" / "artifacts")
     (tmp_path / "node_modules").symlink_to(ROOT / "node_modules")
     src = tmp_path / "chain" / "contracts" / "NetworkStats.sol"
-    src.write_text(
-        src.read_text().replace(
-            "uint64 public kickOuts;", "uint64 public kickOuts;\n    uint64 public extra;"
-        )
-    )
+    src.write_text(src.read_text().replace("uint64 public kickOuts;", "uint64 public kickOuts;\n    uint64 public extra;"))
     out = _check(tmp_path)
     assert out.returncode == 1 and "NetworkStats.json" in out.stderr
 

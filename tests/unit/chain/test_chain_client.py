@@ -36,9 +36,7 @@ async def test_stake_views_and_stats(chain_env: ChainEnv) -> None:
     stats = await client.stats()
     assert (stats.nodes, stats.gpus) == (2, 8)
     with pytest.raises(ContractRevert) as err:
-        await chain_env.client(nodes[0]).stake(
-            nodes[0], 1
-        )  # total above min is fine, but below-min joins are not
+        await chain_env.client(nodes[0]).stake(nodes[0], 1)  # total above min is fine, but below-min joins are not
         fresh = await chain_env.funded(10 * ETHER)
         await chain_env.client(fresh).stake(fresh, ETHER)
     assert err.value.error == "StakeBelowMinimum"
@@ -101,9 +99,7 @@ async def test_settle_batch_of_100_then_withdraw_credits(chain_env: ChainEnv) ->
         orders = patterns[i % len(patterns)]
         picked = [nodes[(i + k) % 3] for k in range(len(orders))]
         rh = INVALID_ARGS_HASH if i == 7 else os.urandom(32)  # an invalid-args verdict is paid the same way
-        tasks.append(
-            make_task(chain_env.domain, creator, i, FEE + i, deadline, picked, orders=orders, result_hash=rh)
-        )
+        tasks.append(make_task(chain_env.domain, creator, i, FEE + i, deadline, picked, orders=orders, result_hash=rh))
     expected = {n.address: 0 for n in nodes}
     for t in tasks:
         shares = t.shares()
@@ -123,10 +119,7 @@ async def test_settle_batch_of_100_then_withdraw_credits(chain_env: ChainEnv) ->
     # idempotency: a re-send drops what is settled; only new tasks go out
     assert await client.settle(tasks) is None
     unknown = os.urandom(32)
-    assert await client.find_settled([tasks[0].task_id, tasks[99].task_id, unknown]) == {
-        tasks[0].task_id,
-        tasks[99].task_id,
-    }
+    assert await client.find_settled([tasks[0].task_id, tasks[99].task_id, unknown]) == {tasks[0].task_id, tasks[99].task_id}
     extra = make_task(chain_env.domain, creator, 100, FEE, deadline, nodes)
     receipt = await client.wait_receipt(await client.settle([*tasks[:5], extra]))
     assert sum(e.name == "TaskSettled" for e in receipt.events) == 1

@@ -33,9 +33,7 @@ async def pyevm_env(tmp_path) -> AsyncIterator[ChainEnv]:
     """The embedded chain on the py-evm backend (the one with the inline loop)."""
     dc = await DevChain.open(tmp_path / "devchain", deploy_settings=TEST_DEPLOY, evm="pyevm")
     try:
-        yield ChainEnv(
-            "pyevm", dc.w3, dc.addresses, dc.chain_id, dc.keys.admin, dc.keys.coordinator, dc.keys.faucet
-        )
+        yield ChainEnv("pyevm", dc.w3, dc.addresses, dc.chain_id, dc.keys.admin, dc.keys.coordinator, dc.keys.faucet)
     finally:
         await dc.close()
 
@@ -53,17 +51,10 @@ async def test_fast_paths_match_py_evm_and_web3(pyevm_env: ChainEnv) -> None:
     data = encode_call(fn)
     assert data == bytes.fromhex(fn._encode_transaction_data()[2:])
 
-    call = {
-        "from": env.coordinator.address,
-        "to": env.addresses.ledger,
-        "data": "0x" + data.hex(),
-        "gas": hex(5_000_000),
-    }
+    call = {"from": env.coordinator.address, "to": env.addresses.ledger, "data": "0x" + data.hex(), "gas": hex(5_000_000)}
     fast, slow = await _both_loops(provider, "eth_estimateGas", [call, "latest"])
     assert "result" in fast and fast == slow
-    bad = make_task(
-        env.domain, creator, 9, 2500, ts + 3600, nodes, creator_signer=nodes[0]
-    )  # not the creator's signature
+    bad = make_task(env.domain, creator, 9, 2500, ts + 3600, nodes, creator_signer=nodes[0])  # not the creator's signature
     bad_call = {**call, "data": "0x" + encode_call(client.ledger.functions.settle([bad.as_abi()], [])).hex()}
     fast, slow = await _both_loops(provider, "eth_call", [bad_call, "latest"])
     assert fast.get("error", {}).get("code") == 3 and fast == slow, (fast, slow)

@@ -24,9 +24,7 @@ ORDERS = [(1, 2, 3), (1, 3), (2, 3), (1, 2), (3, 2, 1)]
 ops = st.lists(
     st.one_of(
         st.tuples(st.just("deposit"), st.integers(0, 1), st.integers(1, 3 * 10**18)),
-        st.tuples(
-            st.just("settle"), st.integers(0, 1), st.integers(0, 4 * 10**18), st.integers(0, len(ORDERS) - 1)
-        ),
+        st.tuples(st.just("settle"), st.integers(0, 1), st.integers(0, 4 * 10**18), st.integers(0, len(ORDERS) - 1)),
         st.tuples(st.just("slash"), st.integers(0, 3), st.booleans()),
         st.tuples(st.just("withdraw_credit"), st.integers(0, 3)),
         st.tuples(st.just("withdraw_deposit"), st.integers(0, 1), st.integers(1, 4 * 10**18)),
@@ -138,9 +136,7 @@ async def _check(dc: DevChain, model: Model) -> None:
     assert deposits == model.deposits and credits == model.credits and stakes == model.stakes
     assert treasury == model.treasury
     # other accounts' balances do not move during this example, so the contracts' value moves with the sums
-    assert await c.balance_of(c.addresses.ledger) == model.base_ledger + sum(deposits.values()) + sum(
-        credits.values()
-    )
+    assert await c.balance_of(c.addresses.ledger) == model.base_ledger + sum(deposits.values()) + sum(credits.values())
     assert await c.balance_of(c.addresses.staking) == model.base_staking + sum(stakes.values()) + treasury
 
 

@@ -38,9 +38,7 @@ class World:
 
     def task(self, nonce: int = 1, **kw):
         kw.setdefault("nodes", self.nodes[:3])
-        return make_task(
-            self.domain, self.creator, nonce, kw.pop("fee", FEE), kw.pop("deadline", self.deadline), **kw
-        )
+        return make_task(self.domain, self.creator, nonce, kw.pop("fee", FEE), kw.pop("deadline", self.deadline), **kw)
 
     async def snapshot(self) -> tuple:
         """Contract balances, the treasury, every node's stake record and credit, the creator's deposit."""
@@ -128,9 +126,7 @@ async def test_slash_by_unstaked_sybils(world: World) -> None:
 
 async def test_sd_slash_needs_a_real_disagreement(world: World) -> None:
     a, b, c, _ = world.nodes
-    close = sd_evidence(
-        world.domain, os.urandom(32), [a, b, c], [[0xFF00], [0xFF01], [0xFF0F]]
-    )  # c: distance 4 < 5
+    close = sd_evidence(world.domain, os.urandom(32), [a, b, c], [[0xFF00], [0xFF01], [0xFF0F]])  # c: distance 4 < 5
     await assert_reverts(world, "SlashedNodeAgrees", slash_raw(close.as_abi()))
     ev = sd_evidence(world.domain, os.urandom(32), [a, b, c], [[0xFF00], [0xFF01], [0x00FF]])
     e = ev.as_abi()
@@ -144,14 +140,10 @@ async def test_forged_creator_signature(world: World) -> None:
 
 
 async def test_signatures_for_another_domain(world: World) -> None:
-    other_chain = Domain(
-        chain_id=world.domain.chain_id + 1, verifying_contract=world.domain.verifying_contract
-    )
+    other_chain = Domain(chain_id=world.domain.chain_id + 1, verifying_contract=world.domain.verifying_contract)
     other_contract = Domain(chain_id=world.domain.chain_id, verifying_contract=world.env.addresses.staking)
     for d in (other_chain, other_contract):
-        await assert_reverts(
-            world, "BadCreatorSignature", settle_raw([world.task(creator_domain=d).as_abi()])
-        )
+        await assert_reverts(world, "BadCreatorSignature", settle_raw([world.task(creator_domain=d).as_abi()]))
         await assert_reverts(world, "BadResultSignature", settle_raw([world.task(result_domain=d).as_abi()]))
     ev = gpt_evidence(other_chain, os.urandom(32), world.nodes[:2], world.nodes[2])
     await assert_reverts(world, "BadResultSignature", slash_raw(ev.as_abi()))
@@ -183,13 +175,9 @@ async def test_shares_are_the_contracts_and_bad_orders_revert(world: World) -> N
 
     dup = [results[0], (results[1][0], 1, *results[1][2:])]  # two "first" results would pay 20/19
     await assert_reverts(world, "BadOrder", settle_raw([with_results(dup)]))
-    await assert_reverts(
-        world, "BadOrder", settle_raw([with_results([results[0], (results[1][0], 4, *results[1][2:])])])
-    )
+    await assert_reverts(world, "BadOrder", settle_raw([with_results([results[0], (results[1][0], 4, *results[1][2:])])]))
     await assert_reverts(world, "BadResultCount", settle_raw([with_results(results[:1])]))
-    await assert_reverts(
-        world, "DuplicateNode", settle_raw([with_results([results[0], (results[0][0], 2, *results[0][2:])])])
-    )
+    await assert_reverts(world, "DuplicateNode", settle_raw([with_results([results[0], (results[0][0], 2, *results[0][2:])])]))
 
 
 async def test_fee_above_the_deposit(world: World) -> None:
@@ -205,18 +193,10 @@ async def test_task_id_not_bound_to_creator_nonce_args(world: World) -> None:
 async def test_withdrawals_before_the_delay(world: World) -> None:
     node, creator = world.nodes[0], world.creator
     await world.env.client(node).request_unstake(node)
-    await assert_reverts(
-        world,
-        "UnstakeLocked",
-        lambda c: c.transact("NodeStaking", "withdraw", key=node, wait=False),
-        key=node,
-    )
+    await assert_reverts(world, "UnstakeLocked", lambda c: c.transact("NodeStaking", "withdraw", key=node, wait=False), key=node)
     await world.env.client(creator).request_deposit_withdrawal(creator, ETHER)
     await assert_reverts(
-        world,
-        "WithdrawalLocked",
-        lambda c: c.transact("TaskLedger", "withdrawDeposit", key=creator, wait=False),
-        key=creator,
+        world, "WithdrawalLocked", lambda c: c.transact("TaskLedger", "withdrawDeposit", key=creator, wait=False), key=creator
     )
 
 
@@ -236,6 +216,4 @@ async def test_slashed_node_cannot_withdraw(world: World) -> None:
     await world.env.client(c).request_unstake(c)
     await client.wait_receipt(await client.slash(gpt_evidence(world.domain, os.urandom(32), [a, b], c)))
     await client.increase_time(HOUR + 1)
-    await assert_reverts(
-        world, "NodeIsSlashed", lambda x: x.transact("NodeStaking", "withdraw", key=c, wait=False), key=c
-    )
+    await assert_reverts(world, "NodeIsSlashed", lambda x: x.transact("NodeStaking", "withdraw", key=c, wait=False), key=c)

@@ -63,14 +63,10 @@ async def test_sd_results_beyond_the_threshold_revert(world: World) -> None:
     # each is 4 bits from A, but 8 bits from each other: matched pairwise, not against the first
     far_pair = [A, (A[0] ^ 0b1111, A[1]), (A[0] ^ 0b11110000, A[1])]
     await assert_reverts(world, "ResultsDisagree", settle_raw([sd_task(world, far_pair).as_abi()]))
-    await assert_reverts(
-        world, "ResultsDisagree", settle_raw([sd_task(world, [A, A[:1]]).as_abi()])
-    )  # image count
+    await assert_reverts(world, "ResultsDisagree", settle_raw([sd_task(world, [A, A[:1]]).as_abi()]))  # image count
     # the whole batch reverts: the good GPT task in it is not settled either
     gpt = make_task(world.domain, world.creator, 7, FEE, world.deadline, world.nodes[:3])
-    await assert_reverts(
-        world, "ResultsDisagree", settle_raw([gpt.as_abi(), sd_task(world, [A, FAR]).as_abi()])
-    )
+    await assert_reverts(world, "ResultsDisagree", settle_raw([gpt.as_abi(), sd_task(world, [A, FAR]).as_abi()]))
 
 
 async def test_forged_phash_lists_revert(world: World) -> None:
@@ -103,10 +99,7 @@ async def test_gpt_settlement_gas_unchanged_and_sd_cost(world: World) -> None:
     sd_gas = (await client.wait_receipt(await client.settle([sd_task(world, [A, B, C], nonce=3)]))).gas_used
     # an SD task pays one external threshold read and per-image hashing and comparisons on top
     print(f"gas: gpt_task={gpt_gas} sd_task_3x2_images={sd_gas}")
-    assert gpt_gas < sd_gas < gpt_gas + 3 * 2 * client.settings.settle_gas_per_phash + 10_000, (
-        gpt_gas,
-        sd_gas,
-    )
+    assert gpt_gas < sd_gas < gpt_gas + 3 * 2 * client.settings.settle_gas_per_phash + 10_000, (gpt_gas, sd_gas)
 
 
 async def test_rotate_coordinator_on_both_contracts(world: World) -> None:

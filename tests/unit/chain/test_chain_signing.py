@@ -33,9 +33,7 @@ async def test_contract_digests_equal_python_digests(embedded_env: ChainEnv) -> 
     on_chain = await c.ledger.functions.hashResult(task_id, INVALID_ARGS_HASH, node.address).call()
     assert on_chain == result_digest(d, task_id, INVALID_ARGS_HASH, node.address)
     # the one domain: ("Helium", "1", chainId, TaskLedger)
-    domain_type = keccak(
-        b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-    )
+    domain_type = keccak(b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
     expected = keccak(encode(["bytes32", "bytes32", "bytes32", "uint256", "address"],
                              [domain_type, keccak(b"Helium"), keccak(b"1"), d.chain_id, d.verifying_contract]))  # fmt: skip
     assert await c.ledger.functions.domainSeparator().call() == expected
@@ -55,10 +53,7 @@ async def test_python_signatures_recover_to_the_signer_on_chain(embedded_env: Ch
     r, vs = compact_signature(sig)
     assert int.from_bytes(vs, "big") >> 255 == sig[64] - 27 and r == sig[:32]
     rsig = sign_result(key, d, task_id, b"\x05" * 32)
-    assert (
-        Account._recover_hash(result_digest(d, task_id, b"\x05" * 32, key.address), signature=rsig)
-        == key.address
-    )
+    assert Account._recover_hash(result_digest(d, task_id, b"\x05" * 32, key.address), signature=rsig) == key.address
 
 
 async def test_hamming_and_sd_hash(embedded_env: ChainEnv) -> None:

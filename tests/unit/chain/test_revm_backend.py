@@ -44,9 +44,7 @@ async def _script(dc: DevChain) -> dict:
     await client.wait_receipt(await client.settle(tasks[10:]))
     lone = dc.client(NODES[3]).sender_for(None)  # withdraw() with no unstake request: reverts, status 0
     await lone.wait(await lone.send(dc.addresses.staking, bytes.fromhex("3ccfd60b"), gas=100_000), 10)
-    sd = make_sd_task(
-        dc.domain, creator, 40, 10**15, DEADLINE, NODES[:2], [[1, 2], [1, 3]], args_hash=b"\x28" * 32
-    )
+    sd = make_sd_task(dc.domain, creator, 40, 10**15, DEADLINE, NODES[:2], [[1, 2], [1, 3]], args_hash=b"\x28" * 32)
     await client.wait_receipt(await client.settle([sd]))
     ev = gpt_evidence(dc.domain, tasks[0].task_id, NODES[:2], NODES[2])
     await client.wait_receipt(await client.slash(ev))
@@ -123,14 +121,8 @@ async def test_rpc_surface(tmp_path: Path) -> None:
         w3 = dc.w3
         rec = await dc.fund(NODES[0].address, 5)
         tx = await w3.eth.get_transaction(rec.tx_hash)
-        assert (
-            tx["from"] == dc.keys.faucet.address
-            and tx["value"] == 5
-            and tx["blockNumber"] == rec.block_number
-        )
-        assert (await w3.eth.get_block(rec.block_number, full_transactions=True))["transactions"][0][
-            "hash"
-        ] == tx["hash"]
+        assert tx["from"] == dc.keys.faucet.address and tx["value"] == 5 and tx["blockNumber"] == rec.block_number
+        assert (await w3.eth.get_block(rec.block_number, full_transactions=True))["transactions"][0]["hash"] == tx["hash"]
         assert await w3.eth.get_code(dc.addresses.ledger) != b""
         assert await w3.eth.chain_id == 1337 and await w3.eth.accounts == [dc.keys.faucet.address]
         events = await dc.client().events()
@@ -177,9 +169,7 @@ async def test_logs_bloom_is_a_real_nodes(tmp_path: Path) -> None:
         raw = await dc.w3.eth.get_transaction_receipt(rec.tx_hash)
         bloom = BloomFilter()
         for lg in raw["logs"]:
-            bloom.add(
-                bytes(lg["address"] if isinstance(lg["address"], bytes) else bytes.fromhex(lg["address"][2:]))
-            )
+            bloom.add(bytes(lg["address"] if isinstance(lg["address"], bytes) else bytes.fromhex(lg["address"][2:])))
             for t in lg["topics"]:
                 bloom.add(bytes(t))
         assert raw["logs"] and int.from_bytes(bytes(raw["logsBloom"]), "big") == int(bloom)

@@ -71,9 +71,7 @@ def test_free_counts_the_assignments_a_node_may_hold():
 def test_caps_keep_max_assignments_and_read_old_rows():
     caps = NodeCaps(Card("c", 1), frozenset({TaskType.GPT}), max_assignments=4)
     assert caps_from_json(caps_to_json(caps)) == caps
-    old = caps_to_json(NodeCaps(Card("c", 1), frozenset({TaskType.GPT}))).replace(
-        ', "max_assignments": 1', ""
-    )
+    old = caps_to_json(NodeCaps(Card("c", 1), frozenset({TaskType.GPT}))).replace(', "max_assignments": 1', "")
     assert "max_assignments" not in old and caps_from_json(old).max_assignments == 1
 
 

@@ -20,13 +20,8 @@ async def fake_coordinator():
 
 @pytest.fixture
 def settings(tmp_path) -> GatewaySettings:
-    return GatewaySettings(
-        data_dir=tmp_path,
-        http_port=0,
-        admin_token="admin-secret",
-        request_timeout=timedelta(seconds=10),
-        rpc_timeout=timedelta(seconds=5),
-    )
+    return GatewaySettings(data_dir=tmp_path, http_port=0, admin_token="admin-secret",
+                           request_timeout=timedelta(seconds=10), rpc_timeout=timedelta(seconds=5))
 
 
 @pytest.fixture

@@ -32,30 +32,22 @@ async def _close_clients():
 MSG = [{"role": "user", "content": "hello"}]
 
 
-async def test_plain_completion_is_the_validated_answer_with_its_helium_info(
-    gateway, api_key, fake_coordinator
-):
-    raw = await _client(gateway, api_key).chat.completions.with_raw_response.create(
-        model="tiny", messages=MSG, seed=3
-    )
+async def test_plain_completion_is_the_validated_answer_with_its_helium_info(gateway, api_key, fake_coordinator):
+    raw = await _client(gateway, api_key).chat.completions.with_raw_response.create(model="tiny", messages=MSG,
+                                                                                    seed=3)
     done = raw.parse()
     assert done.choices[0].message.content == "echo 0 seed=3: hello"
     assert raw.headers["x-helium-validation"] == "quorum 2/3"
     helium = done.model_extra["helium"]
-    assert (
-        raw.headers["x-helium-task-id"] == helium["task_id"] and helium["task_id"] in fake_coordinator.tasks
-    )
+    assert raw.headers["x-helium-task-id"] == helium["task_id"] and helium["task_id"] in fake_coordinator.tasks
     assert helium["nodes"] == NODES[:2] and len(helium["assignments"]) == 3
     req = fake_coordinator.created[-1]
-    assert (
-        int(req.fee) >= MIN_FEE and req.args.gpt.seed == 3
-    )  # signed by the gateway wallet (checked by the fake)
+    assert int(req.fee) >= MIN_FEE and req.args.gpt.seed == 3  # signed by the gateway wallet (checked by the fake)
 
 
 async def test_streamed_chunks_concatenate_to_the_validated_content(gateway, api_key):
-    stream = await _client(gateway, api_key).chat.completions.create(
-        model="tiny", messages=MSG, n=2, temperature=0.5, stream=True
-    )
+    stream = await _client(gateway, api_key).chat.completions.create(model="tiny", messages=MSG, n=2,
+                                                                      temperature=0.5, stream=True)
     parts: dict[int, str] = {0: "", 1: ""}
     finishes, helium = {}, None
     async for chunk in stream:
@@ -82,9 +74,7 @@ async def test_a_lying_streamer_ends_the_stream_with_an_error(gateway, api_key):
 
 
 async def test_slow_streamer_is_completed_from_the_validated_answer(gateway, api_key):
-    stream = await _client(gateway, api_key).chat.completions.create(
-        model="slow-streamer", messages=MSG, stream=True
-    )
+    stream = await _client(gateway, api_key).chat.completions.create(model="slow-streamer", messages=MSG, stream=True)
     text = "".join([c.delta.content or "" async for chunk in stream for c in chunk.choices])
     assert text == "echo 0 seed=0: hello"
 
@@ -96,17 +86,14 @@ async def test_tools_produce_tool_calls(gateway, api_key):
     assert done.choices[0].finish_reason == "tool_calls"
 
 
-@pytest.mark.parametrize(
-    ("model", "kw", "exc", "status", "code"),
-    [
-        ("tiny", {"top_p": 1.5}, openai.BadRequestError, 400, None),
-        ("bad-args", {}, openai.BadRequestError, 400, "invalid_value"),
-        ("tiny", {"extra_body": {"fee": 10**30}}, openai.APIStatusError, 402, "insufficient_deposit"),
-        ("queue-full", {}, openai.RateLimitError, 429, "queue_full"),
-        ("no-nodes", {}, openai.APIStatusError, 503, "model_not_available"),
-        ("abort", {}, openai.APIStatusError, 502, "task_aborted"),
-    ],
-)
+@pytest.mark.parametrize(("model", "kw", "exc", "status", "code"), [
+    ("tiny", {"top_p": 1.5}, openai.BadRequestError, 400, None),
+    ("bad-args", {}, openai.BadRequestError, 400, "invalid_value"),
+    ("tiny", {"extra_body": {"fee": 10**30}}, openai.APIStatusError, 402, "insufficient_deposit"),
+    ("queue-full", {}, openai.RateLimitError, 429, "queue_full"),
+    ("no-nodes", {}, openai.APIStatusError, 503, "model_not_available"),
+    ("abort", {}, openai.APIStatusError, 502, "task_aborted"),
+])
 async def test_error_statuses_use_the_openai_shape(gateway, api_key, model, kw, exc, status, code):
     with pytest.raises(exc) as err:
         await _client(gateway, api_key).chat.completions.create(model=model, messages=MSG, **kw)
@@ -120,9 +107,7 @@ async def test_error_statuses_use_the_openai_shape(gateway, api_key, model, kw, 
 async def test_no_capable_nodes_from_the_coordinator_is_503(settings, fake_coordinator, api_key):
     import dataclasses
 
-    server = await serve_gateway(
-        dataclasses.replace(settings, require_listed_model=False), fake_coordinator.target
-    )
+    server = await serve_gateway(dataclasses.replace(settings, require_listed_model=False), fake_coordinator.target)
     try:
         with pytest.raises(openai.APIStatusError) as err:
             await _client(server, api_key).chat.completions.create(model="no-nodes", messages=MSG)
@@ -134,29 +119,18 @@ async def test_no_capable_nodes_from_the_coordinator_is_503(settings, fake_coord
 async def test_a_task_can_be_read_back_with_its_output(gateway, api_key):
     done = await _client(gateway, api_key).chat.completions.create(model="tiny", messages=MSG)
     task_id = done.model_extra["helium"]["task_id"]
-    async with httpx.AsyncClient(
-        base_url=gateway.url, headers={"authorization": f"Bearer {api_key}"}
-    ) as http:
+    async with httpx.AsyncClient(base_url=gateway.url, headers={"authorization": f"Bearer {api_key}"}) as http:
         task = (await http.get(f"/v1/tasks/{task_id}")).json()
-        assert (
-            task["state"] == "validated"
-            and task["output"]["choices"][0]["message"]["content"] == "echo 0 seed=0: hello"
-        )
+        assert task["state"] == "validated" and task["output"]["choices"][0]["message"]["content"] == "echo 0 seed=0: hello"
         assert (await http.get("/v1/tasks/0x" + "00" * 32)).status_code == 404
 
 
 async def test_a_schema_error_is_400_naming_the_field(gateway, api_key):
     async with httpx.AsyncClient(base_url=gateway.url) as http:
-        r = await http.post(
-            "/v1/chat/completions",
-            json={"model": "tiny", "messages": [{"role": "robot"}]},
-            headers={"authorization": f"Bearer {api_key}"},
-        )
+        r = await http.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "robot"}]},
+                            headers={"authorization": f"Bearer {api_key}"})
     assert r.status_code == 400
-    assert (
-        r.json()["error"]["param"] == "messages[0].role"
-        and r.json()["error"]["type"] == "invalid_request_error"
-    )
+    assert r.json()["error"]["param"] == "messages[0].role" and r.json()["error"]["type"] == "invalid_request_error"
 
 
 async def test_bad_and_revoked_keys_are_401(gateway, settings):
@@ -240,9 +214,7 @@ async def test_metrics_parse_and_move_after_a_task(gateway, api_key):
         await _client(gateway, api_key).chat.completions.create(model="tiny", messages=MSG)
         after = (await http.get("/metrics")).text
     assert sample(after, "helium_gateway_requests_total") > sample(before, "helium_gateway_requests_total")
-    assert sample(after, "helium_gateway_answer_seconds_count") > sample(
-        before, "helium_gateway_answer_seconds_count"
-    )
+    assert sample(after, "helium_gateway_answer_seconds_count") > sample(before, "helium_gateway_answer_seconds_count")
 
 
 async def test_keys_can_be_switched_off_and_the_coordinator_being_down_is_503(settings, fake_coordinator):
@@ -251,9 +223,7 @@ async def test_keys_can_be_switched_off_and_the_coordinator_being_down_is_503(se
     open_settings = dataclasses.replace(settings, require_api_key=False)
     server = await serve_gateway(open_settings, fake_coordinator.target)
     try:
-        done = await _client(server, "anything-not-bearer").chat.completions.create(
-            model="tiny", messages=MSG
-        )
+        done = await _client(server, "anything-not-bearer").chat.completions.create(model="tiny", messages=MSG)
         assert done.choices[0].message.content
     finally:
         await server.stop()

@@ -12,20 +12,10 @@ import httpx
 
 async def test_standalone_gateway_prints_ready_serves_and_stops_on_sigterm(fake_coordinator, tmp_path):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from helium.cli import main; sys.exit(main(sys.argv[1:]))",
-        "gateway",
-        "--coordinator",
-        fake_coordinator.target,
-        "--data-dir",
-        str(tmp_path),
-        "--http-port",
-        "0",
-        "--admin-token",
-        "admin-secret",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        sys.executable, "-c", "import sys; from helium.cli import main; sys.exit(main(sys.argv[1:]))", "gateway",
+        "--coordinator", fake_coordinator.target, "--data-dir", str(tmp_path), "--http-port", "0",
+        "--admin-token", "admin-secret",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:

@@ -23,7 +23,7 @@ def test_only_a_hash_of_the_key_is_stored(store, tmp_path):
     assert secret.startswith(KEY_PREFIX) and len(secret) > 40
     assert store.authenticate(secret).id == key.id
     dump = "\n".join(sqlite3.connect(tmp_path / "keys.sqlite").iterdump())
-    assert secret not in dump and secret[len(KEY_PREFIX) :] not in dump
+    assert secret not in dump and secret[len(KEY_PREFIX):] not in dump
     assert stat.S_IMODE((tmp_path / "keys.sqlite").stat().st_mode) == 0o600
 
 
@@ -95,27 +95,10 @@ def test_rate_limiter_token_bucket():
 
 def test_keys_cli_create_list_revoke(tmp_path, capsys):
     d = str(tmp_path)
-    assert (
-        keys_cli.main(
-            [
-                "create",
-                "--name",
-                "app",
-                "--rate-per-min",
-                "5",
-                "--spend-limit-wei",
-                "100",
-                "--data-dir",
-                d,
-                "--json",
-            ]
-        )
-        == 0
-    )
+    assert keys_cli.main(["create", "--name", "app", "--rate-per-min", "5", "--spend-limit-wei", "100",
+                          "--data-dir", d, "--json"]) == 0
     made = json.loads(capsys.readouterr().out)
-    assert (
-        made["key"].startswith(KEY_PREFIX) and made["rate_per_min"] == 5 and made["spend_limit_wei"] == "100"
-    )
+    assert made["key"].startswith(KEY_PREFIX) and made["rate_per_min"] == 5 and made["spend_limit_wei"] == "100"
     assert keys_cli.main(["list", "--data-dir", d]) == 0
     listing = capsys.readouterr().out
     assert made["id"] in listing and "active" in listing and made["key"] not in listing

@@ -10,25 +10,15 @@ import pytest
 from coordinator.gateway.keys import KeyStore
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None and not Path(CHROMIUM).exists(),
-    reason="Debian chromium is not installed (make browser)",
-)
+pytestmark = pytest.mark.skipif(shutil.which("chromium") is None and not Path(CHROMIUM).exists(),
+                                reason="Debian chromium is not installed (make browser)")
 
 
-async def test_chat_page_streams_and_marks_the_answer_validated_and_network_page_lists_nodes(
-    gateway, settings
-):
+async def test_chat_page_streams_and_marks_the_answer_validated_and_network_page_lists_nodes(gateway, settings):
     from playwright.async_api import async_playwright
 
     store = KeyStore(settings.keys_db_path)

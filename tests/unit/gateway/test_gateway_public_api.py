@@ -4,7 +4,8 @@ import coordinator.gateway.errors as errors
 
 def test_public_api_is_pinned():
     assert sorted(gateway.__all__) == ["GatewayServer", "GatewaySettings", "create_app", "serve_gateway"]
-    assert all(issubclass(getattr(errors, n), errors.GatewayError) for n in errors.__all__ if n[0].isupper())
+    assert all(issubclass(getattr(errors, n), errors.GatewayError)
+               for n in errors.__all__ if n[0].isupper())
 
 
 def test_every_error_has_an_http_status_and_the_openai_shape():

@@ -12,14 +12,9 @@ HELIUM = {"task_id": "0xabc", "nodes": ["n1", "n2"], "validation": "quorum 2/3"}
 
 
 def _answer(*texts: str) -> dict:
-    return {
-        "model": "tiny",
-        "choices": [
-            {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
-            for i, t in enumerate(texts)
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
-    }
+    return {"model": "tiny", "choices": [
+        {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+        for i, t in enumerate(texts)], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}
 
 
 def _feed(v: StreamVerifier, deltas: list[dict], node: str = "n1", start: int = 0) -> list[dict]:
@@ -30,9 +25,7 @@ def _feed(v: StreamVerifier, deltas: list[dict], node: str = "n1", start: int = 
 
 
 def _text(chunks: list[dict], index: int = 0) -> str:
-    return "".join(
-        c["delta"].get("content") or "" for ch in chunks for c in ch["choices"] if c["index"] == index
-    )
+    return "".join(c["delta"].get("content") or "" for ch in chunks for c in ch["choices"] if c["index"] == index)
 
 
 def test_honest_stream_finishes_after_validation_with_the_helium_field():
@@ -40,9 +33,7 @@ def test_honest_stream_finishes_after_validation_with_the_helium_field():
     v = StreamVerifier(task_id="0xabc", model="tiny")
     sent = _feed(v, deltas_for(answer))
     assert _text(sent) == "hello there, world"
-    assert all(
-        c["finish_reason"] is None for ch in sent for c in ch["choices"]
-    )  # nothing final before validation
+    assert all(c["finish_reason"] is None for ch in sent for c in ch["choices"])  # nothing final before validation
     assert sent[0]["choices"][0]["delta"]["role"] == "assistant"
     final = v.on_validated(answer, HELIUM, include_usage=True)
     assert _text(final) == ""  # nothing left to send
@@ -122,22 +113,9 @@ def test_a_streamed_choice_missing_from_the_validated_answer_fails():
 
 
 def _tool_answer(args: str) -> dict:
-    return {
-        "model": "tiny",
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "tool_calls",
-                "message": {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [
-                        {"id": "c0", "type": "function", "function": {"name": "weather", "arguments": args}}
-                    ],
-                },
-            }
-        ],
-    }
+    return {"model": "tiny", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": None,
+        "tool_calls": [{"id": "c0", "type": "function", "function": {"name": "weather", "arguments": args}}]}}]}
 
 
 def test_tool_calls_stream_and_verify():

@@ -25,6 +25,7 @@ class Keys:
     stranger: LocalAccount
 
 
+
 def worker_grant(keys: Keys, worker: LocalAccount, task: str = TASK, expires_in: float = 300, signer=None):
     read, write = worker_grant_slots(worker.address)
     signer = signer or keys.coordinator
@@ -33,6 +34,4 @@ def worker_grant(keys: Keys, worker: LocalAccount, task: str = TASK, expires_in:
 
 def creator_grant(keys: Keys, task: str = TASK):
     read, write = creator_grant_slots()
-    return make_grant(
-        keys.coordinator, DEV_DOMAIN, task, keys.creator.address, read, write, int(time.time() + 300)
-    )
+    return make_grant(keys.coordinator, DEV_DOMAIN, task, keys.creator.address, read, write, int(time.time() + 300))

@@ -150,10 +150,7 @@ def test_chunk_bytes_out_of_bounds_is_refused(tmp_path, chunk_bytes) -> None:
     with pytest.raises(ValueError, match=r"chunk_bytes must be in \[1024, 16 MiB\]"):
         RelayConfig(data_dir=tmp_path, coordinator_address="0x" + "11" * 20, chunk_bytes=chunk_bytes)
     for ok in (1024, 16 << 20):
-        assert (
-            RelayConfig(data_dir=tmp_path, coordinator_address="0x" + "11" * 20, chunk_bytes=ok).chunk_bytes
-            == ok
-        )
+        assert RelayConfig(data_dir=tmp_path, coordinator_address="0x" + "11" * 20, chunk_bytes=ok).chunk_bytes == ok
 
 
 async def test_client_chunk_bytes_must_be_positive() -> None:

@@ -41,9 +41,7 @@ async def _raw_put(relay, key, task, slot, data, *, grant=None, sha=None, size=N
 
 async def _raw_get(relay, key, task, slot, *, grant=None, now=None, auth=None) -> bytes:
     auth = auth or build_auth(key, DEV_DOMAIN, GET, task, slot, ZERO_HASH, grant, now=now)
-    parts = [
-        m async for m in relay.stub.Get(relay_pb2.GetRequest(task_id=task, slot=slot, auth=auth), timeout=10)
-    ]
+    parts = [m async for m in relay.stub.Get(relay_pb2.GetRequest(task_id=task, slot=slot, auth=auth), timeout=10)]
     return b"".join(m.chunk for m in parts[1:])
 
 
@@ -76,9 +74,7 @@ async def test_put_get_round_trip_multi_chunk(relay, keys) -> None:
     out = os.urandom(3 * CHUNK)
     await w1.put(TASK, result_slot(keys.worker1.address), out, grant)
     await w1.put(TASK, result_slot(keys.worker1.address, 0), b"image 0", grant)
-    await w1.put(
-        TASK, "result/" + keys.worker1.address + "/1", b"image 1", grant
-    )  # EIP-55 form, same slot family
+    await w1.put(TASK, "result/" + keys.worker1.address + "/1", b"image 1", grant)  # EIP-55 form, same slot family
 
     creator = relay.client(keys.creator)
     assert await creator.get(TASK, result_slot(keys.worker1.address), creator_grant(keys)) == out
@@ -89,10 +85,7 @@ async def test_put_get_round_trip_multi_chunk(relay, keys) -> None:
 
 async def test_in_process_put_is_readable_over_grpc(relay, keys) -> None:
     relay.store.put_bytes(TASK, "input", b'{"prompt": "hi"}')
-    assert (
-        await relay.client(keys.worker2).get(TASK, "input", worker_grant(keys, keys.worker2))
-        == b'{"prompt": "hi"}'
-    )
+    assert await relay.client(keys.worker2).get(TASK, "input", worker_grant(keys, keys.worker2)) == b'{"prompt": "hi"}'
 
 
 async def test_empty_blob_round_trip(relay, keys) -> None:
@@ -131,9 +124,7 @@ async def test_replayed_put_is_unauthenticated_and_stores_nothing(relay, keys) -
 
 @pytest.mark.parametrize("skew", [-120, 120])
 async def test_stale_or_future_timestamp_is_unauthenticated(relay, keys, skew) -> None:
-    code, details = await _status(
-        _raw_put(relay, keys.coordinator, TASK, "input", b"x", now=time.time() + skew)
-    )
+    code, details = await _status(_raw_put(relay, keys.coordinator, TASK, "input", b"x", now=time.time() + skew))
     assert code == grpc.StatusCode.UNAUTHENTICATED
     assert "auth.timestamp" in details and "outside the 60 s window" in details
     assert relay.nothing_stored()
@@ -193,9 +184,7 @@ async def test_blob_streaming_past_limit_is_refused(relay, keys) -> None:
     limit = relay.config.max_blob_bytes
     data = os.urandom(limit + 1)  # declares the limit, then sends one byte more
     code, details = await _status(
-        _raw_put(
-            relay, keys.coordinator, TASK, "input", data, sha=hashlib.sha256(data).hexdigest(), size=limit
-        )
+        _raw_put(relay, keys.coordinator, TASK, "input", data, sha=hashlib.sha256(data).hexdigest(), size=limit)
     )
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "exceeds max_blob_bytes" in details
     assert relay.nothing_stored()
@@ -216,9 +205,7 @@ async def test_bytes_not_matching_size_are_refused(relay, keys) -> None:
     assert relay.nothing_stored()
 
 
-@pytest.mark.parametrize(
-    "slot", ["../../etc/passwd", "result/../../x", "/etc/passwd", "input/..", "a/.hidden"]
-)
+@pytest.mark.parametrize("slot", ["../../etc/passwd", "result/../../x", "/etc/passwd", "input/..", "a/.hidden"])
 async def test_path_traversal_slot_is_invalid_argument(relay, keys, tmp_path, slot) -> None:
     code, details = await _status(_raw_put(relay, keys.coordinator, TASK, slot, b"pwned"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and repr(slot) in details
@@ -231,9 +218,7 @@ async def test_path_traversal_slot_is_invalid_argument(relay, keys, tmp_path, sl
 async def test_bad_task_id_and_header_are_invalid_argument(relay, keys) -> None:
     auth = build_auth(keys.coordinator, DEV_DOMAIN, GET, TASK, "input")
     code, details = await _status(_raw_get(relay, keys.coordinator, "0x1234", "input", auth=auth))
-    assert (
-        code == grpc.StatusCode.INVALID_ARGUMENT and "task_id must be 0x followed by 64 hex digits" in details
-    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "task_id must be 0x followed by 64 hex digits" in details
     code, details = await _status(relay.stub.Put(iter([relay_pb2.PutRequest(chunk=b"x")]), timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "first PutRequest must be a header" in details
     code, details = await _status(_raw_put(relay, keys.coordinator, TASK, "input", b"x", sha="nothex"))
@@ -273,9 +258,7 @@ async def test_no_grant_is_permission_denied(relay, keys) -> None:
     relay.store.put_bytes(TASK, "input", b"x")
     code, details = await _status(_raw_get(relay, keys.stranger, TASK, "input"))
     assert code == grpc.StatusCode.PERMISSION_DENIED and "presented no grant" in details
-    code, details = await _status(
-        _raw_put(relay, keys.stranger, TASK, result_slot(keys.stranger.address), b"x")
-    )
+    code, details = await _status(_raw_put(relay, keys.stranger, TASK, result_slot(keys.stranger.address), b"x"))
     assert code == grpc.StatusCode.PERMISSION_DENIED and "presented no grant" in details
     assert relay.store.list_slots(TASK) == ["input"]
 
@@ -314,14 +297,7 @@ async def test_grant_not_signed_by_coordinator_is_permission_denied(relay, keys)
 async def test_stolen_grant_is_permission_denied(relay, keys) -> None:
     """worker2 presents worker1's grant under its own signature."""
     code, details = await _status(
-        _raw_put(
-            relay,
-            keys.worker2,
-            TASK,
-            result_slot(keys.worker1.address),
-            b"x",
-            grant=worker_grant(keys, keys.worker1),
-        )
+        _raw_put(relay, keys.worker2, TASK, result_slot(keys.worker1.address), b"x", grant=worker_grant(keys, keys.worker1))
     )
     assert code == grpc.StatusCode.PERMISSION_DENIED and "is not the caller" in details
     assert relay.nothing_stored()
@@ -330,9 +306,7 @@ async def test_stolen_grant_is_permission_denied(relay, keys) -> None:
 async def test_client_raises_relay_errors(relay, keys) -> None:
     with pytest.raises(PermissionDeniedError, match="presented no grant"):
         await relay.client(keys.stranger).get(TASK, "input")
-    grant = make_grant(
-        keys.coordinator, DEV_DOMAIN, TASK, keys.stranger.address, ["input"], [], int(time.time()) + 60
-    )
+    grant = make_grant(keys.coordinator, DEV_DOMAIN, TASK, keys.stranger.address, ["input"], [], int(time.time()) + 60)
     with pytest.raises(BlobNotFoundError):
         await relay.client(keys.stranger).get(TASK, "input", grant)
 
@@ -353,9 +327,7 @@ async def test_cancelled_put_leaves_no_temp_file(relay, keys) -> None:
         await release.wait()
 
     call = relay.stub.Put(stalling(), timeout=10)
-    assert await _eventually(lambda: relay.temp_files() != []), (
-        "the write should be staged while the stream is open"
-    )
+    assert await _eventually(lambda: relay.temp_files() != []), "the write should be staged while the stream is open"
     call.cancel()
     release.set()
     assert await _eventually(relay.nothing_stored)

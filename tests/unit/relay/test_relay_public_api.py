@@ -32,9 +32,7 @@ PUBLIC = {
 
 
 def _load(name: str):
-    if (
-        name == "relay"
-    ):  # load the file itself: works whether or not `relay` is installed as a regular package
+    if name == "relay":  # load the file itself: works whether or not `relay` is installed as a regular package
         spec = importlib.util.spec_from_file_location("relay_public_face", REPO / "relay" / "__init__.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

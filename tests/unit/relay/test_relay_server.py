@@ -43,9 +43,7 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
         .not_valid_before(now - dt.timedelta(minutes=1))
         .not_valid_after(now + dt.timedelta(hours=1))
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         )
         .sign(key, hashes.SHA256())
@@ -53,9 +51,7 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_path, key_path
 
@@ -75,15 +71,11 @@ async def test_standalone_process_serves_health_reflection_and_blobs(tmp_path, k
         address = line.split("=", 1)[1].strip()
         async with grpc.aio.insecure_channel(address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            reply = await health.Check(
-                health_pb2.HealthCheckRequest(service="helium.v1.RelayService"), timeout=5
-            )
+            reply = await health.Check(health_pb2.HealthCheckRequest(service="helium.v1.RelayService"), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
             reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
-            stream = reflect.ServerReflectionInfo(
-                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
-            )
+            stream = reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
             services = {s.name async for r in stream for s in r.list_services_response.service}
             assert {"helium.v1.RelayService", "grpc.health.v1.Health"} <= services
 
@@ -108,12 +100,8 @@ def test_cli_refuses_bad_settings(tmp_path) -> None:
 
 
 async def test_plaintext_refused_off_loopback(tmp_path, keys) -> None:
-    config = RelayConfig(
-        data_dir=tmp_path, coordinator_address=keys.coordinator.address, host="0.0.0.0", port=0
-    )
-    with pytest.raises(
-        ValueError, match="host 0.0.0.0 is not loopback: give --tls-cert and --tls-key, or --insecure"
-    ):
+    config = RelayConfig(data_dir=tmp_path, coordinator_address=keys.coordinator.address, host="0.0.0.0", port=0)
+    with pytest.raises(ValueError, match="host 0.0.0.0 is not loopback: give --tls-cert and --tls-key, or --insecure"):
         await start_standalone(config)
 
 
@@ -137,9 +125,9 @@ async def test_tls_round_trip(tmp_path, keys) -> None:
         async with grpc.aio.insecure_channel(relay.address) as plain:
             started = time.monotonic()
             with pytest.raises(Exception):  # noqa: B017 - a plaintext client cannot talk to a TLS port
-                await RelayClient(
-                    plain, keys.coordinator, DEV_DOMAIN, attempts=1, timeout=dt.timedelta(seconds=2)
-                ).get(TASK, "input")
+                await RelayClient(plain, keys.coordinator, DEV_DOMAIN, attempts=1, timeout=dt.timedelta(seconds=2)).get(
+                    TASK, "input"
+                )
             assert time.monotonic() - started < 10
     finally:
         await relay.stop()

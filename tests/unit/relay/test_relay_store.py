@@ -215,9 +215,7 @@ def test_write_refused_after_the_sidecar_is_staged_leaves_nothing(store: Filesys
     assert _files(store) == [] and not store.exists(TASK, "input")
 
 
-def test_sidecar_that_cannot_be_placed_does_not_fail_the_write(
-    store: FilesystemBlobStore, monkeypatch
-) -> None:
+def test_sidecar_that_cannot_be_placed_does_not_fail_the_write(store: FilesystemBlobStore, monkeypatch) -> None:
     real_replace = os.replace
 
     def replace(src, dst):
@@ -233,9 +231,7 @@ def test_sidecar_that_cannot_be_placed_does_not_fail_the_write(
     assert store.get_bytes(TASK, "input") == b"payload"
 
 
-def test_full_disk_while_staging_the_sidecar_is_resource_limit(
-    store: FilesystemBlobStore, monkeypatch
-) -> None:
+def test_full_disk_while_staging_the_sidecar_is_resource_limit(store: FilesystemBlobStore, monkeypatch) -> None:
     def full(sha256: bytes, size: int) -> Path:
         raise OSError(28, "No space left on device")
 

@@ -60,8 +60,6 @@ class GptRun:
     outcome: Outcome
     choices: tuple[Choice, ...]
     response: dict
-
-
 _DEFAULT_BUDGET_FRACTION = 0.8
 
 
@@ -70,9 +68,8 @@ class GptExecutor:
 
     task_type = "gpt"
 
-    def __init__(
-        self, device: DeviceInfo | str | None = None, cache: ModelCache | None = None, backend: str = "auto"
-    ) -> None:
+    def __init__(self, device: DeviceInfo | str | None = None, cache: ModelCache | None = None,
+                 backend: str = "auto") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.device = device if isinstance(device, DeviceInfo) else detect_device(device)
@@ -85,29 +82,20 @@ class GptExecutor:
             from worker.executors.gpt._transformers import TransformersBackend
 
             self.backend = TransformersBackend(self.device, self.cache)
-        log.info(
-            "gpt_executor_ready",
-            backend=self.backend.name,
-            device=self.device.torch_device,
-            card=self.device.card_id,
-        )
+        log.info("gpt_executor_ready", backend=self.backend.name, device=self.device.torch_device,
+                 card=self.device.card_id)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
             task_type=self.task_type,
             backends=(self.backend.name,),
-            dtypes=self.backend.dtypes()
-            if hasattr(self.backend, "dtypes")
-            else supported_dtypes(self.device.torch_device),
+            dtypes=self.backend.dtypes() if hasattr(self.backend, "dtypes") else supported_dtypes(
+                self.device.torch_device),
             quantize_bits=self.backend.quantize_bits(),
             loaded_models=self.cache.loaded(),
             cached_models=self.cache.cached_on_disk(),
-            extra={
-                "device": self.device.kind,
-                "card": self.device.card,
-                "card_id": self.device.card_id,
-                "vram_bytes": self.device.vram_bytes,
-            },
+            extra={"device": self.device.kind, "card": self.device.card, "card_id": self.device.card_id,
+                   "vram_bytes": self.device.vram_bytes},
         )
 
     def run(self, job: Job) -> Outcome:
@@ -131,57 +119,32 @@ class GptExecutor:
             created = int(time.time())
             emitter = None
             if job.on_delta is not None:
-                emitter = StreamEmitter(
-                    send=job.on_delta,
-                    task_id=job.task_id,
-                    model=task.model,
-                    created=created,
-                    n=prep.n,
-                    decode=prep.decode,
-                    eos_ids=loaded.eos_ids,
-                    stop_strings=prep.stop_strings,
-                    tools=bool(task.tools),
-                )
+                emitter = StreamEmitter(send=job.on_delta, task_id=job.task_id, model=task.model, created=created,
+                                        n=prep.n, decode=prep.decode, eos_ids=loaded.eos_ids,
+                                        stop_strings=prep.stop_strings, tools=bool(task.tools))
             # CPU and MPS sample from the process-wide generator: nodes sharing a process take turns, or
             # their seeds would interleave. A CUDA node seeds and samples on its own GPU's generator.
             cuda = self.device.torch_device.startswith("cuda")
             with contextlib.nullcontext() if cuda else _SHARED_RNG_LOCK:
                 set_deterministic(task.seed, self.device.torch_device)
-                raw = self.backend.generate(
-                    prep, on_step=emitter.update if emitter else None, is_cancelled=job.is_cancelled
-                )
+                raw = self.backend.generate(prep, on_step=emitter.update if emitter else None,
+                                            is_cancelled=job.is_cancelled)
             if job.is_cancelled():
                 raise ExecutionCrashError("cancelled: the assignment was cancelled during generation")
             choices = []
             for i, ids in enumerate(raw):
-                rc, text = finish_sequence(
-                    ids,
-                    eos_ids=loaded.eos_ids,
-                    stop_strings=prep.stop_strings,
-                    decode=prep.decode,
-                    max_new_tokens=prep.max_new_tokens,
-                )
+                rc, text = finish_sequence(ids, eos_ids=loaded.eos_ids, stop_strings=prep.stop_strings,
+                                           decode=prep.decode, max_new_tokens=prep.max_new_tokens)
                 choices.append(make_choice(i, rc, text, tools=bool(task.tools), id_prefix=job.task_id))
             if emitter is not None:
                 emitter.finish(choices)
-        response = build_response(
-            task_id=job.task_id,
-            model=task.model,
-            created=created,
-            prompt_tokens=len(prep.prompt_ids),
-            choices=choices,
-        )
+        response = build_response(task_id=job.task_id, model=task.model, created=created,
+                                  prompt_tokens=len(prep.prompt_ids), choices=choices)
         digest = result_hash(choices)
         completion = response["usage"]["completion_tokens"]
-        log_.info(
-            "gpt_task_done",
-            backend=self.backend.name,
-            choices=len(choices),
-            prompt_tokens=len(prep.prompt_ids),
-            completion_tokens=completion,
-            seconds=round(time.monotonic() - started, 3),
-            result_hash=digest.hex(),
-        )
+        log_.info("gpt_task_done", backend=self.backend.name, choices=len(choices),
+                  prompt_tokens=len(prep.prompt_ids), completion_tokens=completion,
+                  seconds=round(time.monotonic() - started, 3), result_hash=digest.hex())
         outcome = Outcome(
             result_hash=digest,
             output=json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode(),
@@ -208,13 +171,9 @@ def _translate():
         raise OutOfMemoryError(f"out of host memory: {e}") from e
     except Exception as e:
         if _is_oom(e):
-            raise OutOfMemoryError(
-                f"out of device memory: {str(e).splitlines()[0] if str(e) else e!r}"
-            ) from e
+            raise OutOfMemoryError(f"out of device memory: {str(e).splitlines()[0] if str(e) else e!r}") from e
         log.exception("gpt_execution_crashed", kind=type(e).__name__)
-        raise ExecutionCrashError(
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
-        ) from e
+        raise ExecutionCrashError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]) from e
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -226,6 +185,4 @@ def _is_oom(e: BaseException) -> bool:
     except (ImportError, AttributeError):  # pragma: no cover
         pass
     text = str(e)
-    return isinstance(e, RuntimeError) and (
-        "out of memory" in text.lower() or "MPS backend out of memory" in text
-    )
+    return isinstance(e, RuntimeError) and ("out of memory" in text.lower() or "MPS backend out of memory" in text)

@@ -48,14 +48,8 @@ def message_dicts(task: gpt_pb2.GptTask) -> list[dict]:
             d["tool_call_id"] = m.tool_call_id
         if m.tool_calls:
             d["tool_calls"] = [
-                {
-                    "id": c.id,
-                    "type": "function",
-                    "function": {
-                        "name": c.function.name,
-                        "arguments": json.loads(c.function.arguments or "{}"),
-                    },
-                }
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.function.name, "arguments": json.loads(c.function.arguments or "{}")}}
                 for c in m.tool_calls
             ]
         out.append(d)
@@ -88,9 +82,8 @@ def render_prompt(tokenizer, task: gpt_pb2.GptTask) -> list[int]:
     messages, tools = message_dicts(task), tool_dicts(task)
     if getattr(tokenizer, "chat_template", None):
         try:
-            text = tokenizer.apply_chat_template(
-                messages, tools=tools or None, tokenize=False, add_generation_prompt=True
-            )
+            text = tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
+                                                 add_generation_prompt=True)
         except Exception as e:  # jinja2 TemplateError, or a template's raise_exception()
             raise InvalidArgsError(f"messages: the model's chat template refused them: {e}") from e
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])

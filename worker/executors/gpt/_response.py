@@ -74,14 +74,8 @@ class Choice:
     tool_calls: tuple[dict, ...] = field(default=())
 
 
-def finish_sequence(
-    ids: Sequence[int],
-    *,
-    eos_ids: frozenset[int],
-    stop_strings: Sequence[str],
-    decode: Decode,
-    max_new_tokens: int,
-) -> tuple[RawChoice, str]:
+def finish_sequence(ids: Sequence[int], *, eos_ids: frozenset[int], stop_strings: Sequence[str],
+                    decode: Decode, max_new_tokens: int) -> tuple[RawChoice, str]:
     """Cut one choice's raw ids where it ended; returns the choice and its text (cut at the stop string)."""
     ids = [int(t) for t in ids]
     end = len(ids)
@@ -131,16 +125,12 @@ def parse_tool_calls(text: str, *, id_prefix: str) -> tuple[str | None, tuple[di
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
             return (text or None), ()
         args = obj.get("arguments", obj.get("parameters", {}))
-        calls.append(
-            {
-                "id": f"call_{hashlib.sha256(f'{id_prefix}:{len(calls)}'.encode()).hexdigest()[:24]}",
-                "type": "function",
-                "function": {
-                    "name": obj["name"],
-                    "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False),
-                },
-            }
-        )
+        calls.append({
+            "id": f"call_{hashlib.sha256(f'{id_prefix}:{len(calls)}'.encode()).hexdigest()[:24]}",
+            "type": "function",
+            "function": {"name": obj["name"],
+                         "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)},
+        })
     content = text[:start].rstrip()
     return (content or None), tuple(calls)
 
@@ -170,9 +160,8 @@ def response_id(task_id: str) -> str:
     return "chatcmpl-" + (re.sub(r"[^0-9A-Za-z]", "", digits)[:24] or "task")
 
 
-def build_response(
-    *, task_id: str, model: str, created: int, prompt_tokens: int, choices: Sequence[Choice]
-) -> dict:
+def build_response(*, task_id: str, model: str, created: int, prompt_tokens: int,
+                   choices: Sequence[Choice]) -> dict:
     """The `chat.completion` document."""
     completion = sum(len(c.token_ids) for c in choices)
     out_choices = []
@@ -187,11 +176,8 @@ def build_response(
         "created": created,
         "model": model,
         "choices": out_choices,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion,
-        },
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                  "total_tokens": prompt_tokens + completion},
     }
 
 
@@ -206,26 +192,11 @@ class StreamEmitter:
     last chunk of each choice carries its finish reason (and its tool calls).
     """
 
-    def __init__(
-        self,
-        *,
-        send: Callable[[dict], None],
-        task_id: str,
-        model: str,
-        created: int,
-        n: int,
-        decode: Decode,
-        eos_ids: frozenset[int],
-        stop_strings: Sequence[str],
-        tools: bool,
-    ) -> None:
+    def __init__(self, *, send: Callable[[dict], None], task_id: str, model: str, created: int, n: int,
+                 decode: Decode, eos_ids: frozenset[int], stop_strings: Sequence[str], tools: bool) -> None:
         self._send, self._decode, self._eos = send, decode, eos_ids
-        self._base = {
-            "id": response_id(task_id),
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-        }
+        self._base = {"id": response_id(task_id), "object": "chat.completion.chunk", "created": created,
+                      "model": model}
         self._sentinels = tuple(stop_strings) + ((TOOL_CALL_OPEN,) if tools else ())
         self._stops = tuple(stop_strings)
         self._emitted = [""] * n
@@ -267,7 +238,7 @@ class StreamEmitter:
         done = self._emitted[index]
         if not text.startswith(done) or len(text) == len(done):
             return
-        delta = {"content": text[len(done) :]}
+        delta = {"content": text[len(done):]}
         if not self._started[index]:
             delta = {"role": "assistant", **delta}
             self._started[index] = True
@@ -276,9 +247,7 @@ class StreamEmitter:
 
     def _chunk(self, index: int, delta: dict, finish_reason: str | None = None) -> None:
         self._started[index] = True
-        self._send(
-            {**self._base, "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}]}
-        )
+        self._send({**self._base, "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}]})
 
 
 def _hold_back(text: str, sentinels: Sequence[str]) -> str:

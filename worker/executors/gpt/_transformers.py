@@ -61,9 +61,7 @@ class Prepared:
         return tuple(self.kwargs.get("stop_strings", ()))
 
     def decode(self, ids) -> str:
-        return self.loaded.tokenizer.decode(
-            list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
+        return self.loaded.tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
 class TransformersBackend:
@@ -78,19 +76,13 @@ class TransformersBackend:
     def load(self, task: gpt_pb2.GptTask) -> Loaded:
         dtype = task.dtype or "auto"
         if dtype not in supported_dtypes(self.device.torch_device):
-            raise InvalidArgsError(
-                f"dtype: {dtype} is not supported on device {self.device.kind} ({self.device.card})"
-            )
+            raise InvalidArgsError(f"dtype: {dtype} is not supported on device {self.device.kind} ({self.device.card})")
         bits = task.quantize_bits if task.HasField("quantize_bits") else None
         if bits is not None and bits not in self.quantize_bits():
-            why = (
-                quantization_refusal(self.device.kind, bits)
-                or "the installed bitsandbytes cannot run it here"
-            )
+            why = quantization_refusal(self.device.kind, bits) or "the installed bitsandbytes cannot run it here"
             raise InvalidArgsError(
                 f"quantize_bits: {bits}-bit quantization is not supported on device {self.device.kind} "
-                f"({self.device.card}): {why}"
-            )
+                f"({self.device.card}): {why}")
         key = CacheKey(task.model, f"{self.device.torch_device}/{dtype}/q{bits or 0}")
 
         hit = self.cache.get(key)
@@ -98,12 +90,9 @@ class TransformersBackend:
             return hit
 
         def load() -> Loaded:
-            return self.cache.get_or_load(
-                key,
-                lambda: self._load(task.model, dtype, bits),
-                size_of=lambda b: b.model.get_memory_footprint(),
-                estimate=_weights_bytes(task.model, bits),
-            )
+            return self.cache.get_or_load(key, lambda: self._load(task.model, dtype, bits),
+                                          size_of=lambda b: b.model.get_memory_footprint(),
+                                          estimate=_weights_bytes(task.model, bits))
 
         import torch
 
@@ -122,8 +111,7 @@ class TransformersBackend:
         if len(prompt_ids) >= loaded.context:
             raise InvalidArgsError(
                 f"messages: the prompt is {len(prompt_ids)} tokens, longer than the model's context of "
-                f"{loaded.context} tokens (at least one token must be left to generate)"
-            )
+                f"{loaded.context} tokens (at least one token must be left to generate)")
         kwargs = generation_overrides(task)
         # Tokens past the context cannot be generated; the choice then ends with "length".
         kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], loaded.context - len(prompt_ids))
@@ -138,17 +126,13 @@ class TransformersBackend:
         if n > 1 and beams == 1 and not do_sample:
             raise InvalidArgsError(
                 f"generation_config.num_return_sequences must be 1 with greedy decoding (do_sample false, "
-                f"num_beams 1), got {n}"
-            )
+                f"num_beams 1), got {n}")
         if beams > 1 and n > beams:
             raise InvalidArgsError(
-                f"generation_config.num_return_sequences must be <= num_beams ({beams}) when beams are used, got {n}"
-            )
+                f"generation_config.num_return_sequences must be <= num_beams ({beams}) when beams are used, got {n}")
         return Prepared(loaded, prompt_ids, kwargs, n, streamable=beams == 1)
 
-    def generate(
-        self, prep: Prepared, *, on_step: StepHook | None, is_cancelled: Callable[[], bool]
-    ) -> list[list[int]]:
+    def generate(self, prep: Prepared, *, on_step: StepHook | None, is_cancelled: Callable[[], bool]) -> list[list[int]]:
         """Raw generated ids per choice (pad tokens after an end included)."""
         import torch
         from transformers import StoppingCriteriaList
@@ -157,16 +141,11 @@ class TransformersBackend:
         ids = torch.tensor([prep.prompt_ids], dtype=torch.long, device=self.device.torch_device)
         kwargs = dict(prep.kwargs)
         stops = tuple(kwargs.pop("stop_strings", ()))
-        hook = _StepCriteria(
-            len(prep.prompt_ids), on_step if prep.streamable else None, is_cancelled, stops, prep.decode
-        )
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            stopping_criteria=StoppingCriteriaList([hook]),
-            **kwargs,
-        )
-        return [row[len(prep.prompt_ids) :].tolist() for row in out]
+        hook = _StepCriteria(len(prep.prompt_ids), on_step if prep.streamable else None, is_cancelled,
+                             stops, prep.decode)
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                             stopping_criteria=StoppingCriteriaList([hook]), **kwargs)
+        return [row[len(prep.prompt_ids):].tolist() for row in out]
 
     def _load(self, model_id: str, dtype: str, bits: int | None) -> Loaded:
         import torch
@@ -178,29 +157,20 @@ class TransformersBackend:
             tokenizer = AutoTokenizer.from_pretrained(model_id, local_files_only=local)
         except (OSError, ValueError) as e:  # hub errors are OSErrors; HFValidationError is a ValueError
             raise ModelNotFoundError(model_id, _short(e)) from e
-        kwargs: dict = {
-            "local_files_only": local,
-            "dtype": dtype if dtype == "auto" else getattr(torch, dtype),
-        }
+        kwargs: dict = {"local_files_only": local, "dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
         if bits is not None:
             from transformers import BitsAndBytesConfig
 
             compute = torch.float32 if dtype in ("auto", "float32") else getattr(torch, dtype)
             kwargs["quantization_config"] = (
-                BitsAndBytesConfig(load_in_8bit=True)
-                if bits == 8
-                else BitsAndBytesConfig(
-                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute
-                )
-            )
+                BitsAndBytesConfig(load_in_8bit=True) if bits == 8
+                else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute))
             kwargs["device_map"] = {"": self.device.torch_device}  # one device: never offload
         try:
             model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
         except ValueError as e:
             if "Unrecognized configuration class" in str(e):
-                raise InvalidArgsError(
-                    f"model: {model_id} is not a causal language model ({_short(e)})"
-                ) from e
+                raise InvalidArgsError(f"model: {model_id} is not a causal language model ({_short(e)})") from e
             raise
         except OSError as e:
             raise ModelNotFoundError(model_id, _short(e)) from e
@@ -208,28 +178,16 @@ class TransformersBackend:
             model = model.to(self.device.torch_device)
         model.eval()
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        context = next(
-            (
-                getattr(text, a)
-                for a in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
-                if getattr(text, a, None)
-            ),
-            None,
-        )
+        context = next((getattr(text, a) for a in ("max_position_embeddings", "n_positions", "max_sequence_length",
+                                                    "seq_length") if getattr(text, a, None)), None)
         if context is None:
             context = tokenizer.model_max_length if tokenizer.model_max_length < 10**8 else 2048
         eos = model.generation_config.eos_token_id
         eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
         if tokenizer.eos_token_id is not None:
             eos_ids.add(tokenizer.eos_token_id)
-        log.info(
-            "gpt_model_loaded",
-            model=model_id,
-            dtype=dtype,
-            quantize_bits=bits,
-            context=context,
-            device=self.device.torch_device,
-        )
+        log.info("gpt_model_loaded", model=model_id, dtype=dtype, quantize_bits=bits, context=context,
+                 device=self.device.torch_device)
         return Loaded(model, tokenizer, int(context), frozenset(eos_ids))
 
 
@@ -242,14 +200,8 @@ class _StepCriteria:
     token strings and can disagree with the decoded text on byte-level vocabularies).
     """
 
-    def __init__(
-        self,
-        prompt_len: int,
-        on_step: StepHook | None,
-        is_cancelled: Callable[[], bool],
-        stop_strings: tuple[str, ...],
-        decode: Callable,
-    ) -> None:
+    def __init__(self, prompt_len: int, on_step: StepHook | None, is_cancelled: Callable[[], bool],
+                 stop_strings: tuple[str, ...], decode: Callable) -> None:
         self.prompt_len, self.on_step, self.is_cancelled = prompt_len, on_step, is_cancelled
         self.stop_strings, self.decode = stop_strings, decode
         self.cancelled = False
@@ -258,11 +210,8 @@ class _StepCriteria:
         import torch
 
         rows = input_ids.shape[0]
-        new = (
-            [input_ids[row, self.prompt_len :].tolist() for row in range(rows)]
-            if self.on_step is not None or self.stop_strings
-            else None
-        )
+        new = [input_ids[row, self.prompt_len:].tolist() for row in range(rows)] \
+            if self.on_step is not None or self.stop_strings else None
         if self.on_step is not None:
             for row in range(rows):
                 self.on_step(row, new[row])
@@ -289,9 +238,7 @@ def _weights_bytes(model_id: str, bits: int | None) -> int:
             path = Path(snapshot_download(model_id, local_files_only=True))
         except Exception:  # noqa: BLE001 - not cached: no estimate
             return 0
-    size = sum(f.stat().st_size for f in path.glob("*.safetensors")) or sum(
-        f.stat().st_size for f in path.glob("*.bin")
-    )
+    size = sum(f.stat().st_size for f in path.glob("*.safetensors")) or sum(f.stat().st_size for f in path.glob("*.bin"))
     return size // {None: 1, 8: 2, 4: 4}[bits]
 
 

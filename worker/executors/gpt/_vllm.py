@@ -79,36 +79,25 @@ class VllmBackend:
             raise InvalidArgsError(f"dtype: {dtype} is not supported on device cuda ({self.device.card})")
         bits = task.quantize_bits if task.HasField("quantize_bits") else None
         if bits is not None and bits not in self.quantize_bits():
-            raise InvalidArgsError(
-                f"quantize_bits: {bits}-bit quantization is not supported by the vllm backend "
-                f"on device cuda ({self.device.card}); vLLM quantizes bitsandbytes to 4 bits only"
-            )
+            raise InvalidArgsError(f"quantize_bits: {bits}-bit quantization is not supported by the vllm backend "
+                                   f"on device cuda ({self.device.card}); vLLM quantizes bitsandbytes to 4 bits only")
         key = CacheKey(task.model, f"vllm/{dtype}/q{bits or 0}")
         # vLLM reserves a fixed share of the GPU: one engine at a time (its size is the whole budget).
-        return self.cache.get_or_load(
-            key,
-            lambda: self._load(task.model, dtype, bits),
-            size_of=lambda _: self.cache.budget_bytes,
-            estimate=self.cache.budget_bytes,
-            close=_close_engine,
-        )
+        return self.cache.get_or_load(key, lambda: self._load(task.model, dtype, bits),
+                                      size_of=lambda _: self.cache.budget_bytes,
+                                      estimate=self.cache.budget_bytes, close=_close_engine)
 
     def prepare(self, task: gpt_pb2.GptTask, loaded: Loaded) -> Prepared:
         kwargs = generation_overrides(task)
         if kwargs.get("num_beams", 1) > 1:
-            raise InvalidArgsError(
-                "generation_config.num_beams: beam search is not supported by the vllm backend"
-            )
+            raise InvalidArgsError("generation_config.num_beams: beam search is not supported by the vllm backend")
         if kwargs.get("typical_p", 1.0) < 1.0:
-            raise InvalidArgsError(
-                "generation_config.typical_p: typical sampling is not supported by the vllm backend"
-            )
+            raise InvalidArgsError("generation_config.typical_p: typical sampling is not supported by the vllm backend")
         prompt_ids = render_prompt(loaded.tokenizer, task)
         if len(prompt_ids) >= loaded.context:
             raise InvalidArgsError(
                 f"messages: the prompt is {len(prompt_ids)} tokens, longer than the model's context of "
-                f"{loaded.context} tokens (at least one token must be left to generate)"
-            )
+                f"{loaded.context} tokens (at least one token must be left to generate)")
         kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], loaded.context - len(prompt_ids))
         kwargs["seed"] = task.seed
         n = kwargs.get("num_return_sequences", 1)
@@ -122,13 +111,8 @@ class VllmBackend:
         params.n = kw.get("num_return_sequences", 1)
         params.max_tokens = kw["max_new_tokens"]
         params.seed = kw["seed"]
-        for ours, theirs in (
-            ("temperature", "temperature"),
-            ("top_p", "top_p"),
-            ("top_k", "top_k"),
-            ("min_p", "min_p"),
-            ("repetition_penalty", "repetition_penalty"),
-        ):
+        for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"),
+                             ("min_p", "min_p"), ("repetition_penalty", "repetition_penalty")):
             if ours in kw:
                 setattr(params, theirs, kw[ours])
         if kw.get("do_sample") is False or kw.get("temperature") == 0:
@@ -139,15 +123,12 @@ class VllmBackend:
         params.skip_special_tokens = True
         return params
 
-    def generate(
-        self, prep: Prepared, *, on_step: Callable | None, is_cancelled: Callable[[], bool]
-    ) -> list[list[int]]:
+    def generate(self, prep: Prepared, *, on_step: Callable | None, is_cancelled: Callable[[], bool]) -> list[list[int]]:
         from vllm.inputs import TokensPrompt
 
         engine = prep.loaded.model
-        outputs = engine.generate(
-            [TokensPrompt(prompt_token_ids=prep.prompt_ids)], self.sampling_params(prep), use_tqdm=False
-        )
+        outputs = engine.generate([TokensPrompt(prompt_token_ids=prep.prompt_ids)], self.sampling_params(prep),
+                                  use_tqdm=False)
         rows = [list(c.token_ids) for c in sorted(outputs[0].outputs, key=lambda c: c.index)]
         if on_step is not None:
             for i, ids in enumerate(rows):
@@ -157,29 +138,17 @@ class VllmBackend:
     def _load(self, model_id: str, dtype: str, bits: int | None) -> Loaded:
         from vllm import LLM
 
-        kwargs: dict = {
-            "model": model_id,
-            "dtype": dtype,
-            "seed": 0,
-            "enforce_eager": False,
-            "gpu_memory_utilization": GPU_MEMORY_UTILIZATION,
-            "tensor_parallel_size": 1,
-        }
+        kwargs: dict = {"model": model_id, "dtype": dtype, "seed": 0, "enforce_eager": False,
+                        "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "tensor_parallel_size": 1}
         if bits == 4:
             kwargs["quantization"] = "bitsandbytes"
         try:
             engine = LLM(**kwargs)
         except (OSError, ValueError) as e:
             text = str(e)
-            if (
-                isinstance(e, OSError)
-                or "does not exist" in text
-                or "not found" in text.lower()
-                or "Repository Not Found" in text
-            ):
-                raise ModelNotFoundError(
-                    model_id, f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
-                ) from e
+            if isinstance(e, OSError) or "does not exist" in text or "not found" in text.lower() \
+                    or "Repository Not Found" in text:
+                raise ModelNotFoundError(model_id, f"{type(e).__name__}: {text.splitlines()[0] if text else ''}") from e
             raise
         tokenizer = engine.get_tokenizer()
         context = int(engine.llm_engine.model_config.max_model_len)
@@ -190,15 +159,8 @@ class VllmBackend:
                 eos.add(source)
             elif source:
                 eos.update(source)
-        log.info(
-            "gpt_model_loaded",
-            model=model_id,
-            dtype=dtype,
-            quantize_bits=bits,
-            context=context,
-            backend="vllm",
-            batch_invariant=os.environ.get("VLLM_BATCH_INVARIANT"),
-        )
+        log.info("gpt_model_loaded", model=model_id, dtype=dtype, quantize_bits=bits, context=context,
+                 backend="vllm", batch_invariant=os.environ.get("VLLM_BATCH_INVARIANT"))
         return Loaded(engine, tokenizer, context, frozenset(eos))
 
 

@@ -111,9 +111,8 @@ class SdExecutor:
         self.device = detect_device(device)
         self._owns_cache = cache is None
         self._cache = cache if cache is not None else ModelCache(self.config.cache_bytes)
-        self._loader = SdLoader(
-            models_dir=self.config.models_dir, device=self.device.torch_device, cache=self._cache
-        )
+        self._loader = SdLoader(models_dir=self.config.models_dir, device=self.device.torch_device,
+                                cache=self._cache)
         self._on_step = on_step
         diffusers_logging.set_verbosity_error()
         diffusers_logging.disable_progress_bar()
@@ -162,13 +161,8 @@ class SdExecutor:
         except TaskArgsError as e:
             raise InvalidArgsError(str(e)) from None
         task = sd_defaults(job.spec)
-        log.info(
-            "sd_task_started",
-            task_id=job.task_id,
-            model=task.base_model.name,
-            images=task.task_config.num_images,
-            steps=task.task_config.steps,
-        )
+        log.info("sd_task_started", task_id=job.task_id, model=task.base_model.name,
+                 images=task.task_config.num_images, steps=task.task_config.steps)
         try:
             return self._run(job, task)
         except ExecutorError:
@@ -198,9 +192,7 @@ class SdExecutor:
         if task.controlnet.model:
             overrides["controlnet"] = self._loader.controlnet(task.controlnet.model, dtype)
             args = json_format.MessageToDict(task.controlnet.preprocess.args)
-            call["image"] = control_image(
-                task.controlnet.image_dataurl, task.controlnet.preprocess.method, args
-            )
+            call["image"] = control_image(task.controlnet.image_dataurl, task.controlnet.preprocess.method, args)
             call["controlnet_conditioning_scale"] = task.controlnet.weight / 100.0
         pipe = self._view(base, xl, overrides)
         refiner = None
@@ -210,9 +202,8 @@ class SdExecutor:
                 raise InvalidArgsError("refiner.model: a refiner needs an SDXL-style base model")
             if cutoff < 1.0:
                 refiner = self._loader.refiner(task.refiner.model, dtype)
-                refiner = _pipeline_view(
-                    type(refiner), refiner, {"scheduler": self._scheduler(task.scheduler, refiner.scheduler)}
-                )
+                refiner = _pipeline_view(type(refiner), refiner,
+                                         {"scheduler": self._scheduler(task.scheduler, refiner.scheduler)})
         set_deterministic(int(cfg.seed))
         with self._adapters(pipe, task, xl):
             images, steps = self._generate(job, task, pipe, refiner, cutoff, call, torch)
@@ -308,11 +299,7 @@ class SdExecutor:
         import diffusers
 
         if "controlnet" in overrides:
-            cls = (
-                diffusers.StableDiffusionXLControlNetPipeline
-                if xl
-                else diffusers.StableDiffusionControlNetPipeline
-            )
+            cls = diffusers.StableDiffusionXLControlNetPipeline if xl else diffusers.StableDiffusionControlNetPipeline
         else:
             cls = type(base)
         return _pipeline_view(cls, base, overrides)
@@ -321,16 +308,8 @@ class SdExecutor:
         def on_step_end(pipe, step, timestep, kwargs):
             counter[stage] += 1
             if self._on_step is not None:
-                self._on_step(
-                    StepEvent(
-                        job.task_id,
-                        stage,
-                        step,
-                        float(timestep),
-                        type(pipe).__name__,
-                        type(pipe.scheduler).__name__,
-                    )
-                )
+                self._on_step(StepEvent(job.task_id, stage, step, float(timestep), type(pipe).__name__,
+                                        type(pipe.scheduler).__name__))
             if job.is_cancelled():
                 raise _Cancelled()
             return kwargs
@@ -355,10 +334,8 @@ class _Adapters:
             if task.lora.model:
                 path, weight_name = self._loader.lora_path(task.lora.model, task.lora.weight_file_name)
                 self._lora = True
-                _load_or_refuse(
-                    "lora.model",
-                    lambda: pipe.load_lora_weights(str(path), weight_name=weight_name, adapter_name="task"),
-                )
+                _load_or_refuse("lora.model", lambda: pipe.load_lora_weights(
+                    str(path), weight_name=weight_name, adapter_name="task"))
                 pipe.set_adapters(["task"], adapter_weights=[task.lora.weight / 100.0])
             if task.textual_inversion:
                 self._load_ti(self._loader.textual_inversion_path(task.textual_inversion))
@@ -378,10 +355,8 @@ class _Adapters:
         if self._xl and {"clip_l", "clip_g"} <= set(state):
             # SDXL embeddings carry one tensor per text encoder; the token is the file's name.
             token = files[0].stem
-            parts = [
-                (pipe.tokenizer, pipe.text_encoder, state["clip_l"]),
-                (pipe.tokenizer_2, pipe.text_encoder_2, state["clip_g"]),
-            ]
+            parts = [(pipe.tokenizer, pipe.text_encoder, state["clip_l"]),
+                     (pipe.tokenizer_2, pipe.text_encoder_2, state["clip_g"])]
         elif len(state) == 1:  # diffusers / A1111 single-token format: {token: tensor}
             ((token, tensor),) = state.items()
             parts = [(pipe.tokenizer, pipe.text_encoder, tensor)]
@@ -389,12 +364,8 @@ class _Adapters:
             raise InvalidArgsError(f"textual_inversion: {files[0].name} is not a single-token embedding")
         for tokenizer, encoder, tensor in parts:
             self._ti.append((token, tokenizer, encoder))
-            _load_or_refuse(
-                "textual_inversion",
-                lambda t=tensor, tok=tokenizer, enc=encoder: pipe.load_textual_inversion(
-                    t, token=token, tokenizer=tok, text_encoder=enc
-                ),
-            )
+            _load_or_refuse("textual_inversion", lambda t=tensor, tok=tokenizer, enc=encoder:
+                            pipe.load_textual_inversion(t, token=token, tokenizer=tok, text_encoder=enc))
 
     def __exit__(self, *exc) -> None:
         if self._lora:
@@ -434,9 +405,7 @@ def _load_or_refuse(field: str, load: Callable[[], object]) -> None:
 def _is_oom(e: BaseException) -> bool:
     import torch
 
-    return isinstance(e, torch.OutOfMemoryError) or (
-        isinstance(e, RuntimeError) and "out of memory" in str(e)
-    )
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
 
 
 def _translate(e: Exception) -> ExecutorError:

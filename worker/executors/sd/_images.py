@@ -31,13 +31,8 @@ def phash64(png: bytes) -> int:
 
 
 def image_record(index: int, png: bytes, phash: int, width: int, height: int) -> dict:
-    return {
-        "index": index,
-        "phash": f"{phash:016x}",
-        "sha256": hashlib.sha256(png).hexdigest(),
-        "width": width,
-        "height": height,
-    }
+    return {"index": index, "phash": f"{phash:016x}", "sha256": hashlib.sha256(png).hexdigest(),
+            "width": width, "height": height}
 
 
 def canny(image: Image.Image, low: float, high: float) -> Image.Image:

@@ -31,11 +31,8 @@ def module_bytes(obj: Any) -> int:
     """Bytes of every parameter and buffer of a model, or of every module of a pipeline."""
     import torch
 
-    mods = (
-        [obj]
-        if isinstance(obj, torch.nn.Module)
-        else [m for m in getattr(obj, "components", {}).values() if isinstance(m, torch.nn.Module)]
-    )
+    mods = [obj] if isinstance(obj, torch.nn.Module) else [
+        m for m in getattr(obj, "components", {}).values() if isinstance(m, torch.nn.Module)]
     seen: set[int] = set()
     total = 0
     for m in mods:
@@ -47,9 +44,7 @@ def module_bytes(obj: Any) -> int:
 
 
 def _disk_bytes(path: Path) -> int:
-    return sum(
-        f.stat().st_size for f in path.rglob("*") if f.suffix in (".safetensors", ".bin") and f.is_file()
-    )
+    return sum(f.stat().st_size for f in path.rglob("*") if f.suffix in (".safetensors", ".bin") and f.is_file())
 
 
 class SdLoader:
@@ -91,9 +86,7 @@ class SdLoader:
         return sorted({k.name for k in self._cache.keys() if k.variant.startswith(_ROLE_PREFIX)})
 
     def _get(self, role: str, name: str, path: Path, variant: str, dtype, load: Callable[[], Any]) -> Any:
-        key = CacheKey(
-            name, f"{_ROLE_PREFIX}{role}/{variant}/{str(dtype).removeprefix('torch.')}/{self._device}"
-        )
+        key = CacheKey(name, f"{_ROLE_PREFIX}{role}/{variant}/{str(dtype).removeprefix('torch.')}/{self._device}")
         return self._cache.get_or_load(key, load, size_of=module_bytes, estimate=_disk_bytes(path))
 
     # ------------------------------------------------------------------ loading
@@ -101,9 +94,7 @@ class SdLoader:
     def is_sdxl(self, path: Path) -> bool:
         index = path / "model_index.json"
         if not index.is_file():
-            raise InvalidArgsError(
-                f"base_model.name: {path.name} is not a diffusers pipeline (no model_index.json)"
-            )
+            raise InvalidArgsError(f"base_model.name: {path.name} is not a diffusers pipeline (no model_index.json)")
         cls = json.loads(index.read_text()).get("_class_name", "")
         return "XL" in cls
 
@@ -129,9 +120,8 @@ class SdLoader:
         def load():
             from diffusers import StableDiffusionXLImg2ImgPipeline
 
-            pipe = _from_pretrained(
-                StableDiffusionXLImg2ImgPipeline, path, "", dtype, "refiner.model", add_watermarker=False
-            )
+            pipe = _from_pretrained(StableDiffusionXLImg2ImgPipeline, path, "", dtype, "refiner.model",
+                                    add_watermarker=False)
             pipe.set_progress_bar_config(disable=True)
             return pipe.to(self._device)
 

@@ -95,9 +95,7 @@ async def test_a_several_statement_write_that_fails_half_way_leaves_none_of_itse
     assert store.get_task(task(7).task_id).state == TaskState.QUEUED
     assert [a.task_id for a in store.assignments_for(task(6).task_id)] == [task(6).task_id]
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT state FROM tasks WHERE task_id = ?", (task(7).task_id,)).fetchone() == (
-            "queued",
-        )
+        assert db.execute("SELECT state FROM tasks WHERE task_id = ?", (task(7).task_id,)).fetchone() == ("queued",)
 
 
 async def test_durable_waits_for_the_callers_own_writes_not_for_a_group_opened_since(grouped):
@@ -180,9 +178,8 @@ async def _log_size_after_sustained_writes(path, reset_pages: int, monkeypatch) 
             if i % 10 == 0:
                 await asyncio.sleep(0)  # a turn: its writes are committed
         await asyncio.sleep(0)
-        return path.with_name(path.name + "-wal").stat().st_size, store._db.execute(
-            "PRAGMA page_size"
-        ).fetchone()[0]
+        page = store._db.execute("PRAGMA page_size").fetchone()[0]
+        return path.with_name(path.name + "-wal").stat().st_size, page
     finally:
         store.close()
 

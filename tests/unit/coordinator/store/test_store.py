@@ -101,9 +101,7 @@ def test_transitions_are_checked_and_refusals_change_nothing(store):
     dispatched = Task(**{**t.__dict__, "state": TaskState.DISPATCHED, "card": Card("gpu", 8)})
     store.dispatch_task(dispatched, [assignment(1, t.task_id), assignment(2, t.task_id, "0xM")])
     assert store.get_task(t.task_id).card == Card("gpu", 8)
-    assert [a.assignment_id for a in store.open_assignments()] == ["a-1", "a-2"] or len(
-        store.open_assignments()
-    ) == 2
+    assert [a.assignment_id for a in store.open_assignments()] == ["a-1", "a-2"] or len(store.open_assignments()) == 2
     assert [t2.task_id for t2 in store.active_tasks()] == [t.task_id]
     # A failing transition inside save_assignments rolls the assignment write back too.
     bad = Task(**{**dispatched.__dict__, "state": TaskState.CANCELLED})

@@ -14,36 +14,13 @@ from worker.tiny import TINY_KINDS, build_tiny_model
 EXAMPLE = {
     "model": "Qwen/Qwen2.5-7B-Instruct",
     "messages": [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Hi"}],
-    "tools": [
-        {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "description": "Current weather in a city",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"city": {"type": "string"}},
-                    "required": ["city"],
-                },
-            },
-        }
-    ],
-    "generation_config": {
-        "max_new_tokens": 256,
-        "do_sample": True,
-        "temperature": 0.7,
-        "top_p": 0.9,
-        "top_k": 50,
-        "min_p": 0.05,
-        "typical_p": 1.0,
-        "num_beams": 1,
-        "repetition_penalty": 1.1,
-        "num_return_sequences": 1,
-        "stop_strings": ["###"],
-    },
-    "seed": 42,
-    "dtype": "bfloat16",
-    "quantize_bits": 4,
+    "tools": [{"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}],
+    "generation_config": {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7, "top_p": 0.9,
+                          "top_k": 50, "min_p": 0.05, "typical_p": 1.0, "num_beams": 1,
+                          "repetition_penalty": 1.1, "num_return_sequences": 1, "stop_strings": ["###"]},
+    "seed": 42, "dtype": "bfloat16", "quantize_bits": 4,
 }
 
 TOOL_JSON = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
@@ -58,11 +35,8 @@ def tiny(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def tool_model(tiny, tmp_path_factory) -> str:
     """llama-tools rewired into a bigram machine that always answers `Sure<tool_call>{...}</tool_call>`."""
-    return build_chain_model(
-        tiny["llama-tools"],
-        tmp_path_factory.mktemp("chain") / "m",
-        ["Ċ", "Sure", "<tool_call>", TOOL_JSON, "</tool_call>", "<|im_end|>"],
-    )
+    return build_chain_model(tiny["llama-tools"], tmp_path_factory.mktemp("chain") / "m",
+                             ["Ċ", "Sure", "<tool_call>", TOOL_JSON, "</tool_call>", "<|im_end|>"])
 
 
 def build_chain_model(src: str, dest, chain: list[str]) -> str:

@@ -45,9 +45,7 @@ def test_is_an_executor_and_advertises_what_it_runs(executor):
 
 
 def test_example_response_shape_and_every_field_reaches_generate(executor, tiny, generate_calls):
-    task = make_task(
-        tiny["llama-tools"], dtype="bfloat16", with_tools=True, generation_config={"max_new_tokens": 6}
-    )
+    task = make_task(tiny["llama-tools"], dtype="bfloat16", with_tools=True, generation_config={"max_new_tokens": 6})
     out, resp = run(executor, task)
     assert set(resp) == {"id", "object", "created", "model", "choices", "usage"}
     assert resp["object"] == "chat.completion" and resp["model"] == tiny["llama-tools"]
@@ -55,60 +53,25 @@ def test_example_response_shape_and_every_field_reaches_generate(executor, tiny,
     (choice,) = resp["choices"]
     assert choice["index"] == 0 and choice["message"]["role"] == "assistant"
     assert choice["finish_reason"] in ("stop", "length")
-    assert (
-        resp["usage"]["total_tokens"] == resp["usage"]["prompt_tokens"] + resp["usage"]["completion_tokens"]
-    )
+    assert resp["usage"]["total_tokens"] == resp["usage"]["prompt_tokens"] + resp["usage"]["completion_tokens"]
     assert out.completion_tokens == resp["usage"]["completion_tokens"] <= 6 and len(out.result_hash) == 32
     (kw,) = generate_calls
-    assert {
-        k: kw[k]
-        for k in (
-            "max_new_tokens",
-            "do_sample",
-            "temperature",
-            "top_p",
-            "top_k",
-            "min_p",
-            "typical_p",
-            "num_beams",
-            "repetition_penalty",
-            "num_return_sequences",
-        )
-    } == {
-        "max_new_tokens": 6,
-        "do_sample": True,
-        "temperature": 0.7,
-        "top_p": pytest.approx(0.9),
-        "top_k": 50,
-        "min_p": pytest.approx(0.05),
-        "typical_p": 1.0,
-        "num_beams": 1,
-        "repetition_penalty": pytest.approx(1.1),
-        "num_return_sequences": 1,
-    }
+    assert {k: kw[k] for k in ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "min_p", "typical_p",
+                               "num_beams", "repetition_penalty", "num_return_sequences")} == {
+        "max_new_tokens": 6, "do_sample": True, "temperature": 0.7, "top_p": pytest.approx(0.9), "top_k": 50,
+        "min_p": pytest.approx(0.05), "typical_p": 1.0, "num_beams": 1, "repetition_penalty": pytest.approx(1.1),
+        "num_return_sequences": 1}
     # Stop strings are ours (decoded-text criteria), not transformers' token-string ones.
     assert "stop_strings" not in kw
     # dtype reached from_pretrained; the tools reached the chat template (a long tools preamble).
     loaded = executor.cache.get(next(k for k in executor.cache.keys() if "bfloat16" in k.variant))
     assert loaded.model.dtype == torch.bfloat16
     no_tools = make_task(tiny["llama-tools"], dtype="bfloat16")
-    assert (
-        resp["usage"]["prompt_tokens"]
-        > json.loads(executor.run(job(no_tools)).output)["usage"]["prompt_tokens"] + 100
-    )
+    assert resp["usage"]["prompt_tokens"] > json.loads(executor.run(job(no_tools)).output)["usage"]["prompt_tokens"] + 100
 
 
-BASE = {
-    "do_sample": True,
-    "temperature": 1.0,
-    "top_p": 1.0,
-    "top_k": 0,
-    "min_p": 0.0,
-    "typical_p": 1.0,
-    "repetition_penalty": 1.0,
-    "stop_strings": None,
-    "max_new_tokens": 16,
-}
+BASE = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "typical_p": 1.0,
+        "repetition_penalty": 1.0, "stop_strings": None, "max_new_tokens": 16}
 
 
 @pytest.fixture(scope="module")
@@ -116,137 +79,73 @@ def base_run(executor, tiny):
     return executor.run(job(make_task(tiny["llama-tools"], generation_config=BASE)))
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("temperature", 0.3),
-        ("top_p", 0.05),
-        ("top_k", 2),
-        ("min_p", 0.9),
-        ("typical_p", 0.2),
-        ("repetition_penalty", 0.5),
-        ("num_beams", 3),
-        ("do_sample", False),
-        ("max_new_tokens", 7),
-    ],
-)
+@pytest.mark.parametrize(("field", "value"), [
+    ("temperature", 0.3), ("top_p", 0.05), ("top_k", 2), ("min_p", 0.9), ("typical_p", 0.2),
+    ("repetition_penalty", 0.5), ("num_beams", 3), ("do_sample", False), ("max_new_tokens", 7),
+])
 def test_each_generation_field_changes_the_tokens(executor, tiny, field, value, base_run):
     base_out = base_run
     if field == "repetition_penalty":
         # Random weights give near-zero logits, which a penalty barely moves under sampling: compare greedy runs.
-        base_out = executor.run(
-            job(make_task(tiny["llama-tools"], generation_config={**BASE, "do_sample": False}))
-        )
+        base_out = executor.run(job(make_task(tiny["llama-tools"], generation_config={**BASE, "do_sample": False})))
         value = {"do_sample": False, field: value}
     else:
         value = {field: value}
     changed_out, changed = run(executor, make_task(tiny["llama-tools"], generation_config={**BASE, **value}))
     assert changed_out.result_hash != base_out.result_hash
     if field == "max_new_tokens":
-        assert (
-            changed["usage"]["completion_tokens"] == 7 and changed["choices"][0]["finish_reason"] == "length"
-        )
+        assert changed["usage"]["completion_tokens"] == 7 and changed["choices"][0]["finish_reason"] == "length"
 
 
 def test_seed_gives_same_tokens_and_another_seed_others(executor, tiny):
     a, ra = run(executor, make_task(tiny["llama-tools"], generation_config=BASE, seed=1))
     b, rb = run(executor, make_task(tiny["llama-tools"], generation_config=BASE, seed=1))
     c, _ = run(executor, make_task(tiny["llama-tools"], generation_config=BASE, seed=2))
-    assert (
-        a.result_hash == b.result_hash and ra["choices"] == rb["choices"] and a.result_hash != c.result_hash
-    )
+    assert a.result_hash == b.result_hash and ra["choices"] == rb["choices"] and a.result_hash != c.result_hash
 
 
 def test_model_generation_config_fills_unset_fields(executor, tiny):
     # The tiny llama ships do_sample/temperature 0.7/top_p 0.8/top_k 20/repetition_penalty 1.05.
-    unset = make_task(
-        tiny["llama-tools"],
-        generation_config={k: None for k in BASE} | {"max_new_tokens": 16, "num_beams": None},
-    )
-    spelled = make_task(
-        tiny["llama-tools"],
-        generation_config={
-            "do_sample": True,
-            "temperature": 0.7,
-            "top_p": 0.8,
-            "top_k": 20,
-            "repetition_penalty": 1.05,
-            "min_p": None,
-            "typical_p": None,
-            "num_beams": None,
-            "stop_strings": None,
-            "max_new_tokens": 16,
-        },
-    )
-    other = make_task(
-        tiny["llama-tools"],
-        generation_config={
-            "do_sample": True,
-            "temperature": 1.0,
-            "top_p": 1.0,
-            "top_k": 0,
-            "repetition_penalty": 1.0,
-            "min_p": None,
-            "typical_p": None,
-            "num_beams": None,
-            "stop_strings": None,
-            "max_new_tokens": 16,
-        },
-    )
+    unset = make_task(tiny["llama-tools"], generation_config={k: None for k in BASE} | {"max_new_tokens": 16,
+                                                                                        "num_beams": None})
+    spelled = make_task(tiny["llama-tools"], generation_config={
+        "do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05,
+        "min_p": None, "typical_p": None, "num_beams": None, "stop_strings": None, "max_new_tokens": 16})
+    other = make_task(tiny["llama-tools"], generation_config={
+        "do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0,
+        "min_p": None, "typical_p": None, "num_beams": None, "stop_strings": None, "max_new_tokens": 16})
     u, s, o = (executor.run(job(t)).result_hash for t in (unset, spelled, other))
     assert u == s != o
 
 
 def test_several_sequences_sampled_and_from_beams(executor, tiny):
-    _, resp = run(
-        executor, make_task(tiny["llama-tools"], generation_config={**BASE, "num_return_sequences": 3})
-    )
+    _, resp = run(executor, make_task(tiny["llama-tools"], generation_config={**BASE, "num_return_sequences": 3}))
     assert [c["index"] for c in resp["choices"]] == [0, 1, 2]
     assert len({c["message"]["content"] for c in resp["choices"]}) == 3
-    assert resp["usage"]["completion_tokens"] == 3 * 16 or any(
-        c["finish_reason"] == "stop" for c in resp["choices"]
-    )
-    _, beams = run(
-        executor,
-        make_task(
-            tiny["llama-tools"],
-            generation_config={**BASE, "do_sample": False, "num_beams": 3, "num_return_sequences": 2},
-        ),
-    )
+    assert resp["usage"]["completion_tokens"] == 3 * 16 or any(c["finish_reason"] == "stop" for c in resp["choices"])
+    _, beams = run(executor, make_task(tiny["llama-tools"], generation_config={
+        **BASE, "do_sample": False, "num_beams": 3, "num_return_sequences": 2}))
     assert len(beams["choices"]) == 2
     with pytest.raises(InvalidArgsError, match="num_return_sequences must be 1 with greedy decoding"):
-        executor.run(
-            job(
-                make_task(
-                    tiny["llama-tools"],
-                    generation_config={**BASE, "do_sample": False, "num_return_sequences": 2},
-                )
-            )
-        )
+        executor.run(job(make_task(tiny["llama-tools"], generation_config={**BASE, "do_sample": False,
+                                                                           "num_return_sequences": 2})))
 
 
 def test_stop_string_cuts_text_and_tokens(executor, tiny):
     cfg = {**BASE, "max_new_tokens": 40}
     base, resp = run(executor, make_task(tiny["llama-tools"], generation_config=cfg))
     text = resp["choices"][0]["message"]["content"]
-    stop = next(
-        text[i : i + 2]
-        for i in range(8, len(text) - 2)
-        if "\ufffd" not in text[i : i + 2] and text[i : i + 2].strip()
-    )
-    cut_out, cut = run(
-        executor, make_task(tiny["llama-tools"], generation_config={**cfg, "stop_strings": [stop]})
-    )
+    stop = next(text[i:i + 2] for i in range(8, len(text) - 2) if "\ufffd" not in text[i:i + 2]
+                and text[i:i + 2].strip())
+    cut_out, cut = run(executor, make_task(tiny["llama-tools"], generation_config={**cfg, "stop_strings": [stop]}))
     assert cut["choices"][0]["finish_reason"] == "stop"
-    assert cut["choices"][0]["message"]["content"] == text[: text.find(stop)]
+    assert cut["choices"][0]["message"]["content"] == text[:text.find(stop)]
     assert cut_out.completion_tokens < base.completion_tokens
     assert resp["choices"][0]["finish_reason"] == "length" and base.completion_tokens == 40
 
 
 def test_tool_calls_parsed_end_to_end(executor, tool_model):
-    out, resp = run(
-        executor, make_task(tool_model, with_tools=True, generation_config={"stop_strings": None})
-    )
+    out, resp = run(executor, make_task(tool_model, with_tools=True, generation_config={"stop_strings": None}))
     (choice,) = resp["choices"]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] == "Sure"
@@ -261,16 +160,9 @@ def test_tool_calls_parsed_end_to_end(executor, tool_model):
 
 @pytest.mark.parametrize("kind", ["llama-tools", "gpt2-plain", "system-prompt"])
 def test_streamed_deltas_add_up_and_result_is_identical(executor, tiny, kind):
-    task = make_task(
-        tiny[kind],
-        with_tools=kind == "llama-tools",
-        generation_config={
-            **BASE,
-            "num_return_sequences": 2,
-            "max_new_tokens": 30,
-            "stop_strings": ["e", "###"],
-        },
-    )
+    task = make_task(tiny[kind], with_tools=kind == "llama-tools",
+                     generation_config={**BASE, "num_return_sequences": 2, "max_new_tokens": 30,
+                                        "stop_strings": ["e", "###"]})
     plain, plain_resp = run(executor, task)
     chunks = []
     streamed, resp = run(executor, task, on_delta=chunks.append)
@@ -286,39 +178,26 @@ def test_streamed_deltas_add_up_and_result_is_identical(executor, tiny, kind):
 
 def test_streamed_tool_call(executor, tool_model):
     chunks = []
-    _, resp = run(
-        executor,
-        make_task(tool_model, with_tools=True, generation_config={"stop_strings": None}),
-        on_delta=chunks.append,
-    )
+    _, resp = run(executor, make_task(tool_model, with_tools=True, generation_config={"stop_strings": None}),
+                  on_delta=chunks.append)
     deltas = [c["choices"][0] for c in chunks]
     assert "".join(d["delta"].get("content", "") for d in deltas) == "Sure"
     assert deltas[-1]["finish_reason"] == "tool_calls"
-    assert (
-        deltas[-1]["delta"]["tool_calls"][0]["function"]
-        == resp["choices"][0]["message"]["tool_calls"][0]["function"]
-    )
+    assert deltas[-1]["delta"]["tool_calls"][0]["function"] == resp["choices"][0]["message"]["tool_calls"][0]["function"]
 
 
 def test_templates_and_plain_fallback(executor, tiny):
     gpt2 = make_task(tiny["gpt2-plain"], with_tools=True, generation_config={"max_new_tokens": 4})
     _, resp = run(executor, gpt2)
     tok = AutoTokenizer.from_pretrained(tiny["gpt2-plain"])
-    expected = plain_prompt(
-        [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Hi"}],
-        EXAMPLE["tools"],
-    )
-    assert expected.startswith("Tools:\n") and expected.endswith(
-        "System: You are helpful.\n\nUser: Hi\n\nAssistant:"
-    )
+    expected = plain_prompt([{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Hi"}],
+                            EXAMPLE["tools"])
+    assert expected.startswith("Tools:\n") and expected.endswith("System: You are helpful.\n\nUser: Hi\n\nAssistant:")
     assert resp["usage"]["prompt_tokens"] == len(tok(expected)["input_ids"])
     # The system-prompt model puts its default system prompt first when the task has none.
     sys_tok = AutoTokenizer.from_pretrained(tiny["system-prompt"])
-    no_system = make_task(
-        tiny["system-prompt"],
-        messages=[{"role": "user", "content": "Hi"}],
-        generation_config={"max_new_tokens": 2},
-    )
+    no_system = make_task(tiny["system-prompt"], messages=[{"role": "user", "content": "Hi"}],
+                          generation_config={"max_new_tokens": 2})
     _, r = run(executor, no_system)
     text = "<|system|>\nYou are a tiny test model.</s>\n<|user|>\nHi</s>\n<|assistant|>\n"
     assert r["usage"]["prompt_tokens"] == len(sys_tok(text, add_special_tokens=False)["input_ids"])
@@ -326,17 +205,13 @@ def test_templates_and_plain_fallback(executor, tiny):
 
 def test_prompt_longer_than_context_names_both_numbers(executor, tiny):
     task = make_task(tiny["gpt2-plain"], messages=[{"role": "user", "content": "x" * 1500}])
-    with pytest.raises(
-        InvalidArgsError, match=r"the prompt is \d+ tokens, longer than the model's context of 1024"
-    ):
+    with pytest.raises(InvalidArgsError, match=r"the prompt is \d+ tokens, longer than the model's context of 1024"):
         executor.run(job(task))
 
 
 def test_bad_field_is_refused_before_any_model_work(executor):
     task = make_task("/nonexistent/model", generation_config={"top_p": 1.5})
-    with pytest.raises(
-        InvalidArgsError, match=r"generation_config.top_p must be in \(0, 1\], got 1.5"
-    ) as err:
+    with pytest.raises(InvalidArgsError, match=r"generation_config.top_p must be in \(0, 1\], got 1.5") as err:
         executor.run(job(task))
     assert err.value.kind == worker_pb2.ERROR_KIND_INVALID_ARGS
 
@@ -353,11 +228,8 @@ def test_model_not_found_is_invalid_args(executor, tmp_path, monkeypatch):
 def test_quantization_refused_where_the_device_cannot_run_it(executor, tiny, bits, monkeypatch):
     """A device whose bitsandbytes cannot run `bits` (probe failed, or no kernels) refuses, naming the device."""
     monkeypatch.setattr(executor.backend, "quantize_bits", lambda: ())
-    with pytest.raises(
-        InvalidArgsError,
-        match=rf"quantize_bits: {bits}-bit quantization is not supported on device "
-        r"cpu",
-    ):
+    with pytest.raises(InvalidArgsError, match=rf"quantize_bits: {bits}-bit quantization is not supported on device "
+                                               r"cpu"):
         executor.run(job(make_task(tiny["llama-tools"], quantize_bits=bits)))
 
 

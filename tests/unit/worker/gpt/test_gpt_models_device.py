@@ -25,12 +25,8 @@ def test_lru_eviction_under_budget_and_close_called():
     cache = ModelCache(100)
 
     def load(name, size):
-        return cache.get_or_load(
-            CacheKey(name),
-            lambda: {"name": name, "size": size},
-            size_of=lambda v: v["size"],
-            close=lambda v: closed.append(v["name"]),
-        )
+        return cache.get_or_load(CacheKey(name), lambda: {"name": name, "size": size}, size_of=lambda v: v["size"],
+                                 close=lambda v: closed.append(v["name"]))
 
     load("a", 40)
     load("b", 40)
@@ -51,9 +47,7 @@ def test_estimate_makes_room_before_loading():
     cache = ModelCache(100)
     cache.get_or_load(CacheKey("a"), lambda: 1, size_of=lambda _: 60)
     seen = []
-    cache.get_or_load(
-        CacheKey("b"), lambda: seen.append(cache.loaded()) or 2, size_of=lambda _: 30, estimate=60
-    )
+    cache.get_or_load(CacheKey("b"), lambda: seen.append(cache.loaded()) or 2, size_of=lambda _: 30, estimate=60)
     assert seen == [()]  # a was evicted before b was loaded
 
 

@@ -30,34 +30,25 @@ def enc(text):
 
 
 def test_finish_reasons_and_cuts():
-    raw, text = finish_sequence(
-        enc("abc") + [EOS, 7, 7], eos_ids=frozenset({EOS}), stop_strings=(), decode=decode, max_new_tokens=6
-    )
+    raw, text = finish_sequence(enc("abc") + [EOS, 7, 7], eos_ids=frozenset({EOS}), stop_strings=(), decode=decode,
+                                max_new_tokens=6)
     assert raw.token_ids == tuple(enc("abc") + [EOS]) and raw.finish_reason == "stop" and text == "abc"
-    raw, text = finish_sequence(
-        enc("abc##de"), eos_ids=frozenset({EOS}), stop_strings=("##",), decode=decode, max_new_tokens=7
-    )
+    raw, text = finish_sequence(enc("abc##de"), eos_ids=frozenset({EOS}), stop_strings=("##",), decode=decode,
+                                max_new_tokens=7)
     assert raw.token_ids == tuple(enc("abc##")) and raw.finish_reason == "stop" and text == "abc"
-    raw, text = finish_sequence(
-        enc("abcdef"), eos_ids=frozenset({EOS}), stop_strings=("zz",), decode=decode, max_new_tokens=6
-    )
+    raw, text = finish_sequence(enc("abcdef"), eos_ids=frozenset({EOS}), stop_strings=("zz",), decode=decode,
+                                max_new_tokens=6)
     assert raw.finish_reason == "length" and text == "abcdef" and len(raw.token_ids) == 6
 
 
 def test_tool_calls_parse_into_openai_shape():
-    text = (
-        'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-        '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>'
-    )
+    text = 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' \
+           '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>'
     content, calls = parse_tool_calls(text, id_prefix="t")
     assert content == "Let me check."
     assert [c["function"]["name"] for c in calls] == ["get_weather", "get_time"]
     assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris"}
-    assert (
-        calls[0]["type"] == "function"
-        and calls[0]["id"].startswith("call_")
-        and calls[0]["id"] != calls[1]["id"]
-    )
+    assert calls[0]["type"] == "function" and calls[0]["id"].startswith("call_") and calls[0]["id"] != calls[1]["id"]
     # Deterministic ids: every node derives the same.
     assert parse_tool_calls(text, id_prefix="t") == (content, calls)
 
@@ -73,26 +64,16 @@ def test_make_choice_only_parses_with_tools():
 
     raw = RawChoice((1, 2), "stop")
     with_tools = make_choice(0, raw, text, tools=True, id_prefix="t")
-    assert (
-        with_tools.finish_reason == "tool_calls"
-        and with_tools.content is None
-        and len(with_tools.tool_calls) == 1
-    )
+    assert with_tools.finish_reason == "tool_calls" and with_tools.content is None and len(with_tools.tool_calls) == 1
     assert make_choice(0, raw, text, tools=False, id_prefix="t").content == text
 
 
 def test_result_hash_is_the_documented_encoding_and_ignores_id_and_time():
     choices = [Choice(1, (5, 6), "length", "x"), Choice(0, (1, 2, 3), "stop", "y")]
     expected = hashlib.sha256(
-        HASH_DOMAIN
-        + struct.pack(">I", 2)
-        + struct.pack(">I", 4)
-        + b"stop"
-        + struct.pack(">IIII", 3, 1, 2, 3)
-        + struct.pack(">I", 6)
-        + b"length"
-        + struct.pack(">III", 2, 5, 6)
-    ).digest()
+        HASH_DOMAIN + struct.pack(">I", 2)
+        + struct.pack(">I", 4) + b"stop" + struct.pack(">IIII", 3, 1, 2, 3)
+        + struct.pack(">I", 6) + b"length" + struct.pack(">III", 2, 5, 6)).digest()
     assert result_hash(choices) == expected and len(expected) == 32
     # Text does not enter the hash; token ids and finish reasons do.
     assert result_hash([Choice(0, (1, 2, 3), "stop", "other"), Choice(1, (5, 6), "length", None)]) == expected
@@ -107,29 +88,15 @@ def test_result_hash_is_the_documented_encoding_and_ignores_id_and_time():
 
 def test_stream_holds_back_what_could_still_change():
     sent = []
-    em = StreamEmitter(
-        send=sent.append,
-        task_id="0x1",
-        model="m",
-        created=0,
-        n=1,
-        decode=decode,
-        eos_ids=frozenset({EOS}),
-        stop_strings=("##",),
-        tools=False,
-    )
+    em = StreamEmitter(send=sent.append, task_id="0x1", model="m", created=0, n=1, decode=decode,
+                       eos_ids=frozenset({EOS}), stop_strings=("##",), tools=False)
     ids = enc("ab #c#d##e")
     for k in range(1, len(ids) + 1):
         em.update(0, ids[:k])
     streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in sent)
     assert streamed == "ab #c#d"
-    raw, text = finish_sequence(
-        ids, eos_ids=frozenset({EOS}), stop_strings=("##",), decode=decode, max_new_tokens=20
-    )
+    raw, text = finish_sequence(ids, eos_ids=frozenset({EOS}), stop_strings=("##",), decode=decode, max_new_tokens=20)
     em.finish([make_choice(0, raw, text, tools=False, id_prefix="x")])
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in sent) == text == "ab #c#d"
-    assert (
-        sent[0]["choices"][0]["delta"]["role"] == "assistant"
-        and sent[-1]["choices"][0]["finish_reason"] == "stop"
-    )
+    assert sent[0]["choices"][0]["delta"]["role"] == "assistant" and sent[-1]["choices"][0]["finish_reason"] == "stop"
     assert all(c["object"] == "chat.completion.chunk" and c["id"] == "chatcmpl-1" for c in sent)

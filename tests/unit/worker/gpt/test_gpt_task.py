@@ -48,29 +48,14 @@ def test_only_model_and_messages_are_required_and_defaults_fill_in():
     # Everything else is left unset, so the model's own generation_config applies.
     assert generation_overrides(task) == {"max_new_tokens": 256}
     assert generation_overrides(load_gpt_task(EXAMPLE)) == {
-        "max_new_tokens": 256,
-        "do_sample": True,
-        "temperature": 0.7,
-        "top_p": 0.9,
-        "top_k": 50,
-        "min_p": 0.05,
-        "typical_p": 1.0,
-        "num_beams": 1,
-        "repetition_penalty": 1.1,
-        "num_return_sequences": 1,
-        "stop_strings": ["###"],
-    }
+        "max_new_tokens": 256, "do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 50, "min_p": 0.05,
+        "typical_p": 1.0, "num_beams": 1, "repetition_penalty": 1.1, "num_return_sequences": 1,
+        "stop_strings": ["###"]}
 
 
 def test_null_quantize_bits_and_string_seed_are_accepted():
-    task = load_gpt_task(
-        {
-            "model": "m",
-            "messages": [{"role": "user", "content": "x"}],
-            "quantize_bits": None,
-            "seed": "18446744073709551615",
-        }
-    )
+    task = load_gpt_task({"model": "m", "messages": [{"role": "user", "content": "x"}], "quantize_bits": None,
+                          "seed": "18446744073709551615"})
     assert not task.HasField("quantize_bits") and task.seed == 2**64 - 1
 
 
@@ -106,51 +91,20 @@ BAD = [
     ("generation_config.typical_p", 0.0, "generation_config.typical_p must be in (0, 1], got 0.0"),
     ("generation_config.top_k", 2_000_000, "generation_config.top_k must be in [0, 1000000], got 2000000"),
     ("generation_config.num_beams", 0, "generation_config.num_beams must be in [1, 16], got 0"),
-    (
-        "generation_config.repetition_penalty",
-        0.0,
-        "generation_config.repetition_penalty must be > 0, got 0.0",
-    ),
+    ("generation_config.repetition_penalty", 0.0, "generation_config.repetition_penalty must be > 0, got 0.0"),
     ("generation_config.max_new_tokens", 0, "generation_config.max_new_tokens must be in [1, 32768], got 0"),
-    (
-        "generation_config.max_new_tokens",
-        40000,
-        "generation_config.max_new_tokens must be in [1, 32768], got 40000",
-    ),
-    (
-        "generation_config.num_return_sequences",
-        0,
-        "generation_config.num_return_sequences must be in [1, 16], got 0",
-    ),
-    (
-        "generation_config.stop_strings",
-        [""],
-        "generation_config.stop_strings[0] must be 1 to 256 characters, got 0",
-    ),
+    ("generation_config.max_new_tokens", 40000, "generation_config.max_new_tokens must be in [1, 32768], got 40000"),
+    ("generation_config.num_return_sequences", 0,
+     "generation_config.num_return_sequences must be in [1, 16], got 0"),
+    ("generation_config.stop_strings", [""], "generation_config.stop_strings[0] must be 1 to 256 characters, got 0"),
     ("messages", [], "messages must hold at least one message"),
-    (
-        "messages.1.role",
-        "robot",
-        "messages[1].role must be one of system, user, assistant, tool, got 'robot'",
-    ),
-    (
-        "messages.1",
-        {"role": "tool", "content": "42"},
-        "messages[1].tool_call_id is required for a tool message",
-    ),
-    (
-        "messages.1",
-        {"role": "user", "content": "x", "tool_calls": [{"function": {"name": "f"}}]},
-        "messages[1].tool_calls is only allowed on assistant messages",
-    ),
-    (
-        "messages.1",
-        {
-            "role": "assistant",
-            "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{oops"}}],
-        },
-        "messages[1].tool_calls[0].function.arguments must be a JSON-encoded string",
-    ),
+    ("messages.1.role", "robot", "messages[1].role must be one of system, user, assistant, tool, got 'robot'"),
+    ("messages.1", {"role": "tool", "content": "42"}, "messages[1].tool_call_id is required for a tool message"),
+    ("messages.1", {"role": "user", "content": "x", "tool_calls": [{"function": {"name": "f"}}]},
+     "messages[1].tool_calls is only allowed on assistant messages"),
+    ("messages.1", {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f",
+                                                                                          "arguments": "{oops"}}]},
+     "messages[1].tool_calls[0].function.arguments must be a JSON-encoded string"),
     ("messages.1.content", "", "messages[1].content must not be empty for a user message"),
     ("dtype", "int3", "dtype must be one of auto, float16, bfloat16, float32, got 'int3'"),
     ("quantize_bits", 3, "quantize_bits must be 4, 8 or null, got 3"),
@@ -176,41 +130,21 @@ def test_each_bad_field_is_refused_by_name_and_bound(path, value, message, schem
 def test_num_return_sequences_bounded_by_num_beams_when_beams_are_used():
     ok = load_gpt_task(_bad("generation_config", {"num_beams": 4, "num_return_sequences": 4}))
     validate_gpt_task(ok)
-    with pytest.raises(
-        TaskArgsError,
-        match=r"num_return_sequences must be <= num_beams \(4\) when beams are used, "
-        r"got 5",
-    ):
-        validate_gpt_task(
-            load_gpt_task(_bad("generation_config", {"num_beams": 4, "num_return_sequences": 5}))
-        )
+    with pytest.raises(TaskArgsError, match=r"num_return_sequences must be <= num_beams \(4\) when beams are used, "
+                                             r"got 5"):
+        validate_gpt_task(load_gpt_task(_bad("generation_config", {"num_beams": 4, "num_return_sequences": 5})))
     # Without beams (sampling), several sequences are fine.
-    validate_gpt_task(
-        load_gpt_task(_bad("generation_config", {"do_sample": True, "num_return_sequences": 5}))
-    )
+    validate_gpt_task(load_gpt_task(_bad("generation_config", {"do_sample": True, "num_return_sequences": 5})))
 
 
-@pytest.mark.parametrize(
-    ("doc", "field", "text"),
-    [
-        (
-            {"model": "m", "messages": [{"role": "user", "content": "x"}], "temprature": 1},
-            "temprature",
-            "temprature is not a field of the GPT task",
-        ),
-        ({"model": "m", "messages": [{"role": "user", "content": 1}]}, "messages.content", "malformed"),
-        (
-            {"model": "m", "messages": [], "generation_config": {"top_k": -1}},
-            "generation_config.top_k",
-            "malformed",
-        ),
-        (
-            {"model": "m", "messages": [], "generation_config": {"temperature": "hot"}},
-            "generation_config.temperature",
-            "malformed",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("doc", "field", "text"), [
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "temprature": 1}, "temprature",
+     "temprature is not a field of the GPT task"),
+    ({"model": "m", "messages": [{"role": "user", "content": 1}]}, "messages.content", "malformed"),
+    ({"model": "m", "messages": [], "generation_config": {"top_k": -1}}, "generation_config.top_k", "malformed"),
+    ({"model": "m", "messages": [], "generation_config": {"temperature": "hot"}}, "generation_config.temperature",
+     "malformed"),
+])
 def test_shape_errors_name_the_field(doc, field, text):
     with pytest.raises(TaskArgsError) as err:
         load_gpt_task(doc)
@@ -228,26 +162,10 @@ def test_schema_accepts_the_valid_examples(schema):
     valid = jsonschema.Draft202012Validator(schema)
     assert valid.is_valid(EXAMPLE)
     assert valid.is_valid({"model": "m", "messages": [{"role": "user", "content": "Hi"}]})
-    assert valid.is_valid(
-        {
-            "model": "m",
-            "quantize_bits": None,
-            "seed": "7",
-            "messages": [
-                {"role": "user", "content": "weather?"},
-                {
-                    "role": "assistant",
-                    "tool_calls": [
-                        {
-                            "id": "c1",
-                            "type": "function",
-                            "function": {"name": "get_weather", "arguments": "{}"},
-                        }
-                    ],
-                },
-                {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-            ],
-        }
-    )
+    assert valid.is_valid({"model": "m", "quantize_bits": None, "seed": "7", "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                              "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]})
     for doc in (EXAMPLE, {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}):
         validate_gpt_task(load_gpt_task(doc))

@@ -13,9 +13,7 @@ from worker.models import ModelCache
 def test_concurrent_sampling_in_one_process_is_deterministic(tiny):
     from worker.executors.gpt import GptExecutor
 
-    executors = [
-        GptExecutor(device="cpu", cache=ModelCache(2 << 30), backend="transformers") for _ in range(3)
-    ]
+    executors = [GptExecutor(device="cpu", cache=ModelCache(2 << 30), backend="transformers") for _ in range(3)]
     try:
         tasks = [make_task(tiny["llama-tools"], seed=s, generation_config={"do_sample": True, "temperature": 1.0,
                                                                           "max_new_tokens": 16}) for s in (1, 2, 3)]  # fmt: skip

@@ -30,19 +30,9 @@ pytestmark = pytest.mark.xdist_group("sd")
 
 
 def task(base=SD15, *, w=64, h=64, steps=2, seed=1, n=1, **extra) -> dict:
-    doc = {
-        "base_model": base,
-        "prompt": "a lighthouse at dusk, oil painting",
-        "negative_prompt": "blurry",
-        "task_config": {
-            "image_width": w,
-            "image_height": h,
-            "steps": steps,
-            "seed": seed,
-            "num_images": n,
-            "cfg": 7,
-        },
-    }
+    doc = {"base_model": base, "prompt": "a lighthouse at dusk, oil painting", "negative_prompt": "blurry",
+           "task_config": {"image_width": w, "image_height": h, "steps": steps, "seed": seed, "num_images": n,
+                           "cfg": 7}}
     doc.update(extra)
     return doc
 
@@ -59,26 +49,13 @@ def test_is_an_executor(sd):
 def test_every_field_of_the_example_is_honoured(sd, stripes_url):
     """The issue's example, scaled down: SDXL + LoRA + ControlNet(canny) + refiner + Euler ancestral."""
     run, rec = sd
-    doc = task(
-        SDXL,
-        w=64,
-        h=48,
-        steps=4,
-        seed=42,
-        n=2,
-        lora={"model": "helium-tiny/lora-xl", "weight_file_name": TINY_LORA_FILE, "weight": 80},
-        controlnet={
-            "model": "helium-tiny/controlnet-xl",
-            "image_dataurl": stripes_url,
-            "weight": 70,
-            "preprocess": {"method": "canny", "args": {"low_threshold": 100, "high_threshold": 200}},
-        },
-        vae="",
-        textual_inversion="",
-        refiner={"model": "helium-tiny/sdxl-refiner", "denoising_cutoff": 50, "steps": 4},
-        scheduler={"method": "EulerAncestralDiscreteScheduler", "args": {}},
-        dtype="auto",
-    )
+    doc = task(SDXL, w=64, h=48, steps=4, seed=42, n=2,
+               lora={"model": "helium-tiny/lora-xl", "weight_file_name": TINY_LORA_FILE, "weight": 80},
+               controlnet={"model": "helium-tiny/controlnet-xl", "image_dataurl": stripes_url, "weight": 70,
+                           "preprocess": {"method": "canny", "args": {"low_threshold": 100, "high_threshold": 200}}},
+               vae="", textual_inversion="",
+               refiner={"model": "helium-tiny/sdxl-refiner", "denoising_cutoff": 50, "steps": 4},
+               scheduler={"method": "EulerAncestralDiscreteScheduler", "args": {}}, dtype="auto")
     doc["base_model"] = {"name": SDXL, "variant": "fp16"}  # no fp16 files: falls back to the default weights
     out = run(doc)
     # count and size
@@ -113,9 +90,7 @@ def test_step_count_observed_through_the_callback(sd, steps):
     assert out.steps == steps
 
 
-@pytest.mark.parametrize(
-    "method", ["DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler", "LCMScheduler"]
-)
+@pytest.mark.parametrize("method", ["DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler", "LCMScheduler"])
 def test_scheduler_class(sd, method):
     run, rec = sd
     run(task(scheduler={"method": method}))
@@ -135,9 +110,7 @@ def test_default_scheduler_is_dpm_solver_and_args_reach_it(sd):
 
 def test_unknown_scheduler_argument_is_invalid(sd):
     run, _ = sd
-    with pytest.raises(
-        InvalidArgsError, match="scheduler.args.flux_capacitor is not an argument of LCMScheduler"
-    ):
+    with pytest.raises(InvalidArgsError, match="scheduler.args.flux_capacitor is not an argument of LCMScheduler"):
         run(task(scheduler={"method": "LCMScheduler", "args": {"flux_capacitor": 1}}))
 
 
@@ -177,14 +150,8 @@ def test_controlnet_conditioning_changes_the_output(sd, stripes_url, rings_url):
 def test_refiner_runs_its_steps(sd):
     run, rec = sd
     no_ref = run(task(SDXL, steps=4, scheduler={"method": "EulerAncestralDiscreteScheduler"}))
-    out = run(
-        task(
-            SDXL,
-            steps=4,
-            scheduler={"method": "EulerAncestralDiscreteScheduler"},
-            refiner={"model": "helium-tiny/sdxl-refiner", "denoising_cutoff": 25, "steps": 8},
-        )
-    )
+    out = run(task(SDXL, steps=4, scheduler={"method": "EulerAncestralDiscreteScheduler"},
+                   refiner={"model": "helium-tiny/sdxl-refiner", "denoising_cutoff": 25, "steps": 8}))
     base, ref = rec.stage("base"), rec.stage("refiner")
     assert len(base) == 1 and len(ref) == 6  # 25% of 4 base steps; 75% of 8 refiner steps
     assert out.steps == 7 and out.phashes != no_ref.phashes
@@ -211,10 +178,7 @@ def test_textual_inversion_is_loaded_and_unloaded(sd):
     assert with_ti != without
     assert run({**task(), "prompt": prompt}).phashes == without
     # twice in a row: the token is taken out after each task, so loading it again works
-    assert (
-        run({**task(), "prompt": prompt, "textual_inversion": "helium-tiny/textual-inversion"}).phashes
-        == with_ti
-    )
+    assert run({**task(), "prompt": prompt, "textual_inversion": "helium-tiny/textual-inversion"}).phashes == with_ti
 
 
 def test_safety_checker_switch(sd_models_dir, sd):
@@ -267,9 +231,7 @@ def test_bad_args_are_invalid_args_naming_the_field(sd):
     run, _ = sd
     with pytest.raises(InvalidArgsError, match=r"task_config.steps must be in \[1, 100\], got 0"):
         run(task(steps=0))
-    with pytest.raises(
-        InvalidArgsError, match="task_config.image_width must be a positive multiple of 8, got 60"
-    ):
+    with pytest.raises(InvalidArgsError, match="task_config.image_width must be a positive multiple of 8, got 60"):
         run(task(w=60))
 
 
@@ -284,15 +246,9 @@ def test_size_cap_setting_of_the_executor(sd_models_dir):
         ex.run(Job("t", "a", load_sd_task(task(h=72))))
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("base_model", "nobody/nothing"),
-        ("vae", "nobody/vae"),
-        ("lora", {"model": "nobody/lora"}),
-        ("refiner", {"model": "nobody/refiner"}),
-    ],
-)
+@pytest.mark.parametrize(("field", "value"), [("base_model", "nobody/nothing"), ("vae", "nobody/vae"),
+                                              ("lora", {"model": "nobody/lora"}),
+                                              ("refiner", {"model": "nobody/refiner"})])
 def test_unknown_model_is_model_not_found(sd, field, value):
     run, _ = sd
     doc = task(SDXL) | {field: value}
@@ -346,11 +302,8 @@ def test_capabilities(sd):
     assert "float32" in caps.dtypes and "auto" not in caps.dtypes
     assert SD15 in caps.loaded_models and "helium-tiny/lora" in caps.cached_models
     assert caps.extra["vram_bytes"] > 0 and caps.extra["max_pixels"] > 0
-    assert set(caps.extra["schedulers"]) == {
-        "DPMSolverMultistepScheduler",
-        "EulerAncestralDiscreteScheduler",
-        "LCMScheduler",
-    }
+    assert set(caps.extra["schedulers"]) == {"DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler",
+                                             "LCMScheduler"}
 
 
 def test_shared_cache_close_evicts_only_sd_models(sd_models_dir):

@@ -59,19 +59,8 @@ def test_issue_example_loads_unchanged():
     assert task.negative_prompt == "blurry"
     c = task.task_config
     assert (c.image_width, c.image_height, c.steps, c.seed, c.num_images, c.safety_checker, c.cfg) == (
-        1024,
-        1024,
-        30,
-        42,
-        2,
-        True,
-        7.0,
-    )
-    assert (task.lora.model, task.lora.weight_file_name, task.lora.weight) == (
-        "some/lora-repo",
-        "lora.safetensors",
-        80,
-    )
+        1024, 1024, 30, 42, 2, True, 7.0)
+    assert (task.lora.model, task.lora.weight_file_name, task.lora.weight) == ("some/lora-repo", "lora.safetensors", 80)
     assert task.controlnet.weight == 70 and task.controlnet.preprocess.method == "canny"
     assert dict(task.controlnet.preprocess.args) == {"low_threshold": 100, "high_threshold": 200}
     assert (task.refiner.denoising_cutoff, task.refiner.steps) == (80, 20)
@@ -89,30 +78,16 @@ def test_plain_string_base_model_and_defaults():
     full = sd_defaults(task)
     c = full.task_config
     assert (c.image_width, c.image_height, c.steps, c.seed, c.num_images, c.safety_checker, c.cfg) == (
-        512,
-        512,
-        25,
-        0,
-        6,
-        True,
-        5.0,
-    )
+        512, 512, 25, 0, 6, True, 5.0)
     assert full.scheduler.method == "DPMSolverMultistepScheduler"
     assert full.dtype == "auto"
     assert not task.HasField("task_config")  # defaults are filled in a copy only
 
 
 def test_defaults_keep_given_values_and_fill_weights():
-    task = load_sd_task(
-        {
-            "base_model": "a/b",
-            "prompt": "p",
-            "task_config": {"steps": 7, "safety_checker": False},
-            "lora": {"model": "a/lora"},
-            "controlnet": {"model": "a/cn", "image_dataurl": _png_url()},
-            "refiner": {"model": "a/ref"},
-        }
-    )
+    task = load_sd_task({"base_model": "a/b", "prompt": "p", "task_config": {"steps": 7, "safety_checker": False},
+                         "lora": {"model": "a/lora"}, "controlnet": {"model": "a/cn", "image_dataurl": _png_url()},
+                         "refiner": {"model": "a/ref"}})
     full = sd_defaults(task)
     assert full.task_config.steps == 7 and full.task_config.safety_checker is False
     assert full.task_config.num_images == 6
@@ -121,10 +96,7 @@ def test_defaults_keep_given_values_and_fill_weights():
 
 
 def test_seed_accepts_the_proto_string_form_of_uint64():
-    assert (
-        load_sd_task({"base_model": "a/b", "prompt": "p", "task_config": {"seed": "42"}}).task_config.seed
-        == 42
-    )
+    assert load_sd_task({"base_model": "a/b", "prompt": "p", "task_config": {"seed": "42"}}).task_config.seed == 42
 
 
 def _set(doc: dict, path: str, value) -> dict:
@@ -169,46 +141,18 @@ BAD = [
     ("lora.weight_file_name", "../../etc/passwd", "lora.weight_file_name", "relative file name"),
     ("controlnet.weight", 101, "controlnet.weight", "must be in [0, 100], got 101"),
     ("controlnet.image_dataurl", "data:image/png;base64,...", "controlnet.image_dataurl", "invalid base64"),
-    (
-        "controlnet.image_dataurl",
-        "http://example.com/a.png",
-        "controlnet.image_dataurl",
-        "data:image/png;base64",
-    ),
-    (
-        "controlnet.image_dataurl",
-        "data:image/png;base64," + base64.b64encode(b"not an image").decode(),
-        "controlnet.image_dataurl",
-        "does not decode as an image",
-    ),
-    (
-        "controlnet.preprocess.method",
-        "sobel",
-        "controlnet.preprocess.method",
-        "must be 'canny' or empty, got 'sobel'",
-    ),
-    (
-        "controlnet.preprocess.args.low_threshold",
-        300,
-        "controlnet.preprocess.args.low_threshold",
-        "must be in [0, 255], got 300",
-    ),
+    ("controlnet.image_dataurl", "http://example.com/a.png", "controlnet.image_dataurl", "data:image/png;base64"),
+    ("controlnet.image_dataurl", "data:image/png;base64," + base64.b64encode(b"not an image").decode(),
+     "controlnet.image_dataurl", "does not decode as an image"),
+    ("controlnet.preprocess.method", "sobel", "controlnet.preprocess.method", "must be 'canny' or empty, got 'sobel'"),
+    ("controlnet.preprocess.args.low_threshold", 300, "controlnet.preprocess.args.low_threshold",
+     "must be in [0, 255], got 300"),
     ("controlnet.preprocess.args.blur", 3, "controlnet.preprocess.args.blur", "is not an argument of canny"),
     ("refiner.denoising_cutoff", 101, "refiner.denoising_cutoff", "must be in [0, 100], got 101"),
     ("refiner.steps", 0, "refiner.steps", "must be in [1, 100], got 0"),
-    (
-        "scheduler.method",
-        "DDIMScheduler",
-        "scheduler.method",
-        "must be one of DPMSolverMultistepScheduler, "
-        "EulerAncestralDiscreteScheduler, LCMScheduler, got 'DDIMScheduler'",
-    ),
-    (
-        "scheduler.args.beta_schedule",
-        ["a"],
-        "scheduler.args.beta_schedule",
-        "must be a number, string or boolean",
-    ),
+    ("scheduler.method", "DDIMScheduler", "scheduler.method", "must be one of DPMSolverMultistepScheduler, "
+     "EulerAncestralDiscreteScheduler, LCMScheduler, got 'DDIMScheduler'"),
+    ("scheduler.args.beta_schedule", ["a"], "scheduler.args.beta_schedule", "must be a number, string or boolean"),
     ("dtype", "float8", "dtype", "must be one of auto, float16, bfloat16, float32, got 'float8'"),
     ("base_model", _DELETE, "base_model.name", "base_model.name is required"),
     ("base_model", "../../secret", "base_model.name", "must be a model id"),
@@ -229,11 +173,10 @@ def test_bad_field_refused_with_its_name(path, value, field, text):
 
 
 # The schema refuses the same documents (the size cap is a setting, so it is not in the schema).
-@pytest.mark.parametrize(
-    ("path", "value", "field", "text"),
-    [b for b in BAD if b[0] != "controlnet.image_dataurl" or "http" in b[1]],
-    ids=[f"{b[0]}={b[1]!r}"[:60] for b in BAD if b[0] != "controlnet.image_dataurl" or "http" in b[1]],
-)
+@pytest.mark.parametrize(("path", "value", "field", "text"),
+                         [b for b in BAD if b[0] != "controlnet.image_dataurl" or "http" in b[1]],
+                         ids=[f"{b[0]}={b[1]!r}"[:60] for b in BAD
+                              if b[0] != "controlnet.image_dataurl" or "http" in b[1]])
 def test_schema_refuses_what_the_loader_refuses(path, value, field, text):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(_set(example(), path, value), SCHEMA)
@@ -243,30 +186,12 @@ VALID = [
     {"base_model": "a/b", "prompt": "p"},
     {"base_model": {"name": "a"}, "prompt": "p", "task_config": {}},
     {"base_model": "a/b", "prompt": "p", "task_config": {"steps": 1, "seed": 0, "num_images": 1, "cfg": 0}},
-    {
-        "base_model": "a/b",
-        "prompt": "p",
-        "task_config": {
-            "steps": 100,
-            "seed": 2**31 - 1,
-            "num_images": 10,
-            "cfg": 20,
-            "image_width": 2048,
-            "image_height": 2048,
-        },
-    },
-    {
-        "base_model": "a/b",
-        "prompt": "p",
-        "scheduler": {"method": "LCMScheduler", "args": {"timestep_spacing": "trailing"}},
-        "task_config": {"steps": 4},
-    },
-    {
-        "base_model": "a/b",
-        "prompt": "p",
-        "lora": {"model": "x/y", "weight": 0},
-        "refiner": {"model": "x/r", "denoising_cutoff": 100},
-    },
+    {"base_model": "a/b", "prompt": "p", "task_config": {"steps": 100, "seed": 2**31 - 1, "num_images": 10, "cfg": 20,
+                                                         "image_width": 2048, "image_height": 2048}},
+    {"base_model": "a/b", "prompt": "p", "scheduler": {"method": "LCMScheduler", "args": {"timestep_spacing": "trailing"}},
+     "task_config": {"steps": 4}},
+    {"base_model": "a/b", "prompt": "p", "lora": {"model": "x/y", "weight": 0}, "refiner": {"model": "x/r",
+                                                                                          "denoising_cutoff": 100}},
 ]
 
 
@@ -277,29 +202,20 @@ def test_valid_documents_pass_loader_and_schema(doc):
 
 
 def test_size_cap_is_a_setting():
-    task = load_sd_task(
-        {"base_model": "a/b", "prompt": "p", "task_config": {"image_width": 1024, "image_height": 1024}}
-    )
+    task = load_sd_task({"base_model": "a/b", "prompt": "p", "task_config": {"image_width": 1024, "image_height": 1024}})
     validate_sd_task(task)  # default cap
     with pytest.raises(TaskArgsError) as err:
         validate_sd_task(task, max_pixels=512 * 512)
     assert err.value.field == "task_config.image_width"
     assert "at most 262144 pixels, got 1024×1024" in str(err.value)
-    big = load_sd_task(
-        {"base_model": "a/b", "prompt": "p", "task_config": {"image_width": 4096, "image_height": 2048}}
-    )
+    big = load_sd_task({"base_model": "a/b", "prompt": "p", "task_config": {"image_width": 4096, "image_height": 2048}})
     assert 4096 * 2048 > DEFAULT_MAX_PIXELS
     with pytest.raises(TaskArgsError):
         validate_sd_task(big)
 
 
 def test_lcm_steps_bounded_by_original_inference_steps():
-    doc = {
-        "base_model": "a/b",
-        "prompt": "p",
-        "scheduler": {"method": "LCMScheduler"},
-        "task_config": {"steps": 60},
-    }
+    doc = {"base_model": "a/b", "prompt": "p", "scheduler": {"method": "LCMScheduler"}, "task_config": {"steps": 60}}
     with pytest.raises(TaskArgsError) as err:
         validate_sd_task(load_sd_task(doc))
     assert err.value.field == "task_config.steps" and "<= 50" in str(err.value)
@@ -319,9 +235,8 @@ def test_not_json_is_refused():
 
 
 def test_vram_estimate_follows_the_documented_formula():
-    sd15 = load_sd_task(
-        {"base_model": "runwayml/stable-diffusion-v1-5", "prompt": "p", "task_config": {"num_images": 1}}
-    )
+    sd15 = load_sd_task({"base_model": "runwayml/stable-diffusion-v1-5", "prompt": "p",
+                         "task_config": {"num_images": 1}})
     # 1.2 × (2 bytes × 1.07e9 params + 2 × 1 × 512 × 512 × 1800) + 1 GiB
     assert estimate_vram_bytes(sd15) == int(1.2 * (2 * 1.07e9 + 2 * 512 * 512 * 1800)) + (1 << 30)
     xl = load_sd_task(EXAMPLE)

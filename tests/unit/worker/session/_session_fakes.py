@@ -83,16 +83,9 @@ class FakeCoordinator(worker_pb2_grpc.WorkerServiceServicer):
         first = await context.read()
         hello = first.hello
         nonce = os.urandom(32)
-        await context.write(
-            worker_pb2.ConnectResponse(
-                challenge=worker_pb2.Challenge(
-                    nonce=nonce,
-                    coordinator="fake",
-                    chain_id=DOMAIN.chain_id,
-                    verifying_contract=DOMAIN.verifying_contract,
-                )
-            )
-        )
+        await context.write(worker_pb2.ConnectResponse(challenge=worker_pb2.Challenge(
+            nonce=nonce, coordinator="fake", chain_id=DOMAIN.chain_id,
+            verifying_contract=DOMAIN.verifying_contract)))
         reg = (await context.read()).register
         info_hash = keccak(reg.info.SerializeToString(deterministic=True))
         try:
@@ -101,24 +94,14 @@ class FakeCoordinator(worker_pb2_grpc.WorkerServiceServicer):
             signer = ""
         if signer != hello.address or reg.info.address != hello.address:
             self.bad_signatures += 1
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "register signature does not match the address"
-            )
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "register signature does not match the address")
         if self.refusals:
             code, details = self.refusals.pop(0)
             await context.abort(code, details)
-        await context.write(
-            worker_pb2.ConnectResponse(
-                registered=worker_pb2.Registered(
-                    address=hello.address,
-                    heartbeat_interval_ms=self.heartbeat_ms,
-                    state=worker_pb2.NODE_STATE_AVAILABLE,
-                    idle_heartbeat_interval_ms=self.idle_heartbeat_ms,
-                    chain_id=DOMAIN.chain_id,
-                    verifying_contract=DOMAIN.verifying_contract,
-                )
-            )
-        )
+        await context.write(worker_pb2.ConnectResponse(registered=worker_pb2.Registered(
+            address=hello.address, heartbeat_interval_ms=self.heartbeat_ms, state=worker_pb2.NODE_STATE_AVAILABLE,
+            idle_heartbeat_interval_ms=self.idle_heartbeat_ms,
+            chain_id=DOMAIN.chain_id, verifying_contract=DOMAIN.verifying_contract)))
         stream = FakeStream(hello=hello, info=reg.info, nonce=nonce)
         self.streams.put_nowait(stream)
 
@@ -150,17 +133,15 @@ class FakeCoordinator(worker_pb2_grpc.WorkerServiceServicer):
             reader.cancel()
 
     async def ControlNode(self, request, context):  # noqa: N802 - gRPC method name
-        signer = signing.node_control_signer(
-            DOMAIN, request.address, request.action, request.timestamp, request.signature
-        )
+        signer = signing.node_control_signer(DOMAIN, request.address, request.action, request.timestamp,
+                                             request.signature)
         if signer != request.address:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad control signature")
         self.controls.append(request)
         self.control_seen.set()
-        state = {
-            worker_pb2.NODE_ACTION_PAUSE: worker_pb2.NODE_STATE_PAUSED,
-            worker_pb2.NODE_ACTION_RESUME: worker_pb2.NODE_STATE_AVAILABLE,
-        }.get(request.action, worker_pb2.NODE_STATE_PENDING_QUIT)
+        state = {worker_pb2.NODE_ACTION_PAUSE: worker_pb2.NODE_STATE_PAUSED,
+                 worker_pb2.NODE_ACTION_RESUME: worker_pb2.NODE_STATE_AVAILABLE}.get(
+                     request.action, worker_pb2.NODE_STATE_PENDING_QUIT)
         return worker_pb2.ControlNodeResponse(state=state)
 
     async def next_stream(self, within: float = 5.0) -> FakeStream:
@@ -190,14 +171,12 @@ def new_key():
 
 
 def gpt_args(seed: int = 1, model: str = "tiny/gpt") -> task_pb2.TaskArgs:
-    return task_pb2.TaskArgs(
-        gpt=gpt_pb2.GptTask(model=model, messages=[gpt_pb2.ChatMessage(role="user", content="hi")], seed=seed)
-    )
+    return task_pb2.TaskArgs(gpt=gpt_pb2.GptTask(
+        model=model, messages=[gpt_pb2.ChatMessage(role="user", content="hi")], seed=seed))
 
 
 def assignment(args: task_pb2.TaskArgs | None = None, *, aid: str = "a-1", **kw) -> worker_pb2.WorkAssignment:
     args = args if args is not None else gpt_args()
     task_type = task_pb2.TASK_TYPE_SD if args.WhichOneof("kind") == "sd" else task_pb2.TASK_TYPE_GPT
-    return worker_pb2.WorkAssignment(
-        assignment_id=aid, task_id="0x" + os.urandom(32).hex(), type=task_type, args=args, **kw
-    )
+    return worker_pb2.WorkAssignment(assignment_id=aid, task_id="0x" + os.urandom(32).hex(), type=task_type,
+                                     args=args, **kw)

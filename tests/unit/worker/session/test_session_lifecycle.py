@@ -24,12 +24,8 @@ PROFILE = NodeProfile(card_name="Fake GPU 24GB", vram_bytes=24 << 30, device="cu
 
 
 def make_node(fake, tmp_path, executors=None, **overrides) -> WorkerNode:
-    return WorkerNode(
-        fast_config(fake.address, tmp_path, **overrides),
-        new_key(),
-        executors or [InstantExecutor("gpt")],
-        profile=PROFILE,
-    )
+    return WorkerNode(fast_config(fake.address, tmp_path, **overrides), new_key(),
+                      executors or [InstantExecutor("gpt")], profile=PROFILE)
 
 
 async def test_unacked_result_is_resent_after_reconnect(fake, tmp_path):
@@ -88,9 +84,7 @@ async def test_disconnect_stops_without_reconnecting(fake, tmp_path):
     node = make_node(fake, tmp_path)
     run = asyncio.create_task(node.run())
     stream = await fake.next_stream()
-    stream.send(
-        disconnect=worker_pb2.Disconnect(state=worker_pb2.NODE_STATE_SLASHED, reason="wrong result on 0xabc")
-    )
+    stream.send(disconnect=worker_pb2.Disconnect(state=worker_pb2.NODE_STATE_SLASHED, reason="wrong result on 0xabc"))
     with pytest.raises(ConnectError) as info:
         await asyncio.wait_for(run, 5)
     assert not info.value.retryable
@@ -123,12 +117,8 @@ async def test_reconnects_are_bounded(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = fast_config(
-        f"127.0.0.1:{port}",
-        tmp_path,
-        reconnect_max_attempts=3,
-        connect_timeout=dt.timedelta(milliseconds=300),
-    )
+    cfg = fast_config(f"127.0.0.1:{port}", tmp_path, reconnect_max_attempts=3,
+                      connect_timeout=dt.timedelta(milliseconds=300))
     node = WorkerNode(cfg, new_key(), [InstantExecutor()], profile=PROFILE)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -148,9 +138,7 @@ async def test_drain_api_notifies_coordinator_and_waits_for_ack(fake, tmp_path):
     drain = asyncio.create_task(node.drain("operator"))
     await asyncio.wait_for(fake.control_seen.wait(), 2)
     control = fake.controls[0]
-    assert (
-        control.action == worker_pb2.NODE_ACTION_QUIT and control.address == node.address
-    )  # signature checked
+    assert control.action == worker_pb2.NODE_ACTION_QUIT and control.address == node.address  # signature checked
     await stream.recv("result")
     await asyncio.sleep(0.1)
     assert not drain.done()
@@ -163,22 +151,15 @@ def _self_signed(tmp_path):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "helium-test")])
     now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("coordinator.test")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("coordinator.test")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
     (tmp_path / "ca.pem").write_bytes(cert_pem)
     return cert_pem, key_pem, tmp_path / "ca.pem"
 
@@ -210,12 +191,8 @@ async def test_keepalive_pings_keep_an_idle_stream_with_server_keepalive_options
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        cfg = fast_config(
-            f"127.0.0.1:{port}",
-            tmp_path,
-            keepalive_time=dt.timedelta(seconds=1),
-            keepalive_timeout=dt.timedelta(seconds=1),
-        )
+        cfg = fast_config(f"127.0.0.1:{port}", tmp_path, keepalive_time=dt.timedelta(seconds=1),
+                          keepalive_timeout=dt.timedelta(seconds=1))
         async with WorkerNode(cfg, new_key(), [InstantExecutor()], profile=PROFILE) as node:
             await asyncio.sleep(4.5)
             assert node.connected and node.registrations == 1 and coordinator.attempts == 1
@@ -227,9 +204,6 @@ async def test_pause_and_resume_are_signed_control_requests(fake, tmp_path):
     async with make_node(fake, tmp_path) as node:
         assert await node.pause() == worker_pb2.NODE_STATE_PAUSED
         assert await node.resume() == worker_pb2.NODE_STATE_AVAILABLE
-        assert [c.action for c in fake.controls] == [
-            worker_pb2.NODE_ACTION_PAUSE,
-            worker_pb2.NODE_ACTION_RESUME,
-        ]
+        assert [c.action for c in fake.controls] == [worker_pb2.NODE_ACTION_PAUSE, worker_pb2.NODE_ACTION_RESUME]
         assert all(c.address == node.address for c in fake.controls)  # signatures checked by the fake
         assert node.state == worker_pb2.NODE_STATE_AVAILABLE

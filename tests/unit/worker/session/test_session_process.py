@@ -56,9 +56,8 @@ async def _spawn(args: list[str], log: Path) -> asyncio.subprocess.Process:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     env.pop("HELIUM_CONFIG", None)
     with _stderr_file(log) as err:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=err
-        )
+        return await asyncio.create_subprocess_exec(sys.executable, *args, cwd=ROOT, env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=err)
 
 
 def _free_port() -> int:
@@ -119,24 +118,9 @@ async def test_cli_ready_line_key_file_and_second_signal_exits_at_once(fake, tmp
     log = tmp_path / "stderr.log"
     data = tmp_path / "data"
     metrics_port = _free_port()
-    proc = await _spawn(
-        [
-            "-m",
-            "worker",
-            "--coordinator",
-            fake.address,
-            "--data-dir",
-            str(data),
-            "--executor",
-            "instant",
-            "--device",
-            "cpu",
-            "--log-json",
-            "--metrics-port",
-            str(metrics_port),
-        ],
-        log,
-    )
+    proc = await _spawn(["-m", "worker", "--coordinator", fake.address, "--data-dir", str(data),
+                         "--executor", "instant", "--device", "cpu", "--log-json",
+                         "--metrics-port", str(metrics_port)], log)
     try:
         ready = await _ready_line(proc, log)
         key_file = data / "keys" / "node-0.key"
@@ -149,10 +133,7 @@ async def test_cli_ready_line_key_file_and_second_signal_exits_at_once(fake, tmp
         await stream.recv("result")  # never acked: a drain would wait for it (ack_timeout)
         metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{metrics_port}/metrics")
         assert f'helium_worker_connected{{node="{address}"}} 1.0' in metrics
-        assert (
-            f'helium_worker_assignments_total{{node="{address}",outcome="submitted",task_type="gpt"}} 1.0'
-            in metrics
-        )
+        assert f'helium_worker_assignments_total{{node="{address}",outcome="submitted",task_type="gpt"}} 1.0' in metrics
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(fake.control_seen.wait(), 10)
         await asyncio.sleep(0.2)
@@ -189,18 +170,8 @@ async def test_plaintext_refused_to_non_loopback_host():
 
 def test_cli_refuses_plaintext_to_non_loopback_host(tmp_path, capsys):
     try:
-        code = main(
-            [
-                "--coordinator",
-                "10.1.2.3:50051",
-                "--executor",
-                "instant",
-                "--device",
-                "cpu",
-                "--data-dir",
-                str(tmp_path),
-            ]
-        )
+        code = main(["--coordinator", "10.1.2.3:50051", "--executor", "instant", "--device", "cpu",
+                     "--data-dir", str(tmp_path)])
     finally:
         structlog.reset_defaults()
     assert code == 1
@@ -246,32 +217,15 @@ def test_device_profile_reports_each_cuda_card_honestly(tmp_path):
 
 async def test_fleet_process_of_test_doubles(fake, tmp_path):
     log = tmp_path / "stderr.log"
-    proc = await _spawn(
-        [
-            "-m",
-            "worker.testing",
-            "--coordinator",
-            fake.address,
-            "--nodes",
-            "3",
-            "--liars",
-            "1",
-            "--cards",
-            "Card A=24,Card B=80",
-            "--keys-dir",
-            str(tmp_path / "keys"),
-        ],
-        log,
-    )
+    proc = await _spawn(["-m", "worker.testing", "--coordinator", fake.address, "--nodes", "3", "--liars", "1",
+                         "--cards", "Card A=24,Card B=80", "--keys-dir", str(tmp_path / "keys")], log)
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 30)
         assert line.startswith(b"ready nodes=3"), (line, _text(log))
         streams = [await fake.next_stream() for _ in range(3)]
         assert sorted(s.info.card.name for s in streams) == ["Card A", "Card A", "Card B"]
-        keyed = {
-            Account.from_key(bytes.fromhex((tmp_path / "keys" / f"node-{i}.key").read_text().strip())).address
-            for i in range(3)
-        }
+        keyed = {Account.from_key(bytes.fromhex((tmp_path / "keys" / f"node-{i}.key").read_text().strip())).address
+                 for i in range(3)}
         assert {s.info.address for s in streams} == keyed
         task = assignment()
         hashes = []

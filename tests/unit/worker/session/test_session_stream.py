@@ -17,19 +17,12 @@ from worker.testing import FailingExecutor, InstantExecutor, SlowExecutor, insta
 
 pytestmark = pytest.mark.timeout(30)
 
-PROFILE = NodeProfile(
-    card_name="Fake GPU 24GB", vram_bytes=24 << 30, device="cuda:0", free_vram=lambda: 20 << 30
-)
+PROFILE = NodeProfile(card_name="Fake GPU 24GB", vram_bytes=24 << 30, device="cuda:0", free_vram=lambda: 20 << 30)
 
 
 def node_for(fake, tmp_path, executors=None, **overrides) -> WorkerNode:
-    return WorkerNode(
-        fast_config(fake.address, tmp_path, **overrides),
-        new_key(),
-        executors or [InstantExecutor("gpt")],
-        profile=PROFILE,
-        **overrides.pop("node_kwargs", {}),
-    )
+    return WorkerNode(fast_config(fake.address, tmp_path, **overrides), new_key(),
+                      executors or [InstantExecutor("gpt")], profile=PROFILE, **overrides.pop("node_kwargs", {}))
 
 
 def task_id_bytes(task_id: str) -> bytes:
@@ -37,20 +30,13 @@ def task_id_bytes(task_id: str) -> bytes:
 
 
 async def test_register_signed_nodeinfo_and_heartbeats(fake, tmp_path):
-    ex = [
-        InstantExecutor("gpt", loaded_models=("tiny/gpt",)),
-        InstantExecutor("sd", cached_models=("tiny/sd",)),
-    ]
+    ex = [InstantExecutor("gpt", loaded_models=("tiny/gpt",)), InstantExecutor("sd", cached_models=("tiny/sd",))]
     async with node_for(fake, tmp_path, ex) as node:
         stream = await fake.next_stream()
         assert fake.bad_signatures == 0  # the fake checked the Register signature with chain.signing
         info = stream.info
         assert info.address == node.address == stream.hello.address
-        assert (info.card.name, info.card.vram_bytes, info.free_vram_bytes) == (
-            "Fake GPU 24GB",
-            24 << 30,
-            20 << 30,
-        )
+        assert (info.card.name, info.card.vram_bytes, info.free_vram_bytes) == ("Fake GPU 24GB", 24 << 30, 20 << 30)
         assert info.device == "cuda:0"
         assert list(info.task_types) == [task_pb2.TASK_TYPE_GPT, task_pb2.TASK_TYPE_SD]
         assert list(info.loaded_models) == ["tiny/gpt"] and list(info.cached_models) == ["tiny/sd"]
@@ -64,9 +50,7 @@ async def test_register_signed_nodeinfo_and_heartbeats(fake, tmp_path):
         assert first.free_vram_bytes == 20 << 30 and list(first.loaded_models) == ["tiny/gpt"]
 
 
-async def test_an_idle_node_heartbeats_at_the_idle_interval_and_a_busy_one_at_the_lease_interval(
-    fake, tmp_path
-):
+async def test_an_idle_node_heartbeats_at_the_idle_interval_and_a_busy_one_at_the_lease_interval(fake, tmp_path):
     fake.heartbeat_ms, fake.idle_heartbeat_ms = 100, 1500
     async with node_for(fake, tmp_path, [SlowExecutor(1.0)]):
         stream = await fake.next_stream()
@@ -95,9 +79,7 @@ async def test_a_task_longer_than_the_report_threshold_is_reported_started_befor
         assert kinds.index("started") < kinds.index("result")
 
 
-async def test_instant_task_sends_its_signed_result_without_a_started_report_then_takes_the_ack(
-    fake, tmp_path
-):
+async def test_instant_task_sends_its_signed_result_without_a_started_report_then_takes_the_ack(fake, tmp_path):
     ex = InstantExecutor("gpt")
     async with node_for(fake, tmp_path, [ex]) as node:
         stream = await fake.next_stream()
@@ -107,9 +89,8 @@ async def test_instant_task_sends_its_signed_result_without_a_started_report_the
         assert "started" not in [m.WhichOneof("msg") for m in stream.seen]
         assert (result.assignment_id, result.task_id) == (a.assignment_id, a.task_id)
         assert result.result_hash == instant_result_hash("gpt", a.args.gpt)
-        signer = signing.result_signer(
-            DOMAIN, task_id_bytes(a.task_id), result.result_hash, node.address, result.signature
-        )
+        signer = signing.result_signer(DOMAIN, task_id_bytes(a.task_id), result.result_hash, node.address,
+                                       result.signature)
         assert signer == node.address
         doc = json.loads(result.inline_output)
         assert doc["object"] == "chat.completion" and doc["model"] == "tiny/gpt"
@@ -140,10 +121,8 @@ async def test_one_assignment_at_a_time(fake, tmp_path):
         assert node.jobs.completed == 2
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [worker_pb2.ERROR_KIND_INVALID_ARGS, worker_pb2.ERROR_KIND_OUT_OF_MEMORY, worker_pb2.ERROR_KIND_CRASH],
-)
+@pytest.mark.parametrize("kind", [worker_pb2.ERROR_KIND_INVALID_ARGS, worker_pb2.ERROR_KIND_OUT_OF_MEMORY,
+                                  worker_pb2.ERROR_KIND_CRASH])
 async def test_error_report_kinds(fake, tmp_path, kind):
     async with node_for(fake, tmp_path, [FailingExecutor(kind, message="boom: field x")]) as node:
         stream = await fake.next_stream()
@@ -154,9 +133,8 @@ async def test_error_report_kinds(fake, tmp_path, kind):
         assert err.message == "boom: field x"
         if kind == worker_pb2.ERROR_KIND_INVALID_ARGS:
             assert INVALID_ARGS_HASH == signing.INVALID_ARGS_HASH
-            signer = signing.result_signer(
-                DOMAIN, task_id_bytes(a.task_id), INVALID_ARGS_HASH, node.address, err.signature
-            )
+            signer = signing.result_signer(DOMAIN, task_id_bytes(a.task_id), INVALID_ARGS_HASH, node.address,
+                                           err.signature)
             assert signer == node.address
         else:
             assert err.signature == b""
@@ -187,9 +165,7 @@ async def test_cancel_sends_nothing_and_frees_the_node(fake, tmp_path):
         a = assignment(aid="a-1")
         stream.send(assignment=a)
         await stream.recv("started")
-        stream.send(
-            cancel=worker_pb2.CancelAssignment(assignment_id="a-1", task_id=a.task_id, reason="quorum")
-        )
+        stream.send(cancel=worker_pb2.CancelAssignment(assignment_id="a-1", task_id=a.task_id, reason="quorum"))
         # The slow job sees its cancel flag and stops; the node takes the next assignment at once.
         stream.send(assignment=assignment(aid="a-2"))
         s2 = await stream.recv("started", within=2)
@@ -238,13 +214,8 @@ class MemoryRelay:
 
 async def test_args_from_relay_and_outputs_to_relay(fake, tmp_path):
     relay = MemoryRelay()
-    sd_args = task_pb2.TaskArgs(
-        sd=sd_pb2.SdTask(
-            base_model=sd_pb2.SdModel(name="tiny/sd"),
-            prompt="a cat",
-            task_config=sd_pb2.SdTaskConfig(num_images=2, seed=3),
-        )
-    )
+    sd_args = task_pb2.TaskArgs(sd=sd_pb2.SdTask(base_model=sd_pb2.SdModel(name="tiny/sd"), prompt="a cat",
+                                                 task_config=sd_pb2.SdTaskConfig(num_images=2, seed=3)))
     cfg = fast_config(fake.address, tmp_path, max_inline_output_bytes=16)
     node = WorkerNode(cfg, new_key(), [InstantExecutor("sd")], profile=PROFILE, relay_factory=relay.factory)
     async with node:
