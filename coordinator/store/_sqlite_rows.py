@@ -94,7 +94,7 @@ _ASSIGN_IDENTITY = ("assignment_id", "task_id", "node", "leased_ms")
 _ASSIGN_MUTABLE_AT = [i for i, c in enumerate(ASSIGN_COLS.split(", ")) if c not in _ASSIGN_IDENTITY]
 UPDATE_ASSIGNMENT = (
     "UPDATE assignments SET "
-    + ", ".join(f"{ASSIGN_COLS.split(', ')[i]} = ?" for i in _ASSIGN_MUTABLE_AT)
+    + ", ".join(f"{c} = ?" for c in ASSIGN_COLS.split(", ") if c not in _ASSIGN_IDENTITY)
     + " WHERE assignment_id = ?"
 )
 

@@ -104,7 +104,7 @@ class SqliteStore(CoordinatorStore):
 
     def enable_group_commit(self) -> None:
         """Groups the writes of each event-loop turn into one commit; call from the loop's thread. The
-        WAL is then checkpointed by a thread of its own instead of inside the loop's commits."""
+        WAL is then checkpointed mostly by a thread of its own (store/_checkpoint.py)."""
         self._loop = asyncio.get_running_loop()
         if self._checkpointer is None:
             self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_RESET_PAGES}")
