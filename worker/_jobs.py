@@ -3,7 +3,8 @@
 `JobRunner` turns each `WorkAssignment` into a `Job` for the executor of its
 task type, runs it off the event loop, stores its blobs in the relay, signs the
 result hash, and keeps the Result (or ErrorReport) in `outbox` until the
-coordinator acknowledges it. The session re-sends the outbox after every
+coordinator acknowledges it: on disk, written before it is sent (worker._outbox),
+so a restarted worker sends it again. The session re-sends the outbox after every
 reconnect; a cancelled assignment sends nothing more.
 """
 
@@ -26,6 +27,7 @@ from chain import signing
 from helium.tasks import TaskArgsError
 from helium.v1 import card_pb2, task_pb2, worker_pb2
 from worker import metrics
+from worker._outbox import ResultOutbox, outbox_path
 from worker.errors import ConnectError, ExecutionCrashError, ExecutorError
 from worker.executors.base import Executor, Job, Outcome
 
@@ -107,8 +109,10 @@ class JobRunner:
             if ex.task_type in self.executors:
                 raise ValueError(f"two executors for task_type {ex.task_type!r} on one node")
             self.executors[ex.task_type] = ex
-        # assignment_id -> the Result or ErrorReport waiting for its Ack, oldest first.
-        self.outbox: OrderedDict[str, worker_pb2.ConnectRequest] = OrderedDict()
+        # assignment_id -> the Result or ErrorReport waiting for its Ack, oldest first (journaled on disk).
+        cfg = node.config
+        self.outbox = ResultOutbox(outbox_path(cfg.data_dir, node.address) if cfg.durable_results else None)
+        self._sending: set[asyncio.Task] = set()
         self.started = False
         self.completed = 0
         self._cancelled: OrderedDict[str, None] = OrderedDict()
@@ -130,7 +134,12 @@ class JobRunner:
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         self._delivered = asyncio.Event()
-        self._delivered.set()
+        try:
+            self.outbox.load()  # results a previous run left unacknowledged: sent once the node registers
+        except OSError as exc:
+            self.node.log.error("outbox_unreadable", path=str(self.outbox.path), error=str(exc))
+        if not self.outbox:
+            self._delivered.set()
         self._task = asyncio.create_task(self._work_loop(), name=f"jobs-{self.node.address}")
 
     async def stop(self) -> None:
@@ -138,6 +147,9 @@ class JobRunner:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._sending:
+            await asyncio.wait(set(self._sending))
+        await self.outbox.close()
 
     def quiet(self) -> bool:
         """Nothing running, queued or waiting for an ack."""
@@ -222,7 +234,7 @@ class JobRunner:
         self._queue.put_nowait(a)
 
     def acked(self, assignment_id: str) -> None:
-        if self.outbox.pop(assignment_id, None) is not None:
+        if self.outbox.ack(assignment_id):
             self.node.log.debug("result_acked", assignment_id=assignment_id)
         if not self.outbox and self._delivered is not None:
             self._delivered.set()
@@ -312,9 +324,16 @@ class JobRunner:
         if assignment_id in self._cancelled:
             return
         assert self._delivered is not None
-        self.outbox[assignment_id] = msg
         self._delivered.clear()
-        self.node.send(msg)
+        # Written to disk first, then sent; the next assignment starts meanwhile.
+        task = asyncio.create_task(self._persist_and_send(assignment_id, msg))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _persist_and_send(self, assignment_id: str, msg: worker_pb2.ConnectRequest) -> None:
+        await self.outbox.put(assignment_id, msg)
+        if assignment_id in self.outbox:  # not cancelled meanwhile
+            self.node.send(msg)
 
     def _deadline_timer(self, running: _Running) -> asyncio.TimerHandle | None:
         deadline_ms = running.assignment.deadline_ms

@@ -63,6 +63,9 @@ class WorkerConfig:
     # How many assignments the node asks to hold at once: the running one and those queued behind it,
     # so the next task is already here when one finishes (the coordinator may allow fewer).
     max_assignments: int = 1
+    # Keep each result on disk (<data_dir>/outbox, fsynced before it is sent) until the coordinator
+    # acknowledges it, so a killed worker delivers it after its restart. Off: memory only (simulations).
+    durable_results: bool = True
     # Outputs larger than this go to the relay instead of travelling inline.
     max_inline_output_bytes: int = 1 << 20
     # PEM bundle of the CA that signed the coordinator's (and relay's) certificate.
