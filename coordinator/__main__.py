@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 import structlog
 
@@ -78,8 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"helium coordinator: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_json, config.log_level)
+    from coordinator.devtools import DevDirBusy, PortInUse, check_port_free, lock_dev_dir
+
     try:
+        lock_dev_dir(Path(config.data_dir), "helium coordinator", "coordinator.lock")  # held until exit
+        check_port_free(config.host, config.port, "gRPC")
+        check_port_free(config.host, config.http_port, "HTTP")
         asyncio.run(run(config, ready=lambda line: print(line, flush=True)))
+    except (DevDirBusy, PortInUse) as exc:
+        print(f"helium coordinator: {exc}", file=sys.stderr)
+        return 1
     except ValueError as exc:  # TLS / address refusals
         print(f"helium coordinator: {exc}", file=sys.stderr)
         return 2

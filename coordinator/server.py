@@ -60,6 +60,7 @@ GRPC_OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.so_reuseport", 0),  # a second network on this port must fail to bind, not share the port
     # The bundled relay's bulk transfers: large HTTP/2 frames, a per-stream window of a few chunks.
     *[(k, v) for k, v in relay_grpc_options() if k.startswith("grpc.http2.")],
 ]
@@ -148,6 +149,8 @@ class CoordinatorApp:
             verifying_contract=parts.domain.verifying_contract, max_blob_bytes=c.max_blob_bytes,
         )  # fmt: skip
         self.relay_store = FilesystemBlobStore(relay_cfg.data_dir, relay_cfg.max_blob_bytes)
+        # The dispatcher recomputes the pHash of every image a node stored here (a relay of its own: the gateway does).
+        d.image_store = None if c.relay_address else self.relay_store
         intake = TaskIntake(d, IntakeSettings(min_fee_wei=c.min_fee_wei, task_timeout_s=c.task_timeout_s),
                             parts.deposits, input_store=self.relay_store)  # fmt: skip
         self.membership = membership = Membership(d, parts.stakes, on_kick=parts.on_kick)

@@ -97,7 +97,7 @@ async def start_standalone(config: RelayConfig, store: BlobStore | None = None) 
         raise ValueError(
             f"host {config.host} is not loopback: give --tls-cert and --tls-key, or --insecure for plaintext"
         )
-    server = grpc.aio.server(options=grpc_options(config.chunk_bytes))
+    server = grpc.aio.server(options=[*grpc_options(config.chunk_bytes), ("grpc.so_reuseport", 0)])  # no port sharing
     owns_store = store is None
     store = store if store is not None else FilesystemBlobStore(config.data_dir, config.max_blob_bytes)
     add_relay_to_server(server, config, store)

@@ -1,7 +1,8 @@
 """`helium nodes` and `helium stats`: the operator's view, through AdminService.
 
-The admin credential comes from `--admin-token`, `HELIUM_ADMIN_TOKEN`, or the
-coordinator's `<data-dir>/admin.token` (`--data-dir`).
+The admin credential comes from `--admin-token`, `HELIUM_ADMIN_TOKEN`, the coordinator's
+`<data-dir>/admin.token` (`--data-dir`), or, without one, `.helium/coordinator` or a `helium dev`'s
+`.helium/dev/coordinator` in this folder.
 """
 
 from __future__ import annotations
@@ -9,14 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import sys
-from pathlib import Path
 
-import grpc
 from google.protobuf import json_format
 
-from helium.cli._common import add_connection_args, open_channel
+from helium.cli._common import add_connection_args, admin_token, open_channel, run_cli
 from helium.v1 import admin_pb2, admin_pb2_grpc, worker_pb2
 
 __all__ = ["nodes_main", "stats_main"]
@@ -26,36 +23,32 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog)
     add_connection_args(p)
     p.add_argument("--admin-token", help="admin credential (env HELIUM_ADMIN_TOKEN)")
-    p.add_argument("--data-dir", default=".helium/coordinator", help="coordinator data dir holding admin.token")
+    p.add_argument("--data-dir", help="coordinator data dir holding admin.token "
+                                     "(default: .helium/coordinator, then .helium/dev/coordinator)")
     p.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
-def _token(args) -> str:
-    if args.admin_token or os.environ.get("HELIUM_ADMIN_TOKEN"):
-        return args.admin_token or os.environ["HELIUM_ADMIN_TOKEN"]
-    path = Path(args.data_dir) / "admin.token"
-    if not path.exists():
-        raise ValueError(f"no admin credential: give --admin-token, HELIUM_ADMIN_TOKEN, or --data-dir with {path.name}")
-    return path.read_text().strip()
-
-
 async def _call(args, method: str, request):
+    token = admin_token(args.admin_token, args.data_dir)
     async with open_channel(args) as channel:
         stub = admin_pb2_grpc.AdminServiceStub(channel)
         return await getattr(stub, method)(request, timeout=args.timeout,
-                                           metadata=(("authorization", f"Bearer {_token(args)}"),))  # fmt: skip
+                                           metadata=(("authorization", f"Bearer {token}"),))  # fmt: skip
 
 
-def _run(coro) -> int:
-    try:
-        return asyncio.run(coro)
-    except grpc.aio.AioRpcError as exc:
-        print(f"helium: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
-    except ValueError as exc:
-        print(f"helium: {exc}", file=sys.stderr)
-        return 1
+def stats_doc(resp: admin_pb2.GetStatsResponse) -> dict:
+    """GetStats as a plain dict: each list of counts becomes {key: value}, zero counts included (proto3's
+    JSON mapping leaves a zero value out, which is why this reads the message, not its JSON)."""
+    out: dict = {}
+    for field, value in resp.ListFields():
+        if field.message_type is not None and field.message_type.name == "Count":
+            out[field.name] = {c.key: c.value for c in value}
+    for name in ("nodes_by_state", "nodes_by_card", "tasks_by_state", "queue_depth_by_type", "validation_outcomes"):
+        out.setdefault(name, {})
+    out["gpus"] = resp.gpus
+    out["settled_batches"] = resp.settled_batches
+    return out
 
 
 def nodes_main(argv: list[str] | None = None) -> int:
@@ -74,7 +67,7 @@ def nodes_main(argv: list[str] | None = None) -> int:
             print(f"{n.address:44} {card[:28]:28} {state:14} {n.qos:5.2f} {n.reliability:5.2f} {task}")
         return 0
 
-    return _run(go())
+    return run_cli("helium nodes", args, lambda: asyncio.run(go()))
 
 
 def stats_main(argv: list[str] | None = None) -> int:
@@ -82,9 +75,7 @@ def stats_main(argv: list[str] | None = None) -> int:
 
     async def go() -> int:
         resp = await _call(args, "GetStats", admin_pb2.GetStatsRequest())
-        doc = json_format.MessageToDict(resp, preserving_proto_field_name=True)
-        flat = {k: {c["key"]: int(c["value"]) for c in v} if isinstance(v, list) else v for k, v in doc.items()}
-        print(json.dumps(flat, indent=2 if not args.json else None))
+        print(json.dumps(stats_doc(resp), indent=2 if not args.json else None))
         return 0
 
-    return _run(go())
+    return run_cli("helium stats", args, lambda: asyncio.run(go()))

@@ -20,7 +20,7 @@ import grpc
 from google.protobuf import json_format
 
 from chain.signing import load_or_create_key
-from helium.cli._common import add_connection_args, open_channel
+from helium.cli._common import add_connection_args, open_channel, run_cli
 from helium.client import TaskClient, load_task_file
 from helium.v1 import task_pb2
 
@@ -64,13 +64,38 @@ def _task_doc(task: task_pb2.Task) -> dict:
     return doc
 
 
+def _read_task(name: str) -> dict:
+    """The task file's JSON; a ValueError naming the file (and the line and column) when it is not."""
+    where = "stdin" if name == "-" else name
+    try:
+        raw = sys.stdin.read() if name == "-" else Path(name).read_text()
+    except OSError as exc:
+        raise ValueError(f"{where}: cannot read the task file: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where}: a task must be a JSON object, got {type(doc).__name__}")
+    return doc
+
+
 async def _submit(args) -> int:
-    raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-    task_args = load_task_file(json.loads(raw))
+    doc = _read_task(args.file)
+    try:
+        task_args = load_task_file(doc)
+    except ValueError as exc:
+        raise ValueError(f"{'stdin' if args.file == '-' else args.file}: {exc}") from None
     key = load_or_create_key(args.key)
     async with open_channel(args) as channel:
         client = TaskClient(channel, key, rpc_timeout=args.timeout)
-        task_id = await client.submit(task_args, args.fee)
+        try:
+            task_id = await client.submit(task_args, args.fee)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "deposit" in (exc.details() or ""):
+                raise ValueError(f"{exc.details()}; the creator key is {args.key} ({key.address}). On a dev "
+                                 f"network: helium dev fund {key.address} --deposit-key {args.key}") from None  # fmt: skip
+            raise
         if args.no_wait:
             print(task_id)
             return 0
@@ -96,11 +121,5 @@ async def _get(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return asyncio.run(_submit(args) if args.cmd == "submit" else _get(args))
-    except grpc.aio.AioRpcError as exc:
-        print(f"helium task: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as exc:  # unreadable file, bad JSON, bad field
-        print(f"helium task: {exc}", file=sys.stderr)
-        return 1
+    # RPC refusals, an unreachable coordinator, a bad file or field, a closed stdout: one line each.
+    return run_cli("helium task", args, lambda: asyncio.run(_submit(args) if args.cmd == "submit" else _get(args)))
