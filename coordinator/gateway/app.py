@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from coordinator import metrics
+from coordinator.gateway._body_limit import BodyLimitMiddleware
 from coordinator.gateway._coordinator import CoordinatorClient
 from coordinator.gateway._wallet import GatewayWallet
 from coordinator.gateway.api_router import WEB_DIR, router
@@ -71,6 +72,8 @@ def create_app(settings: GatewaySettings, *, coordinator: CoordinatorClient | No
     app = FastAPI(title="Helium gateway", version="1", lifespan=lifespan)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    # Before the router: bounds a body's size and JSON nesting before FastAPI parses it or checks the API key.
+    app.add_middleware(BodyLimitMiddleware)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):

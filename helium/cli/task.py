@@ -14,12 +14,12 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
 
 from chain.signing import load_or_create_key
+from helium import boundedjson
 from helium.cli._common import add_connection_args, open_channel, run_cli
 from helium.client import TaskClient, load_task_file
 from helium.v1 import task_pb2
@@ -67,14 +67,14 @@ def _task_doc(task: task_pb2.Task) -> dict:
 def _read_task(name: str) -> dict:
     """The task file's JSON; a ValueError naming the file (and the line and column) when it is not."""
     where = "stdin" if name == "-" else name
-    try:
-        raw = sys.stdin.read() if name == "-" else Path(name).read_text()
+    try:  # bounded in size and nesting before the parser runs: a deep file must not crash the CLI
+        doc = boundedjson.load_file(name, what="the task file")
     except OSError as exc:
         raise ValueError(f"{where}: cannot read the task file: {exc.strerror or exc}") from None
-    try:
-        doc = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{where}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}") from None
+    except boundedjson.BoundedJsonError as exc:
+        if (err := exc.decode_error) is not None:
+            raise ValueError(f"{where}: line {err.lineno} column {err.colno}: not valid JSON: {err.msg}") from None
+        raise ValueError(f"{where}: {exc}") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{where}: a task must be a JSON object, got {type(doc).__name__}")
     return doc
