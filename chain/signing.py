@@ -11,6 +11,7 @@ Typed messages:
   by the creator: authorizes the fee of one task.
 - ``Result(bytes32 taskId, bytes32 resultHash, address node)`` by a node.
 - ``Cancel(bytes32 taskId)`` by the creator.
+- ``TaskRead(bytes32 taskId, uint256 timestamp)`` by the creator: reads its own task (GetTask, WatchTask).
 - ``Register(bytes32 challenge, address node, bytes32 infoHash)`` by a node joining.
 - ``NodeControl(address node, uint8 action, uint256 timestamp)`` by a node (pause, resume, quit).
 - ``RelayRequest(string method, bytes32 taskId, string slot, bytes32 contentHash,
@@ -59,7 +60,9 @@ __all__ = [
     "sign_relay_request",
     "sign_result",
     "sign_task",
+    "sign_task_read",
     "task_digest",
+    "task_read_signer",
     "task_signer",
 ]
 
@@ -108,6 +111,7 @@ _TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "node", "type": "address"},
     ],
     "Cancel": [{"name": "taskId", "type": "bytes32"}],
+    "TaskRead": [{"name": "taskId", "type": "bytes32"}, {"name": "timestamp", "type": "uint256"}],
     "Register": [
         {"name": "challenge", "type": "bytes32"},
         {"name": "node", "type": "address"},
@@ -355,6 +359,14 @@ def sign_cancel(key, domain: Domain, task_id: bytes) -> bytes:
 
 def cancel_signer(domain: Domain, task_id: bytes, signature: bytes) -> str:
     return _recover(domain, "Cancel", {"taskId": _b32(task_id, "task_id")}, signature)
+
+
+def sign_task_read(key, domain: Domain, task_id: bytes, timestamp: int) -> bytes:
+    return _sign(key, domain, "TaskRead", {"taskId": _b32(task_id, "task_id"), "timestamp": int(timestamp)})
+
+
+def task_read_signer(domain: Domain, task_id: bytes, timestamp: int, signature: bytes) -> str:
+    return _recover(domain, "TaskRead", {"taskId": _b32(task_id, "task_id"), "timestamp": int(timestamp)}, signature)
 
 
 def sign_register(key, domain: Domain, challenge: bytes, info_hash: bytes) -> bytes:

@@ -159,7 +159,7 @@ class CoordinatorApp:
             interceptors=[ErrorInterceptor(self.store.durable), AdminAuthInterceptor(self.admin_token)], options=GRPC_OPTIONS
         )
         task_pb2_grpc.add_TaskServiceServicer_to_server(
-            TaskServicer(intake, d, self.key.address, c.min_fee_wei), server
+            TaskServicer(intake, d, self.key.address, c.min_fee_wei, admin_token=self.admin_token), server
         )
         worker_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerServicer(d, membership, self.key.address, c.relay_address), server

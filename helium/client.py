@@ -89,14 +89,28 @@ class TaskClient:
         resp = await self.stub.CreateTasks(task_pb2.CreateTasksRequest(tasks=reqs), timeout=self.rpc_timeout)
         return list(resp.outcomes)
 
+    async def read_proof(self, task_id: str) -> dict:
+        """`timestamp` and `signature` fields that prove this key created the task (GetTask, WatchTask)."""
+        now = int(time.time())
+        sig = signing.sign_task_read(self.key, await self.domain(), bytes.fromhex(task_id.removeprefix("0x")), now)
+        return {"timestamp": now, "signature": sig}
+
     async def get(self, task_id: str) -> task_pb2.Task:
-        resp = await self.stub.GetTask(task_pb2.GetTaskRequest(task_id=task_id), timeout=self.rpc_timeout)
+        """The task, read as its creator (this client's key)."""
+        req = task_pb2.GetTaskRequest(task_id=task_id, **await self._proof(task_id))
+        resp = await self.stub.GetTask(req, timeout=self.rpc_timeout)
         return resp.task
+
+    async def _proof(self, task_id: str) -> dict:
+        try:
+            return await self.read_proof(task_id)
+        except ValueError:  # not hex: the coordinator names the field
+            return {}
 
     async def watch(self, task_id: str, *, timeout: float, include_deltas: bool = False
                     ) -> AsyncIterator[task_pb2.WatchTaskResponse]:  # fmt: skip
-        call = self.stub.WatchTask(task_pb2.WatchTaskRequest(task_id=task_id, include_deltas=include_deltas),
-                                   timeout=timeout)  # fmt: skip
+        req = task_pb2.WatchTaskRequest(task_id=task_id, include_deltas=include_deltas, **await self._proof(task_id))
+        call = self.stub.WatchTask(req, timeout=timeout)
         async for event in call:
             yield event
 

@@ -6,9 +6,10 @@ import asyncio
 
 import structlog
 
+from coordinator.api.read_access import ADMIN, ReadAccess
 from coordinator.domain import serde
-from coordinator.domain.models import Task, TaskState, TaskType
-from coordinator.errors import CoordinatorError, InvalidArgument
+from coordinator.domain.models import Assignment, Task, TaskState, TaskType
+from coordinator.errors import CoordinatorError, InvalidArgument, NotFound
 from coordinator.service.dispatcher import Dispatcher
 from coordinator.service.events import DeltaEvent
 from coordinator.service.intake import NewTask, TaskIntake
@@ -36,11 +37,29 @@ def _task_id(value: str) -> str:
 
 
 class TaskServicer(task_pb2_grpc.TaskServiceServicer):
-    def __init__(self, intake: TaskIntake, dispatcher: Dispatcher, coordinator_address: str, min_fee: int) -> None:
+    def __init__(self, intake: TaskIntake, dispatcher: Dispatcher, coordinator_address: str, min_fee: int,
+                 admin_token: str = "") -> None:
         self.intake = intake
         self.dispatcher = dispatcher
         self.coordinator_address = coordinator_address
         self.min_fee = min_fee
+        self.access = ReadAccess(lambda: dispatcher.domain, admin_token, dispatcher.clock)
+
+    def _reader(self, request, context) -> tuple[str, str]:
+        """(task id, reader): the creator that signed this read, or ADMIN; refused before any lookup."""
+        task_id = _task_id(request.task_id)
+        structlog.contextvars.bind_contextvars(task_id=task_id)
+        return task_id, self.access.reader(task_id, request.timestamp, request.signature,
+                                           context.invocation_metadata())
+
+    def _read(self, task_id: str, reader: str) -> tuple[Task, list[Assignment]]:
+        try:
+            task, assigns = self.dispatcher.get(task_id)
+        except NotFound:
+            if reader == ADMIN:
+                raise
+            raise self.access.denied(task_id, reader) from None
+        return self.access.check(task_id, task, reader), assigns
 
     async def CreateTask(self, request, context):
         task, _ = await self.intake.create(_new_task(request))
@@ -67,15 +86,15 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         return resp
 
     async def GetTask(self, request, context):
-        task, assigns = self.dispatcher.get(_task_id(request.task_id))
+        task, assigns = self._read(*self._reader(request, context))
         return task_pb2.GetTaskResponse(task=serde.task_to_pb(task, assigns))
 
     async def WatchTask(self, request, context):
-        task_id = _task_id(request.task_id)
+        task_id, reader = self._reader(request, context)
         events = self.dispatcher.events
         queue = events.subscribe(task_id)
         try:
-            task, assigns = self.dispatcher.get(task_id)
+            task, assigns = self._read(task_id, reader)
             yield task_pb2.WatchTaskResponse(task=serde.task_to_pb(task, assigns))
             sent = -1  # the last delta seq sent: replayed ones are not sent twice
             if request.include_deltas:
@@ -102,7 +121,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
             task_id=event.task_id, node=event.node, seq=event.seq, chunk_json=event.chunk_json))  # fmt: skip
 
     async def CancelTask(self, request, context):
-        task = self.intake.cancel(_task_id(request.task_id), request.signature)
+        task = self.intake.cancel(_task_id(request.task_id), request.signature, stop_running=request.stop_running)
         return task_pb2.CancelTaskResponse(task=serde.task_to_pb(task, []))
 
     async def ListModels(self, request, context):

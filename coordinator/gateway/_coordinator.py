@@ -53,13 +53,14 @@ class CoordinatorClient:
     async def create_task(self, request: task_pb2.CreateTaskRequest) -> task_pb2.CreateTaskResponse:
         return await self._call(self._tasks.CreateTask, request)
 
-    async def get_task(self, task_id: str) -> task_pb2.Task:
-        return (await self._call(self._tasks.GetTask, task_pb2.GetTaskRequest(task_id=task_id))).task
+    async def get_task(self, task_id: str, proof: dict) -> task_pb2.Task:
+        """`proof`: the creator's `timestamp` and TaskRead `signature` (GatewayWallet.read_proof)."""
+        return (await self._call(self._tasks.GetTask, task_pb2.GetTaskRequest(task_id=task_id, **proof))).task
 
-    async def watch_task(self, task_id: str, *, include_deltas: bool,
-                         deadline: timedelta) -> AsyncIterator[task_pb2.WatchTaskResponse]:
-        call = self._tasks.WatchTask(task_pb2.WatchTaskRequest(task_id=task_id, include_deltas=include_deltas),
-                                     timeout=deadline.total_seconds())
+    async def watch_task(self, task_id: str, *, include_deltas: bool, deadline: timedelta,
+                         proof: dict) -> AsyncIterator[task_pb2.WatchTaskResponse]:
+        req = task_pb2.WatchTaskRequest(task_id=task_id, include_deltas=include_deltas, **proof)
+        call = self._tasks.WatchTask(req, timeout=deadline.total_seconds())
         try:
             async for event in call:
                 yield event
@@ -68,8 +69,8 @@ class CoordinatorClient:
         finally:
             call.cancel()
 
-    async def cancel_task(self, task_id: str, signature: bytes) -> task_pb2.Task:
-        req = task_pb2.CancelTaskRequest(task_id=task_id, signature=signature)
+    async def cancel_task(self, task_id: str, signature: bytes, *, stop_running: bool = False) -> task_pb2.Task:
+        req = task_pb2.CancelTaskRequest(task_id=task_id, signature=signature, stop_running=stop_running)
         return (await self._call(self._tasks.CancelTask, req)).task
 
     async def list_models(self) -> list[task_pb2.ModelInfo]:
@@ -81,10 +82,6 @@ class CoordinatorClient:
     async def list_nodes(self) -> list[admin_pb2.Node]:
         resp = await self._call(self._admin.ListNodes, admin_pb2.ListNodesRequest(), self._admin_md)
         return list(resp.nodes)
-
-    async def list_tasks(self, limit: int = 50) -> list[task_pb2.Task]:
-        resp = await self._call(self._admin.ListTasks, admin_pb2.ListTasksRequest(limit=limit), self._admin_md)
-        return list(resp.tasks)
 
     async def stats(self) -> admin_pb2.GetStatsResponse:
         return await self._call(self._admin.GetStats, admin_pb2.GetStatsRequest(), self._admin_md)

@@ -51,5 +51,12 @@ class GatewayWallet:
                                          deadline=expires, signature=signature)
         return SignedTask(task_id="0x" + task_id.hex(), request=req)
 
+    def read_proof(self, task_id: str, domain: signing.Domain) -> dict:
+        """GetTask/WatchTask fields proving this wallet created the task (a TaskRead signature, now)."""
+        now = int(time.time())
+        return {"timestamp": now,
+                "signature": signing.sign_task_read(self._account, domain, bytes.fromhex(task_id.removeprefix("0x")),
+                                                    now)}
+
     def sign_cancel(self, task_id: str, domain: signing.Domain) -> bytes:
         return signing.sign_cancel(self._account, domain, bytes.fromhex(task_id.removeprefix("0x")))

@@ -21,11 +21,15 @@ def _serving(request: Request) -> GatewayServing:
     return request.app.state.serving
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            authorization: str | None = Header(default=None)) -> Response:
     serving = _serving(request)
-    key = serving.authorize(authorization)
+    key = serving.authorize(authorization, _client(request))
     if body.stream:
         headers, events = await serving.stream_chat(body, key)
         headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
@@ -43,31 +47,29 @@ async def list_models(request: Request) -> ModelList:
 async def image_generations(body: ImageGenerationRequest, request: Request,
                             authorization: str | None = Header(default=None)) -> JSONResponse:
     serving = _serving(request)
-    key = serving.authorize(authorization)
+    key = serving.authorize(authorization, _client(request))
     answer, headers = await serving.generate_images(body, key, base_url=str(request.base_url).rstrip("/"))
     return JSONResponse(answer, headers=headers)
 
 
 @router.get("/v1/images/{task_id}/{index}.png")
-async def image_file(task_id: str, index: int, request: Request) -> Response:
-    return Response(_serving(request).image_bytes(task_id, index), media_type="image/png")
+async def image_file(task_id: str, index: int, request: Request, expires: int | None = None, sig: str | None = None,
+                     authorization: str | None = Header(default=None)) -> Response:
+    serving = _serving(request)
+    key = serving.authorize(authorization, _client(request)) if authorization else None
+    return Response(serving.image_bytes(task_id, index, key=key, expires=expires, sig=sig), media_type="image/png")
 
 
 @router.get("/v1/tasks/{task_id}")
 async def get_task(task_id: str, request: Request, authorization: str | None = Header(default=None)) -> dict:
     serving = _serving(request)
-    serving.authorize(authorization)
-    return await serving.task(task_id)
+    key = serving.authorize(authorization, _client(request))
+    return await serving.task(task_id, key)
 
 
 @router.get("/api/network")
 async def network(request: Request) -> dict:
     return await _serving(request).network()
-
-
-@router.get("/api/tasks")
-async def recent_tasks(request: Request, limit: int = 30) -> dict:
-    return {"tasks": await _serving(request).recent_tasks(limit)}
 
 
 @router.get("/metrics")

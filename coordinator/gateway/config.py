@@ -38,6 +38,11 @@ class GatewaySettings:
     images_enabled: bool = True
     # How many images served as URLs (response_format=url) the gateway keeps in memory.
     image_url_cache: int = 256
+    # How long an image URL (signed, HMAC) stays good.
+    image_url_ttl: timedelta = timedelta(hours=1)
+    # A client address that sends this many bad API keys within a minute is refused (429) for auth_lockout.
+    auth_max_failures: int = 10
+    auth_lockout: timedelta = timedelta(minutes=1)
     # Refuse requests without a valid API key (the only sane setting outside tests).
     require_api_key: bool = True
     # CA certificate of the coordinator's TLS; plaintext is allowed to loopback or with `insecure`.

@@ -7,7 +7,8 @@ answered with (`{"error": {"message", "type", "param", "code"}}`).
     ├── InvalidRequestError        400 invalid_request_error  a bad parameter; `param` names it
     ├── AuthenticationError        401 invalid_api_key      missing, unknown or revoked API key
     ├── PaymentRequiredError       402 insufficient_quota   deposit or the key's spending limit cannot cover the fee
-    ├── NotFoundError              404 not_found            unknown task or route
+    ├── PermissionDeniedError      403 invalid_signature    an image URL without a valid, unexpired signature
+    ├── NotFoundError              404 not_found            unknown task (or another key's), model_not_found
     ├── RateLimitError             429 rate_limit_exceeded  the key's rate limit, or the coordinator's queue is full
     ├── TaskFailedError            502 task_failed          the task was aborted (no quorum, invalid args by majority)
     ├── NotImplementedFeatureError 501 not_implemented      a route whose task type is not served yet
@@ -33,6 +34,7 @@ __all__ = [
     "NotFoundError",
     "NotImplementedFeatureError",
     "PaymentRequiredError",
+    "PermissionDeniedError",
     "RateLimitError",
     "ServiceUnavailableError",
     "StreamVerificationError",
@@ -71,6 +73,10 @@ class AuthenticationError(GatewayError):
 
 class PaymentRequiredError(GatewayError):
     status, type, code = 402, "insufficient_quota", "insufficient_deposit"
+
+
+class PermissionDeniedError(GatewayError):
+    status, type, code = 403, "invalid_request_error", "invalid_signature"
 
 
 class NotFoundError(GatewayError):

@@ -14,6 +14,8 @@
   (moves it from reserved to spent); an aborted, cancelled or refused task
   releases it. A reservation left behind by a crash stays reserved (the safe
   side) until `release` is called for it.
+- Task owners: the key that created each task; `GET /v1/tasks/{id}` and image reads answer only that
+  key (another key gets 404, as for a task that does not exist).
 - Wallet nonces: `next_nonce()` returns max(last + 1, unix microseconds) and
   stores it, so nonces stay unique across restarts even if the file is lost
   (the clock moves on), and across two gateways sharing this file.
@@ -55,6 +57,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
     spend_limit_wei TEXT,
     spent_wei TEXT NOT NULL DEFAULT '0',
     reserved_wei TEXT NOT NULL DEFAULT '0'
+);
+CREATE TABLE IF NOT EXISTS task_owners (
+    task_id TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS reservations (
     task_id TEXT PRIMARY KEY,
@@ -238,6 +245,25 @@ class KeyStore:
     def pending_reservations(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT task_id FROM reservations ORDER BY created_at")]
+
+    # --- task owners ------------------------------------------------------------------------------
+
+    def own(self, task_id: str, key_id: str) -> None:
+        """Records that `key_id` created `task_id` (before the task is sent, so no read can race it)."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO task_owners(task_id, key_id, created_at) VALUES (?, ?, ?)",
+                       (task_id, key_id, int(time.time())))
+
+    def owner(self, task_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT key_id FROM task_owners WHERE task_id=?", (task_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte secret made once per store (for example the image URL signing key)."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO meta(k, v) VALUES (?, ?)", (f"secret:{name}", secrets.token_hex(32)))
+            return bytes.fromhex(db.execute("SELECT v FROM meta WHERE k=?", (f"secret:{name}",)).fetchone()[0])
 
     # --- the gateway wallet's nonces --------------------------------------------------------------
 

@@ -22,15 +22,16 @@ from google.protobuf import json_format
 
 from chain.signing import Domain
 from coordinator import metrics
+from coordinator.gateway._access import AuthThrottle, ImageUrls
 from coordinator.gateway._coordinator import CoordinatorClient
 from coordinator.gateway._mapping import chat_request_to_args, parse_fee
 from coordinator.gateway._stream import StreamVerifier
 from coordinator.gateway._wallet import GatewayWallet
 from coordinator.gateway.config import GatewaySettings
 from coordinator.gateway.errors import (
+    AuthenticationError,
     GatewayError,
     GatewayTimeoutError,
-    InvalidRequestError,
     NotFoundError,
     NotImplementedFeatureError,
     ServiceUnavailableError,
@@ -100,6 +101,8 @@ class GatewayServing:
         self._network: tuple[float, task_pb2.GetNetworkInfoResponse] | None = None
         self._models: tuple[float, list[task_pb2.ModelInfo]] | None = None
         self._images = _Lru(settings.image_url_cache)
+        self.throttle = AuthThrottle(settings.auth_max_failures, 60.0, settings.auth_lockout.total_seconds())
+        self.image_urls = ImageUrls(keys.secret("image_urls"), settings.image_url_ttl.total_seconds())
         self._background: set[asyncio.Task] = set()
 
     async def close(self) -> None:
@@ -109,18 +112,41 @@ class GatewayServing:
 
     # --- auth -------------------------------------------------------------------------------------
 
-    def authorize(self, authorization: str | None) -> ApiKey | None:
-        """The caller's API key (401 when bad), after its rate limit (429).
+    def authorize(self, authorization: str | None, client: str = "") -> ApiKey | None:
+        """The caller's API key (401 when bad), after its rate limit (429). An address that sent too many
+        bad keys is refused (429) before its key is even looked at.
 
         With `require_api_key` off (local development only) no key is checked and None is returned."""
         if not self.settings.require_api_key:
             return None
+        self.throttle.check(client)
         secret = None
         if authorization and authorization.lower().startswith("bearer "):
             secret = authorization[7:].strip()
-        key = self.keys.authenticate(secret)
+        try:
+            key = self.keys.authenticate(secret)
+        except AuthenticationError:
+            self.throttle.failed(client)
+            raise
+        self.throttle.succeeded(client)
         self.limiter.check(key.id, key.rate_per_min)
         return key
+
+    def check_owner(self, task_id: str, key: ApiKey | None) -> str:
+        """The task id, when `key` created it; 404 otherwise, as for a task that does not exist."""
+        task_id = task_id.lower()
+        if key is not None and self.keys.owner(task_id) != key.id:
+            raise NotFoundError(f"task {task_id} not found")
+        return task_id
+
+    async def _proof(self, task_id: str) -> dict:
+        """The gateway wallet's proof that it created `task_id` (reads are for the creator only)."""
+        info = await self.network_info()
+        domain = Domain(chain_id=int(info.chain_id), verifying_contract=info.verifying_contract)
+        try:
+            return self.wallet.read_proof(task_id, domain)
+        except ValueError:  # not a task id: the coordinator names the field
+            return {}
 
     # --- submission -------------------------------------------------------------------------------
 
@@ -140,6 +166,7 @@ class GatewayServing:
                                          domain=domain)
         signed.request.stream_deltas = stream  # nodes stream token deltas only when a client will read them
         if key is not None:
+            self.keys.own(signed.task_id, key.id)
             self.keys.reserve(key.id, signed.task_id, fee)
         try:
             resp = await self.coordinator.create_task(signed.request)
@@ -163,7 +190,8 @@ class GatewayServing:
         final = None
         try:
             async for ev in self.coordinator.watch_task(task_id, include_deltas=False,
-                                                         deadline=self.settings.task_deadline):
+                                                         deadline=self.settings.task_deadline,
+                                                         proof=await self._proof(task_id)):
                 if ev.HasField("task") and ev.task.state in _DONE_STATES + _FAILED_STATES:
                     final = ev.task
                     break
@@ -210,7 +238,8 @@ class GatewayServing:
         timeout = self.settings.request_timeout
         try:
             async with asyncio.timeout(timeout.total_seconds()):
-                async for ev in self.coordinator.watch_task(task_id, include_deltas=False, deadline=timeout):
+                async for ev in self.coordinator.watch_task(task_id, include_deltas=False, deadline=timeout,
+                                                             proof=await self._proof(task_id)):
                     if ev.HasField("task"):
                         if ev.task.state in _DONE_STATES:
                             return ev.task
@@ -218,7 +247,7 @@ class GatewayServing:
                             raise _failed(ev.task)
         except TimeoutError:
             raise GatewayTimeoutError(f"task {task_id} was not validated within {timeout}") from None
-        task = await self.coordinator.get_task(task_id)
+        task = await self.coordinator.get_task(task_id, await self._proof(task_id))
         if task.state in _DONE_STATES:
             return task
         raise _failed(task) if task.state in _FAILED_STATES else TaskFailedError(
@@ -248,7 +277,8 @@ class GatewayServing:
         first = True
         try:
             async with asyncio.timeout(timeout.total_seconds()):
-                async for ev in self.coordinator.watch_task(sub.task_id, include_deltas=True, deadline=timeout):
+                async for ev in self.coordinator.watch_task(sub.task_id, include_deltas=True, deadline=timeout,
+                                                             proof=await self._proof(sub.task_id)):
                     if ev.HasField("delta"):
                         d = ev.delta
                         for chunk in verifier.on_delta(d.node, d.seq, json.loads(d.chunk_json)):
@@ -298,9 +328,11 @@ class GatewayServing:
             card.nodes, card.loaded_nodes = max(card.nodes, m.nodes), max(card.loaded_nodes, m.loaded_nodes)
         return ModelList(data=list(merged.values()))
 
-    async def task(self, task_id: str) -> dict[str, Any]:
-        """The task, with its validated output (`output`: the chat.completion) once there is one."""
-        task = await self.coordinator.get_task(task_id)
+    async def task(self, task_id: str, key: ApiKey | None) -> dict[str, Any]:
+        """The task, with its validated output (`output`: the chat.completion) once there is one; only for
+        the key that created it."""
+        task_id = self.check_owner(task_id, key)
+        task = await self.coordinator.get_task(task_id, await self._proof(task_id))
         out = task_summary(task)
         out["output"] = json.loads(task.result.output_json) if task.result.output_json else None
         return out
@@ -328,14 +360,20 @@ class GatewayServing:
         if req.response_format == "url":
             for i, png in enumerate(pngs):
                 self._images.put(f"{task.task_id}/{i}", png)
-            data = [{"url": f"{base_url}/v1/images/{task.task_id}/{i}.png"} for i in range(len(pngs))]
+            data = [{"url": self.image_urls.url(base_url, task.task_id, i)} for i in range(len(pngs))]
         else:
             data = [{"b64_json": base64.b64encode(png).decode()} for png in pngs]
         metrics.observe_gateway_answer("images", time.monotonic() - started)
         body = {"created": int(time.time()), "data": data, "helium": helium_field(task)}
         return body, _headers(task.task_id, task.result.validation)
 
-    def image_bytes(self, task_id: str, index: int) -> bytes:
+    def image_bytes(self, task_id: str, index: int, *, key: ApiKey | None, expires: int | None = None,
+                    sig: str | None = None) -> bytes:
+        """An image served as a URL: with the URL's signature, or with the key that created the task."""
+        if key is not None:
+            task_id = self.check_owner(task_id, key)
+        elif self.settings.require_api_key:
+            self.image_urls.check(task_id, index, expires, sig)
         png = self._images.get(f"{task_id}/{index}")
         if png is None:
             raise NotFoundError(f"image {index} of task {task_id} is not held by this gateway (it keeps the "
@@ -348,15 +386,9 @@ class GatewayServing:
         stats, nodes = await asyncio.gather(self.coordinator.stats(), self.coordinator.list_nodes())
         return {
             "stats": json_format.MessageToDict(stats, preserving_proto_field_name=True),
-            "nodes": [json_format.MessageToDict(n, preserving_proto_field_name=True,
-                                                always_print_fields_with_no_presence=True) for n in nodes],
+            "nodes": [_public_node(n) for n in nodes],
             "gateway": {"address": self.wallet.address},
         }
-
-    async def recent_tasks(self, limit: int = 30) -> list[dict[str, Any]]:
-        if not 1 <= limit <= 1000:
-            raise InvalidRequestError(f"limit must be in [1, 1000], got {limit}", param="limit")
-        return [task_summary(t) for t in await self.coordinator.list_tasks(limit)]
 
 
 class _Lru:
@@ -376,6 +408,13 @@ class _Lru:
 
     def get(self, key: str) -> bytes | None:
         return self._items.get(key)
+
+
+def _public_node(node) -> dict[str, Any]:
+    """A node as the public network page shows it: how many tasks it runs, never which (ids are private)."""
+    out = json_format.MessageToDict(node, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    out["running"] = len(out.pop("running_tasks", None) or ())
+    return out
 
 
 def _failed(task: task_pb2.Task) -> TaskFailedError:

@@ -206,10 +206,22 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             raise NotFound(f"task {task_id} not found")
         return task, self.store.assignments_for(task_id)
 
-    def cancel(self, task_id: str, reason: str = "cancelled by its creator") -> Task:
+    def cancel(self, task_id: str, reason: str = "cancelled by its creator", *, running: bool = False) -> Task:
+        """Cancels a queued task; with `running`, a dispatched one too: its open assignments are cancelled on
+        their nodes and it is settled as cancelled (no fee)."""
         task, _ = self.get(task_id)
+        flight = self.inflight.get(task_id)
+        if running and task.state == TaskState.DISPATCHED and flight is not None:
+            task = flight.task = evolve(task, state=TaskState.CANCELLED, reason=reason, updated_ms=self.now_ms())
+            self.store.save_task(task)
+            self.events.publish_task(task)
+            self._cancel_open(flight, reason)
+            self._maybe_finish(flight)
+            log.info("task_cancelled", task_id=task_id, running=True)
+            return task
         if task.state != TaskState.QUEUED:
-            raise FailedPrecondition(f"task {task_id} is {task.state.value}; only a queued task can be cancelled")
+            what = "a queued or (stop_running) dispatched" if running else "a queued"
+            raise FailedPrecondition(f"task {task_id} is {task.state.value}; only {what} task can be cancelled")
         task = evolve(task, state=TaskState.CANCELLED, reason=reason, updated_ms=self.now_ms())
         self.store.save_task(task)
         self.queue.remove(task_id)
@@ -389,9 +401,11 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             return
         if error_kind == ErrorKind.INVALID_ARGS:
             result_hash = validation.INVALID_ARGS_HASH
-        problem = self._result_problem(task, session.address, result_hash, signature, phashes, error_kind)
+        problem = self._result_problem(task, session.address, result_hash, signature, phashes, error_kind, output)
         if problem:
-            a = evolve(a, state=AssignmentState.ERRORED, error=problem, submitted_ms=now)
+            # Outvoted, never counted; its signed result is kept as evidence.
+            a = evolve(a, state=AssignmentState.ERRORED, error=problem, submitted_ms=now, result_hash=result_hash,
+                       signature=signature, output=output, phashes=tuple(phashes))  # fmt: skip
             self._close_assignment(flight, a, timeout=True)
             self._ack(session, assignment_id)
             self._free(session, assignment_id)

@@ -21,7 +21,6 @@ from chain import signing
 from coordinator.domain.models import Task, TaskState, TaskType
 from coordinator.errors import (
     CoordinatorError,
-    FailedPrecondition,
     InsufficientDeposit,
     InvalidArgument,
     NoCapableNodes,
@@ -191,7 +190,8 @@ class TaskIntake:
         return replace(task, estimate_s=est, priority=self.dispatcher.pricer.priority(replace(task, estimate_s=est),
                                                                                       now_ms))  # fmt: skip
 
-    def cancel(self, task_id: str, signature: bytes) -> Task:
+    def cancel(self, task_id: str, signature: bytes, *, stop_running: bool = False) -> Task:
+        """`stop_running`: a dispatched task (no validated result yet) is cancelled too, its nodes stopped."""
         task, _ = self.dispatcher.get(task_id)
         try:
             signer = signing.cancel_signer(self.dispatcher.domain, bytes.fromhex(task_id[2:]), signature)
@@ -199,6 +199,4 @@ class TaskIntake:
             raise Unauthenticated(f"signature: {exc}") from exc
         if signer != task.creator:
             raise PermissionDenied(f"only the creator {task.creator} may cancel task {task_id}")
-        if task.state != TaskState.QUEUED:
-            raise FailedPrecondition(f"task {task_id} is {task.state.value}; only a queued task can be cancelled")
-        return self.dispatcher.cancel(task_id)
+        return self.dispatcher.cancel(task_id, running=stop_running)

@@ -27,19 +27,19 @@ from helium.v1 import gpt_pb2 as helium_dot_v1_dot_gpt__pb2
 from helium.v1 import sd_pb2 as helium_dot_v1_dot_sd__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14helium/v1/task.proto\x12\thelium.v1\x1a\x14helium/v1/card.proto\x1a\x13helium/v1/gpt.proto\x1a\x12helium/v1/sd.proto\"V\n\x08TaskArgs\x12!\n\x03gpt\x18\x01 \x01(\x0b\x32\x12.helium.v1.GptTaskH\x00\x12\x1f\n\x02sd\x18\x02 \x01(\x0b\x32\x11.helium.v1.SdTaskH\x00\x42\x06\n\x04kind\"\x9f\x01\n\x11\x43reateTaskRequest\x12!\n\x04\x61rgs\x18\x01 \x01(\x0b\x32\x13.helium.v1.TaskArgs\x12\x0f\n\x07\x63reator\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\x0b\n\x03\x66\x65\x65\x18\x04 \x01(\t\x12\x10\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x03\x12\x11\n\tsignature\x18\x06 \x01(\x0c\x12\x15\n\rstream_deltas\x18\x07 \x01(\x08\"K\n\x12\x43reateTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12$\n\x05grant\x18\x02 \x01(\x0b\x32\x15.helium.v1.RelayGrant\"A\n\x12\x43reateTasksRequest\x12+\n\x05tasks\x18\x01 \x03(\x0b\x32\x1c.helium.v1.CreateTaskRequest\"E\n\x13\x43reateTasksResponse\x12.\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1c.helium.v1.CreateTaskOutcome\"b\n\x11\x43reateTaskOutcome\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12.\n\x07\x63reated\x18\x03 \x01(\x0b\x32\x1d.helium.v1.CreateTaskResponse\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"0\n\x0fGetTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.helium.v1.Task\";\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x16\n\x0einclude_deltas\x18\x02 \x01(\x08\"e\n\x11WatchTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x0f.helium.v1.TaskH\x00\x12&\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x15.helium.v1.TokenDeltaH\x00\x42\x07\n\x05\x65vent\"L\n\nTokenDelta\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\r\x12\x12\n\nchunk_json\x18\x04 \x01(\t\"7\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"3\n\x12\x43\x61ncelTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.helium.v1.Task\"\xe9\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.helium.v1.TaskType\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.helium.v1.TaskState\x12\x0f\n\x07\x63reator\x18\x04 \x01(\t\x12\r\n\x05nonce\x18\x05 \x01(\x04\x12\x0b\n\x03\x66\x65\x65\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x03\x12!\n\x04\x61rgs\x18\x08 \x01(\x0b\x32\x13.helium.v1.TaskArgs\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\x12\x15\n\rupdated_at_ms\x18\n \x01(\x03\x12*\n\x0b\x61ssignments\x18\x0b \x03(\x0b\x32\x15.helium.v1.Assignment\x12%\n\x06result\x18\x0c \x01(\x0b\x32\x15.helium.v1.TaskResult\x12\x0e\n\x06reason\x18\r \x01(\t\x12\x15\n\rsettlement_tx\x18\x0e \x01(\t\"\xde\x01\n\nAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.helium.v1.AssignmentState\x12\x14\n\x0cleased_at_ms\x18\x04 \x01(\x03\x12\x1b\n\x13lease_expires_at_ms\x18\x05 \x01(\x03\x12\x13\n\x0bresult_hash\x18\x06 \x01(\x0c\x12\x18\n\x10submission_order\x18\x07 \x01(\r\x12\x0f\n\x07matched\x18\x08 \x01(\x08\x12\r\n\x05\x65rror\x18\t \x01(\t\"r\n\nTaskResult\x12\x13\n\x0bresult_hash\x18\x01 \x01(\x0c\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x12\n\nvalidation\x18\x04 \x01(\t\x12\x17\n\x0fvalidated_at_ms\x18\x05 \x01(\x03\"~\n\nRelayGrant\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07grantee\x18\x02 \x01(\t\x12\x12\n\nread_slots\x18\x03 \x03(\t\x12\x13\n\x0bwrite_slots\x18\x04 \x03(\t\x12\x12\n\nexpires_at\x18\x05 \x01(\x03\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"\x13\n\x11ListModelsRequest\"\x82\x01\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.helium.v1.TaskType\x12\x1e\n\x05\x63\x61rds\x18\x03 \x03(\x0b\x32\x0f.helium.v1.Card\x12\r\n\x05nodes\x18\x04 \x01(\r\x12\x14\n\x0cloaded_nodes\x18\x05 \x01(\r\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.helium.v1.ModelInfo\"\x17\n\x15GetNetworkInfoRequest\"}\n\x16GetNetworkInfoResponse\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x1a\n\x12verifying_contract\x18\x02 \x01(\t\x12\x13\n\x0b\x63oordinator\x18\x03 \x01(\t\x12\x0f\n\x07min_fee\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t*J\n\x08TaskType\x12\x19\n\x15TASK_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rTASK_TYPE_GPT\x10\x01\x12\x10\n\x0cTASK_TYPE_SD\x10\x02*\xbd\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x19\n\x15TASK_STATE_DISPATCHED\x10\x02\x12\x18\n\x14TASK_STATE_VALIDATED\x10\x03\x12\x16\n\x12TASK_STATE_SETTLED\x10\x04\x12\x16\n\x12TASK_STATE_ABORTED\x10\x05\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x06*\xca\x01\n\x0f\x41ssignmentState\x12 \n\x1c\x41SSIGNMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41SSIGNMENT_STATE_LEASED\x10\x01\x12\x1c\n\x18\x41SSIGNMENT_STATE_RUNNING\x10\x02\x12\x1e\n\x1a\x41SSIGNMENT_STATE_SUBMITTED\x10\x03\x12\x1c\n\x18\x41SSIGNMENT_STATE_ERRORED\x10\x04\x12\x1c\n\x18\x41SSIGNMENT_STATE_EXPIRED\x10\x05\x32\x9f\x04\n\x0bTaskService\x12I\n\nCreateTask\x12\x1c.helium.v1.CreateTaskRequest\x1a\x1d.helium.v1.CreateTaskResponse\x12L\n\x0b\x43reateTasks\x12\x1d.helium.v1.CreateTasksRequest\x1a\x1e.helium.v1.CreateTasksResponse\x12@\n\x07GetTask\x12\x19.helium.v1.GetTaskRequest\x1a\x1a.helium.v1.GetTaskResponse\x12H\n\tWatchTask\x12\x1b.helium.v1.WatchTaskRequest\x1a\x1c.helium.v1.WatchTaskResponse0\x01\x12I\n\nCancelTask\x12\x1c.helium.v1.CancelTaskRequest\x1a\x1d.helium.v1.CancelTaskResponse\x12I\n\nListModels\x12\x1c.helium.v1.ListModelsRequest\x1a\x1d.helium.v1.ListModelsResponse\x12U\n\x0eGetNetworkInfo\x12 .helium.v1.GetNetworkInfoRequest\x1a!.helium.v1.GetNetworkInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14helium/v1/task.proto\x12\thelium.v1\x1a\x14helium/v1/card.proto\x1a\x13helium/v1/gpt.proto\x1a\x12helium/v1/sd.proto\"V\n\x08TaskArgs\x12!\n\x03gpt\x18\x01 \x01(\x0b\x32\x12.helium.v1.GptTaskH\x00\x12\x1f\n\x02sd\x18\x02 \x01(\x0b\x32\x11.helium.v1.SdTaskH\x00\x42\x06\n\x04kind\"\x9f\x01\n\x11\x43reateTaskRequest\x12!\n\x04\x61rgs\x18\x01 \x01(\x0b\x32\x13.helium.v1.TaskArgs\x12\x0f\n\x07\x63reator\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\x0b\n\x03\x66\x65\x65\x18\x04 \x01(\t\x12\x10\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x03\x12\x11\n\tsignature\x18\x06 \x01(\x0c\x12\x15\n\rstream_deltas\x18\x07 \x01(\x08\"K\n\x12\x43reateTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12$\n\x05grant\x18\x02 \x01(\x0b\x32\x15.helium.v1.RelayGrant\"A\n\x12\x43reateTasksRequest\x12+\n\x05tasks\x18\x01 \x03(\x0b\x32\x1c.helium.v1.CreateTaskRequest\"E\n\x13\x43reateTasksResponse\x12.\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1c.helium.v1.CreateTaskOutcome\"b\n\x11\x43reateTaskOutcome\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12.\n\x07\x63reated\x18\x03 \x01(\x0b\x32\x1d.helium.v1.CreateTaskResponse\"G\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"0\n\x0fGetTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.helium.v1.Task\"a\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x16\n\x0einclude_deltas\x18\x02 \x01(\x08\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"e\n\x11WatchTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x0f.helium.v1.TaskH\x00\x12&\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x15.helium.v1.TokenDeltaH\x00\x42\x07\n\x05\x65vent\"L\n\nTokenDelta\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\r\x12\x12\n\nchunk_json\x18\x04 \x01(\t\"M\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x14\n\x0cstop_running\x18\x03 \x01(\x08\"3\n\x12\x43\x61ncelTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.helium.v1.Task\"\xe9\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.helium.v1.TaskType\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.helium.v1.TaskState\x12\x0f\n\x07\x63reator\x18\x04 \x01(\t\x12\r\n\x05nonce\x18\x05 \x01(\x04\x12\x0b\n\x03\x66\x65\x65\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x03\x12!\n\x04\x61rgs\x18\x08 \x01(\x0b\x32\x13.helium.v1.TaskArgs\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\x12\x15\n\rupdated_at_ms\x18\n \x01(\x03\x12*\n\x0b\x61ssignments\x18\x0b \x03(\x0b\x32\x15.helium.v1.Assignment\x12%\n\x06result\x18\x0c \x01(\x0b\x32\x15.helium.v1.TaskResult\x12\x0e\n\x06reason\x18\r \x01(\t\x12\x15\n\rsettlement_tx\x18\x0e \x01(\t\"\xde\x01\n\nAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.helium.v1.AssignmentState\x12\x14\n\x0cleased_at_ms\x18\x04 \x01(\x03\x12\x1b\n\x13lease_expires_at_ms\x18\x05 \x01(\x03\x12\x13\n\x0bresult_hash\x18\x06 \x01(\x0c\x12\x18\n\x10submission_order\x18\x07 \x01(\r\x12\x0f\n\x07matched\x18\x08 \x01(\x08\x12\r\n\x05\x65rror\x18\t \x01(\t\"r\n\nTaskResult\x12\x13\n\x0bresult_hash\x18\x01 \x01(\x0c\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x12\n\nvalidation\x18\x04 \x01(\t\x12\x17\n\x0fvalidated_at_ms\x18\x05 \x01(\x03\"~\n\nRelayGrant\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07grantee\x18\x02 \x01(\t\x12\x12\n\nread_slots\x18\x03 \x03(\t\x12\x13\n\x0bwrite_slots\x18\x04 \x03(\t\x12\x12\n\nexpires_at\x18\x05 \x01(\x03\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"\x13\n\x11ListModelsRequest\"\x82\x01\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.helium.v1.TaskType\x12\x1e\n\x05\x63\x61rds\x18\x03 \x03(\x0b\x32\x0f.helium.v1.Card\x12\r\n\x05nodes\x18\x04 \x01(\r\x12\x14\n\x0cloaded_nodes\x18\x05 \x01(\r\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.helium.v1.ModelInfo\"\x17\n\x15GetNetworkInfoRequest\"}\n\x16GetNetworkInfoResponse\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x1a\n\x12verifying_contract\x18\x02 \x01(\t\x12\x13\n\x0b\x63oordinator\x18\x03 \x01(\t\x12\x0f\n\x07min_fee\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t*J\n\x08TaskType\x12\x19\n\x15TASK_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rTASK_TYPE_GPT\x10\x01\x12\x10\n\x0cTASK_TYPE_SD\x10\x02*\xbd\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x19\n\x15TASK_STATE_DISPATCHED\x10\x02\x12\x18\n\x14TASK_STATE_VALIDATED\x10\x03\x12\x16\n\x12TASK_STATE_SETTLED\x10\x04\x12\x16\n\x12TASK_STATE_ABORTED\x10\x05\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x06*\xca\x01\n\x0f\x41ssignmentState\x12 \n\x1c\x41SSIGNMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41SSIGNMENT_STATE_LEASED\x10\x01\x12\x1c\n\x18\x41SSIGNMENT_STATE_RUNNING\x10\x02\x12\x1e\n\x1a\x41SSIGNMENT_STATE_SUBMITTED\x10\x03\x12\x1c\n\x18\x41SSIGNMENT_STATE_ERRORED\x10\x04\x12\x1c\n\x18\x41SSIGNMENT_STATE_EXPIRED\x10\x05\x32\x9f\x04\n\x0bTaskService\x12I\n\nCreateTask\x12\x1c.helium.v1.CreateTaskRequest\x1a\x1d.helium.v1.CreateTaskResponse\x12L\n\x0b\x43reateTasks\x12\x1d.helium.v1.CreateTasksRequest\x1a\x1e.helium.v1.CreateTasksResponse\x12@\n\x07GetTask\x12\x19.helium.v1.GetTaskRequest\x1a\x1a.helium.v1.GetTaskResponse\x12H\n\tWatchTask\x12\x1b.helium.v1.WatchTaskRequest\x1a\x1c.helium.v1.WatchTaskResponse0\x01\x12I\n\nCancelTask\x12\x1c.helium.v1.CancelTaskRequest\x1a\x1d.helium.v1.CancelTaskResponse\x12I\n\nListModels\x12\x1c.helium.v1.ListModelsRequest\x1a\x1d.helium.v1.ListModelsResponse\x12U\n\x0eGetNetworkInfo\x12 .helium.v1.GetNetworkInfoRequest\x1a!.helium.v1.GetNetworkInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'helium.v1.task_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKTYPE']._serialized_start=2299
-  _globals['_TASKTYPE']._serialized_end=2373
-  _globals['_TASKSTATE']._serialized_start=2376
-  _globals['_TASKSTATE']._serialized_end=2565
-  _globals['_ASSIGNMENTSTATE']._serialized_start=2568
-  _globals['_ASSIGNMENTSTATE']._serialized_end=2770
+  _globals['_TASKTYPE']._serialized_start=2397
+  _globals['_TASKTYPE']._serialized_end=2471
+  _globals['_TASKSTATE']._serialized_start=2474
+  _globals['_TASKSTATE']._serialized_end=2663
+  _globals['_ASSIGNMENTSTATE']._serialized_start=2666
+  _globals['_ASSIGNMENTSTATE']._serialized_end=2868
   _globals['_TASKARGS']._serialized_start=98
   _globals['_TASKARGS']._serialized_end=184
   _globals['_CREATETASKREQUEST']._serialized_start=187
@@ -53,37 +53,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATETASKOUTCOME']._serialized_start=563
   _globals['_CREATETASKOUTCOME']._serialized_end=661
   _globals['_GETTASKREQUEST']._serialized_start=663
-  _globals['_GETTASKREQUEST']._serialized_end=696
-  _globals['_GETTASKRESPONSE']._serialized_start=698
-  _globals['_GETTASKRESPONSE']._serialized_end=746
-  _globals['_WATCHTASKREQUEST']._serialized_start=748
-  _globals['_WATCHTASKREQUEST']._serialized_end=807
-  _globals['_WATCHTASKRESPONSE']._serialized_start=809
-  _globals['_WATCHTASKRESPONSE']._serialized_end=910
-  _globals['_TOKENDELTA']._serialized_start=912
-  _globals['_TOKENDELTA']._serialized_end=988
-  _globals['_CANCELTASKREQUEST']._serialized_start=990
-  _globals['_CANCELTASKREQUEST']._serialized_end=1045
-  _globals['_CANCELTASKRESPONSE']._serialized_start=1047
-  _globals['_CANCELTASKRESPONSE']._serialized_end=1098
-  _globals['_TASK']._serialized_start=1101
-  _globals['_TASK']._serialized_end=1462
-  _globals['_ASSIGNMENT']._serialized_start=1465
-  _globals['_ASSIGNMENT']._serialized_end=1687
-  _globals['_TASKRESULT']._serialized_start=1689
-  _globals['_TASKRESULT']._serialized_end=1803
-  _globals['_RELAYGRANT']._serialized_start=1805
-  _globals['_RELAYGRANT']._serialized_end=1931
-  _globals['_LISTMODELSREQUEST']._serialized_start=1933
-  _globals['_LISTMODELSREQUEST']._serialized_end=1952
-  _globals['_MODELINFO']._serialized_start=1955
-  _globals['_MODELINFO']._serialized_end=2085
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2087
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2145
-  _globals['_GETNETWORKINFOREQUEST']._serialized_start=2147
-  _globals['_GETNETWORKINFOREQUEST']._serialized_end=2170
-  _globals['_GETNETWORKINFORESPONSE']._serialized_start=2172
-  _globals['_GETNETWORKINFORESPONSE']._serialized_end=2297
-  _globals['_TASKSERVICE']._serialized_start=2773
-  _globals['_TASKSERVICE']._serialized_end=3316
+  _globals['_GETTASKREQUEST']._serialized_end=734
+  _globals['_GETTASKRESPONSE']._serialized_start=736
+  _globals['_GETTASKRESPONSE']._serialized_end=784
+  _globals['_WATCHTASKREQUEST']._serialized_start=786
+  _globals['_WATCHTASKREQUEST']._serialized_end=883
+  _globals['_WATCHTASKRESPONSE']._serialized_start=885
+  _globals['_WATCHTASKRESPONSE']._serialized_end=986
+  _globals['_TOKENDELTA']._serialized_start=988
+  _globals['_TOKENDELTA']._serialized_end=1064
+  _globals['_CANCELTASKREQUEST']._serialized_start=1066
+  _globals['_CANCELTASKREQUEST']._serialized_end=1143
+  _globals['_CANCELTASKRESPONSE']._serialized_start=1145
+  _globals['_CANCELTASKRESPONSE']._serialized_end=1196
+  _globals['_TASK']._serialized_start=1199
+  _globals['_TASK']._serialized_end=1560
+  _globals['_ASSIGNMENT']._serialized_start=1563
+  _globals['_ASSIGNMENT']._serialized_end=1785
+  _globals['_TASKRESULT']._serialized_start=1787
+  _globals['_TASKRESULT']._serialized_end=1901
+  _globals['_RELAYGRANT']._serialized_start=1903
+  _globals['_RELAYGRANT']._serialized_end=2029
+  _globals['_LISTMODELSREQUEST']._serialized_start=2031
+  _globals['_LISTMODELSREQUEST']._serialized_end=2050
+  _globals['_MODELINFO']._serialized_start=2053
+  _globals['_MODELINFO']._serialized_end=2183
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2185
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2243
+  _globals['_GETNETWORKINFOREQUEST']._serialized_start=2245
+  _globals['_GETNETWORKINFOREQUEST']._serialized_end=2268
+  _globals['_GETNETWORKINFORESPONSE']._serialized_start=2270
+  _globals['_GETNETWORKINFORESPONSE']._serialized_end=2395
+  _globals['_TASKSERVICE']._serialized_start=2871
+  _globals['_TASKSERVICE']._serialized_end=3414
 # @@protoc_insertion_point(module_scope)

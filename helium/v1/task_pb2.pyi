@@ -108,10 +108,14 @@ class CreateTaskOutcome(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., created: _Optional[_Union[CreateTaskResponse, _Mapping]] = ...) -> None: ...
 
 class GetTaskRequest(_message.Message):
-    __slots__ = ("task_id",)
+    __slots__ = ("task_id", "timestamp", "signature")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
-    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+    timestamp: int
+    signature: bytes
+    def __init__(self, task_id: _Optional[str] = ..., timestamp: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class GetTaskResponse(_message.Message):
     __slots__ = ("task",)
@@ -120,12 +124,16 @@ class GetTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
 
 class WatchTaskRequest(_message.Message):
-    __slots__ = ("task_id", "include_deltas")
+    __slots__ = ("task_id", "include_deltas", "timestamp", "signature")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_DELTAS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     include_deltas: bool
-    def __init__(self, task_id: _Optional[str] = ..., include_deltas: _Optional[bool] = ...) -> None: ...
+    timestamp: int
+    signature: bytes
+    def __init__(self, task_id: _Optional[str] = ..., include_deltas: _Optional[bool] = ..., timestamp: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class WatchTaskResponse(_message.Message):
     __slots__ = ("task", "delta")
@@ -148,12 +156,14 @@ class TokenDelta(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., node: _Optional[str] = ..., seq: _Optional[int] = ..., chunk_json: _Optional[str] = ...) -> None: ...
 
 class CancelTaskRequest(_message.Message):
-    __slots__ = ("task_id", "signature")
+    __slots__ = ("task_id", "signature", "stop_running")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    STOP_RUNNING_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     signature: bytes
-    def __init__(self, task_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    stop_running: bool
+    def __init__(self, task_id: _Optional[str] = ..., signature: _Optional[bytes] = ..., stop_running: _Optional[bool] = ...) -> None: ...
 
 class CancelTaskResponse(_message.Message):
     __slots__ = ("task",)

@@ -93,20 +93,25 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetTask(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Reads one task. Only its creator (a TaskRead signature in the request) or the operator (metadata
+        `authorization: Bearer <admin token>`) may: UNAUTHENTICATED without either, PERMISSION_DENIED for a
+        task that is not the signer's, whether or not it exists.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchTask(self, request, context):
         """Streams every state change (and, if asked, the first node's token deltas) until the task ends.
+        The same proof as GetTask.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelTask(self, request, context):
-        """Cancels a task that has not been dispatched yet. Signed by the creator.
+        """Cancels a queued task, or with `stop_running` a dispatched one that has no validated result yet (its
+        nodes are told to stop). No fee is taken. Signed by the creator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

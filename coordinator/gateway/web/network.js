@@ -1,4 +1,5 @@
-// Helium network page: nodes, queue, recent tasks and settlements, refreshed every 2 s from /api/*.
+// Helium network page: nodes, queue and aggregate task figures, refreshed every 2 s from /api/network.
+// It shows no task ids and no prompts: those belong to the creators (GET /v1/tasks/{id} with their key).
 "use strict";
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
@@ -17,8 +18,9 @@ function rows(tbody, items, render, empty, cols) {
 
 async function refresh() {
   try {
-    const [net, tasks] = await Promise.all([fetch("/api/network"), fetch("/api/tasks?limit=25")].map(
-      (p) => p.then(async (r) => { const b = await r.json(); if (!r.ok) throw new Error(b.error ? b.error.message : r.statusText); return b; })));
+    const r = await fetch("/api/network");
+    const net = await r.json();
+    if (!r.ok) throw new Error(net.error ? net.error.message : r.statusText);
     $("error").textContent = "";
     const nodes = net.nodes || [];
     const groups = {};
@@ -38,15 +40,8 @@ async function refresh() {
       <td><code title="${esc(n.address)}">${esc(short(n.address))}</code>${n.connected ? "" : ' <span class="bad">offline</span>'}</td>
       <td>${esc((n.card || {}).name)}</td><td>${esc(strip(n.state))}</td>
       <td>${Number(n.qos || 0).toFixed(2)}</td><td>${Number(n.reliability || 0).toFixed(2)}</td><td>${esc(n.scores || 0)}</td>
-      <td class="mono">${esc((n.loaded_models || []).join(", "))}</td><td>${esc((n.running_tasks || []).length)}</td></tr>`,
+      <td class="mono">${esc((n.loaded_models || []).join(", "))}</td><td>${esc(n.running || 0)}</td></tr>`,
     "no nodes", 8);
-    rows($("tasks").tBodies[0], tasks.tasks, (t) => {
-      const cls = t.state === "aborted" ? "bad" : (t.state === "validated" || t.state === "settled") ? "ok" : "";
-      return `<tr><td><code title="${esc(t.task_id)}">${esc(short(t.task_id))}</code></td><td>${esc(t.model)}</td>
-        <td class="${cls}">${esc(t.state)}${t.reason ? " · " + esc(t.reason) : ""}</td><td>${esc(t.validation)}</td>
-        <td>${(t.assignments || []).map((a) => `<code title="${esc(a.node)}">${esc(short(a.node))}</code>${a.matched ? " ✓" : ""}`).join(", ")}</td>
-        <td><code title="${esc(t.settlement_tx)}">${esc(short(t.settlement_tx)) || '<span class="dim">—</span>'}</code></td></tr>`;
-    }, "no tasks yet", 6);
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.loaded = "1";
   } catch (e) {

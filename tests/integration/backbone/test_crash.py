@@ -39,8 +39,9 @@ async def test_coordinator_kill9_with_20_tasks_in_flight(tmp_path, batched):
         workers = [_worker(tmp_path, f"w{i}", address, "--delay", "0.15", *extra) for i in range(3)]
         for w in workers:
             w.wait_for("ready", 60)
+        creator = Account.create()  # only the creator may read its tasks, after the restart too
         async with grpc.aio.insecure_channel(address) as ch:
-            client = TaskClient(ch, Account.create())
+            client = TaskClient(ch, creator)
             if batched:
                 reqs = [await client.build(gpt_args(f"task {i}"), fee=10) for i in range(20)]
                 outcomes = await client.create_many(reqs)
@@ -54,7 +55,7 @@ async def test_coordinator_kill9_with_20_tasks_in_flight(tmp_path, batched):
         coord = _coordinator(tmp_path, port)
         coord.wait_for("ready", 60)
         async with grpc.aio.insecure_channel(address) as ch:
-            client = TaskClient(ch, Account.create())
+            client = TaskClient(ch, creator)
             tasks = [await client.wait(i, timeout=90) for i in ids]
         for t in tasks:
             assert t.state == task_pb2.TASK_STATE_VALIDATED, (t.task_id, t.state, t.reason)
