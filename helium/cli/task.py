@@ -33,13 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="sign and submit a task JSON file, wait for its validated result")
     s.add_argument("file", help="task JSON (a GPT or SD definition, or {\"gpt\": ...} / {\"sd\": ...}); - for stdin")
     s.add_argument("--fee", type=int, default=10**15, help="fee in wei (default 10^15)")
-    s.add_argument("--key", default=os.environ.get("HELIUM_CREATOR_KEY", ".helium/creator.key"),
-                   help="creator key file (env HELIUM_CREATOR_KEY; created on first use)")  # fmt: skip
     s.add_argument("--no-wait", action="store_true", help="print the task id once accepted, and return")
     s.add_argument("--wait-timeout", type=float, default=900.0)
     g = sub.add_parser("get", help="print a task's state and, once validated, its result")
     g.add_argument("task_id")
-    for sp in (s, g):
+    for sp in (s, g):  # only a task's creator may read it: `get` signs its read with the same key
+        sp.add_argument("--key", default=os.environ.get("HELIUM_CREATOR_KEY", ".helium/creator.key"),
+                        help="creator key file (env HELIUM_CREATOR_KEY; created on first use)")  # fmt: skip
         add_connection_args(sp)
     return p
 
@@ -113,7 +113,7 @@ async def _submit(args) -> int:
 
 async def _get(args) -> int:
     async with open_channel(args) as channel:
-        stub = TaskClient(channel, None, rpc_timeout=args.timeout)  # type: ignore[arg-type]
+        stub = TaskClient(channel, load_or_create_key(args.key), rpc_timeout=args.timeout)
         task = await stub.get(args.task_id)
         print(json.dumps(_task_doc(task), indent=2))
         return 0
