@@ -3,13 +3,17 @@
 None of these runs a model. They make the network's behaviour reproducible
 without a GPU: an honest node (`InstantExecutor`), a slow one that times out
 (`SlowExecutor`), a cheat (`LyingExecutor`), a failing one
-(`FailingExecutor`) and an honest SD node whose images differ by a few pHash
-bits (`JitteredExecutor`). Each implements `worker.executors.base.Executor`.
+(`FailingExecutor`), an honest SD node whose images differ by a few pHash
+bits (`JitteredExecutor`) and a cheat that signs the honest hash over another
+output (`AlteredOutputExecutor`). Each implements `worker.executors.base.Executor`.
 
-The honest hash is `keccak(b"helium:instant:" + canonical_args)`, so three
+Everything derives from `keccak(b"helium:instant:" + canonical_args)`, so three
 honest doubles given the same task agree, and a different seed (part of the
-canonical args) gives a different hash. SD doubles also return one 64-bit
-pHash per image derived from that hash; a liar's pHashes are far from them.
+canonical args) gives a different result. A GPT double answers eight token ids
+and a text, hashed like a real node (`helium.tasks.results.gpt_result_hash`);
+an SD double stores small real PNGs (noise drawn from that digest) and signs
+their real pHashes, so the coordinator's checks of what is returned against
+what is signed hold for honest doubles and catch the cheats.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import io
 import json
 import os
 import threading
@@ -27,11 +32,19 @@ from google.protobuf.message import Message
 
 from chain.signing import sd_result_hash
 from helium.tasks import canonical_args
+from helium.tasks.results import HashedChoice, gpt_result_hash, phash64
 from helium.v1 import task_pb2, worker_pb2
-from worker.errors import ExecutionCrashError, ExecutorError, InvalidArgsError, OutOfMemoryError
+from worker.errors import (
+    ExecutionCrashError,
+    ExecutorError,
+    InvalidArgsError,
+    ModelNotFoundError,
+    OutOfMemoryError,
+)
 from worker.executors.base import Capabilities, Executor, Job, Outcome, OutputBlob
 
 __all__ = [
+    "AlteredOutputExecutor",
     "FailingExecutor",
     "JitteredExecutor",
     "NodeFleet",
@@ -58,19 +71,39 @@ def _digest_of(task_type: str, spec_type: type, wire: bytes, salt: bytes) -> byt
     return keccak(b"helium:instant:" + salt + canonical_args(_args_of(task_type, spec_type.FromString(wire))))
 
 
-def _instant_phashes(spec: Message, digest: bytes) -> tuple[int, ...]:
+@functools.lru_cache(maxsize=4096)
+def _instant_image(digest: bytes, index: int) -> tuple[bytes, int]:
+    """Image `index` of a result: 32x32 noise drawn from the digest, as PNG bytes, and its real pHash."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(int.from_bytes(keccak(digest + bytes([index]))[:8], "big"))
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="PNG", compress_level=1)
+    png = buf.getvalue()
+    return png, phash64(png)
+
+
+def _num_images(spec: Message) -> int:
     cfg = spec.task_config
-    n = cfg.num_images if cfg.HasField("num_images") and cfg.num_images > 0 else 1
-    return tuple(int.from_bytes(keccak(digest + bytes([i]))[:8], "big") for i in range(n))
+    return cfg.num_images if cfg.HasField("num_images") and cfg.num_images > 0 else 1
+
+
+def _instant_phashes(spec: Message, digest: bytes) -> tuple[int, ...]:
+    return tuple(_instant_image(digest, i)[1] for i in range(_num_images(spec)))
+
+
+def _instant_choice(digest: bytes, text: str | None = None) -> HashedChoice:
+    return HashedChoice(0, tuple(digest[:8]), "stop", text if text is not None else f"instant {digest.hex()[:16]}")
 
 
 def instant_result_hash(task_type: str, spec: Message, salt: bytes = b"") -> bytes:
-    """The hash an InstantExecutor (with this salt) returns for this task. SD: `sd_result_hash` of its
-    pHashes, as a real SD node computes it, so SD slash evidence verifies on chain."""
+    """The hash an InstantExecutor (with this salt) returns for this task: GPT, gpt_result_hash of its
+    choice; SD, `sd_result_hash` of its images' pHashes, as a real SD node computes it."""
     digest = _instant_digest(task_type, spec, salt)
     if task_type == "sd":
         return sd_result_hash(_instant_phashes(spec, digest))
-    return digest
+    return gpt_result_hash([_instant_choice(digest)])
 
 
 class InstantExecutor:
@@ -92,7 +125,8 @@ class InstantExecutor:
         self.cached_models = cached_models
         self.jobs: list[Job] = []
         # Never blocks without a delay: the session may call it on the event loop, skipping a thread hop.
-        self.inline = delay == 0 and type(self).run is InstantExecutor.run
+        # (SD draws and hashes small PNGs: a thread of its own.)
+        self.inline = delay == 0 and type(self).run is InstantExecutor.run and task_type == "gpt"
         self._lock = threading.Lock()
         self.closed = False
 
@@ -120,9 +154,10 @@ class InstantExecutor:
             return self._gpt(job, digest)
         return self._sd(job, digest)
 
-    def _gpt(self, job: Job, digest: bytes) -> Outcome:
+    def _gpt(self, job: Job, digest: bytes, shown: str | None = None) -> Outcome:
         spec = job.spec
-        text = f"instant {digest.hex()[:16]}"
+        choice = _instant_choice(digest)
+        text = shown if shown is not None else choice.content
         if job.on_delta is not None:
             base = {"id": f"chatcmpl-{job.task_id[2:18]}", "object": "chat.completion.chunk", "model": spec.model}
             job.on_delta({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
@@ -134,19 +169,22 @@ class InstantExecutor:
             "object": "chat.completion",
             "created": 0,
             "model": spec.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": len(spec.messages), "completion_tokens": 2, "total_tokens": len(spec.messages) + 2},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                         "token_ids": list(choice.token_ids)}],
+            "usage": {"prompt_tokens": len(spec.messages), "completion_tokens": 2,
+                      "total_tokens": len(spec.messages) + 2},
         }
-        return Outcome(result_hash=digest, output=json.dumps(doc, separators=(",", ":")).encode(),
+        return Outcome(result_hash=gpt_result_hash([choice]), output=json.dumps(doc, separators=(",", ":")).encode(),
                        prompt_tokens=len(spec.messages), completion_tokens=2)
 
-    def _sd(self, job: Job, digest: bytes) -> Outcome:
+    def _sd(self, job: Job, digest: bytes, stored: bytes | None = None) -> Outcome:
         cfg = job.spec.task_config
         phashes = _instant_phashes(job.spec, digest)
         n = len(phashes)
         steps = cfg.steps if cfg.HasField("steps") else 20
-        blobs = tuple(OutputBlob(suffix=str(i), data=b"instant-image:" + f"{p:016x}".encode(), content_type="image/png")
-                      for i, p in enumerate(phashes)) if self.blobs else ()
+        pngs = [_instant_image(stored or digest, i)[0] for i in range(n)]
+        blobs = tuple(OutputBlob(suffix=str(i), data=png, content_type="image/png")
+                      for i, png in enumerate(pngs)) if self.blobs else ()
         manifest = {"images": [{"index": i, "phash": f"{p:016x}"} for i, p in enumerate(phashes)]}
         return Outcome(result_hash=sd_result_hash(phashes), output=json.dumps(manifest, separators=(",", ":")).encode(),
                        blobs=blobs, images=n, steps=steps * n, phashes=phashes)
@@ -171,12 +209,13 @@ class JitteredExecutor(InstantExecutor):
     """An honest SD node whose images come out a little different (another card, another kernel): the
     honest pHashes with the bits `flip` flipped in image `image`, so its Hamming distance to an honest
     node is len(flip) on that image and 0 elsewhere. Its result hash is sd_result_hash of its own pHashes,
-    so it differs from the honest hash while the results still match by pHash (below the threshold)."""
+    so it differs from the honest hash while the results still match by pHash (below the threshold). It stores
+    no images: no image has exactly those pHashes, and the coordinator checks every stored one."""
 
     def __init__(self, flip: tuple[int, ...] = (0,), *, image: int = 0, **kwargs) -> None:
         if not all(0 <= b < 64 for b in flip) or len(set(flip)) != len(flip):
             raise ValueError(f"flip must hold distinct bit positions in [0, 64), got {flip}")
-        super().__init__("sd", **kwargs)
+        super().__init__("sd", **{**kwargs, "blobs": False})
         self.flip = tuple(flip)
         self.image = image
 
@@ -186,11 +225,24 @@ class JitteredExecutor(InstantExecutor):
         if self.image < len(phashes):
             phashes[self.image] ^= sum(1 << b for b in self.flip)
         phashes = tuple(phashes)
-        blobs = tuple(dataclasses.replace(b, data=b"instant-image:" + f"{p:016x}".encode())
-                      for b, p in zip(honest.blobs, phashes, strict=False))  # fmt: skip (none when blobs=False)
         manifest = {"images": [{"index": i, "phash": f"{p:016x}"} for i, p in enumerate(phashes)]}
-        return dataclasses.replace(honest, result_hash=sd_result_hash(phashes), phashes=phashes, blobs=blobs,
+        return dataclasses.replace(honest, result_hash=sd_result_hash(phashes), phashes=phashes,
                                    output=json.dumps(manifest, separators=(",", ":")).encode())  # fmt: skip
+
+
+class AlteredOutputExecutor(InstantExecutor):
+    """A cheat that signs the honest result but returns another output: GPT, the honest token ids and hash
+    with `text` as the content; SD, the honest pHashes and hash over other images (a liar's PNGs)."""
+
+    def __init__(self, task_type: str = "gpt", *, text: str = "BUY CHEAP PILLS", **kwargs) -> None:
+        super().__init__(task_type, **kwargs)
+        self.text = text
+
+    def _gpt(self, job: Job, digest: bytes, shown: str | None = None) -> Outcome:
+        return super()._gpt(job, digest, shown=self.text)
+
+    def _sd(self, job: Job, digest: bytes, stored: bytes | None = None) -> Outcome:
+        return super()._sd(job, digest, stored=keccak(b"altered" + digest))
 
 
 _ERRORS: dict[int, type[ExecutorError]] = {
@@ -201,20 +253,25 @@ _ERRORS: dict[int, type[ExecutorError]] = {
 
 
 class FailingExecutor(InstantExecutor):
-    """Fails every task with the error of `kind` (a worker_pb2.ErrorKind value), after `delay` seconds."""
+    """Fails every task with the error of `kind` (a worker_pb2.ErrorKind value), after `delay` seconds;
+    `model_missing=True` raises the worker's ModelNotFoundError instead (what a node without the model reports)."""
 
     def __init__(self, kind: int = worker_pb2.ERROR_KIND_CRASH, task_type: str = "gpt", *,
-                 message: str = "", **kwargs) -> None:
+                 message: str = "", model_missing: bool = False, **kwargs) -> None:
         if kind not in _ERRORS:
             raise ValueError(f"kind must be an ErrorKind other than UNSPECIFIED, got {kind}")
         super().__init__(task_type, **kwargs)
         self.kind = kind
+        self.model_missing = model_missing
         self.message = message or f"test double failure ({worker_pb2.ErrorKind.Name(kind)})"
 
     def run(self, job: Job) -> Outcome:
         with self._lock:
             self.jobs.append(job)
         self._wait(job)
+        if self.model_missing:
+            raise ModelNotFoundError(job.spec.model if self.task_type == "gpt" else job.spec.base_model.name,
+                                     "test double: not on this node")
         raise _ERRORS[self.kind](self.message)
 
 

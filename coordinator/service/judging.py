@@ -7,6 +7,7 @@ and scoring the nodes once a task's outcome is final.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from coordinator.domain.models import (
     evolve,
 )
 from coordinator.service import validation
+from helium.tasks import results
 
 if TYPE_CHECKING:
     from coordinator.service.flight import InFlight
@@ -40,15 +42,46 @@ class Judging:
             return False
 
     def _result_problem(self, task: Task, node: str, result_hash: bytes, signature: bytes, phashes: Sequence[int],
-                        error_kind) -> str:
-        """Why a submitted result cannot count (it is then treated like a timeout), or "" when it can.
-        An SD result is compared by its pHashes but signed and settled by its hash, so the two must agree:
-        the chain pays an SD result only when its hash is sd_result_hash(its pHashes)."""
+                        error_kind, output: bytes = b"") -> str:
+        """Why a submitted result cannot count (it is outvoted: treated like a timeout, its signed result kept
+        as evidence), or "" when it can. What is returned must be what was signed: a GPT output must hash to
+        its signed result hash (token ids and text); an SD result's hash must be the hash of its pHashes (the
+        chain pays only a result whose hash it can recompute) and every image it stored must have its signed
+        pHash (recomputed from the PNG bytes)."""
         if not self._signature_ok(task, node, result_hash, signature):
             return "result signature does not verify"
-        if task.type == TaskType.SD and error_kind is None and not validation.sd_hash_binds(result_hash, phashes):
+        if error_kind is not None:
+            return ""
+        if task.type == TaskType.GPT:
+            return results.gpt_output_problem(output, result_hash)
+        if not validation.sd_hash_binds(result_hash, phashes):
             return "SD result hash is not the hash of its pHashes"
-        return ""
+        return self._sd_images_problem(task, node, phashes, output)
+
+    def _sd_images_problem(self, task: Task, node: str, phashes: Sequence[int], output: bytes) -> str:
+        try:
+            manifest = json.loads(output or b"{}").get("images") or []
+            listed = [int(r["phash"], 16) for r in manifest if isinstance(r, dict) and "phash" in r]
+        except (ValueError, TypeError, AttributeError, KeyError):
+            return "SD output is not an image manifest"
+        if listed and listed != list(phashes):
+            return "SD manifest pHashes differ from the signed ones"
+        store = getattr(self, "image_store", None)
+        if store is None:  # a relay of its own: the gateway checks the images it reads
+            return ""
+        images = []
+        for i in range(len(phashes)):
+            slot = f"result/{node}/{i}"
+            try:
+                if not store.exists(task.task_id, slot):
+                    continue
+                with store.open_read(task.task_id, slot) as r:
+                    images.append(b"".join(r.chunks(1 << 20)))
+            except Exception as exc:  # noqa: BLE001 - an unreadable image cannot be returned
+                return f"image {i} cannot be read: {type(exc).__name__}"
+        if images and len(images) != len(phashes):
+            return f"{len(images)} images stored for {len(phashes)} signed pHashes"
+        return results.sd_images_problem(images, phashes)
 
     def _judge(self, flight: InFlight, changed: list[Assignment]) -> None:
         """Applies the validation rules after a submission, and stores the outcome in one transaction."""

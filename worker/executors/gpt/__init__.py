@@ -6,10 +6,10 @@ Public face: `GptExecutor` (the `worker.executors.base.Executor` for task_type
 blocks → OpenAI tool_calls) and `render_prompt` (chat template or the plain fallback).
 """
 
+from helium.tasks.results import GPT_HASH_DOMAIN as HASH_DOMAIN
 from worker.executors.gpt._executor import BACKENDS, GptExecutor, GptRun
 from worker.executors.gpt._prompt import plain_prompt, render_prompt
 from worker.executors.gpt._response import (
-    HASH_DOMAIN,
     Choice,
     build_response,
     parse_tool_calls,

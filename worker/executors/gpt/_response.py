@@ -17,16 +17,10 @@ tool call (arguments re-encoded as a JSON string, id derived from the task id so
 that it is the same on every node); the content is the text before the first
 block (None when empty), and the finish reason becomes ``tool_calls``.
 
-Result hash (32 bytes, what nodes sign and compare)::
-
-    sha256( b"helium.gpt.result.v1"
-            || u32be(number of choices)
-            || for each choice, by index:
-                 u32be(len(finish_reason)) || finish_reason (ASCII)
-                 || u32be(number of token ids) || u32be(id) for each id )
-
-It covers only the generated token ids and finish reasons: never the decoded
-text, the response `id`, `created`, `usage` or the model name.
+Result hash: `helium.tasks.results.gpt_result_hash` (32 bytes, what nodes sign and compare). It covers
+the token ids, the finish reasons and the returned text (content and tool calls) of every choice, never
+the response `id`, `created`, `usage` or the model name. Each choice of the response carries its
+`token_ids`, so the coordinator recomputes the hash from the output it returns.
 """
 
 from __future__ import annotations
@@ -34,9 +28,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+from helium.tasks.results import gpt_result_hash
 
 __all__ = [
     "Choice",
@@ -50,7 +45,6 @@ __all__ = [
     "result_hash",
 ]
 
-HASH_DOMAIN = b"helium.gpt.result.v1"
 TOOL_CALL_OPEN = "<tool_call>"
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
@@ -144,14 +138,8 @@ def make_choice(index: int, raw: RawChoice, text: str, *, tools: bool, id_prefix
 
 
 def result_hash(choices: Sequence[Choice]) -> bytes:
-    """The 32-byte result hash over token ids and finish reasons (encoding in the module docstring)."""
-    h = hashlib.sha256(HASH_DOMAIN)
-    h.update(struct.pack(">I", len(choices)))
-    for c in sorted(choices, key=lambda c: c.index):
-        reason = c.finish_reason.encode("ascii")
-        h.update(struct.pack(">I", len(reason)) + reason)
-        h.update(struct.pack(f">I{len(c.token_ids)}I", len(c.token_ids), *c.token_ids))
-    return h.digest()
+    """The 32-byte result hash over token ids, finish reasons and text (helium.tasks.results)."""
+    return gpt_result_hash(choices)
 
 
 def response_id(task_id: str) -> str:
@@ -169,7 +157,8 @@ def build_response(*, task_id: str, model: str, created: int, prompt_tokens: int
         message: dict = {"role": "assistant", "content": c.content}
         if c.tool_calls:
             message["tool_calls"] = [dict(tc) for tc in c.tool_calls]
-        out_choices.append({"index": c.index, "message": message, "finish_reason": c.finish_reason})
+        out_choices.append({"index": c.index, "message": message, "finish_reason": c.finish_reason,
+                            "token_ids": list(c.token_ids)})
     return {
         "id": response_id(task_id),
         "object": "chat.completion",

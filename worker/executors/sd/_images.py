@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 
-import imagehash
 import numpy as np
 from PIL import Image
 
 from chain.signing import sd_result_hash
 from helium.tasks import TaskArgsError
+from helium.tasks.results import phash64
 from helium.tasks.sd import CANNY_DEFAULTS, decode_data_url
 from worker.errors import InvalidArgsError
 
@@ -22,12 +22,6 @@ def encode_png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, format="PNG", optimize=False, compress_level=6)
     return buf.getvalue()
-
-
-def phash64(png: bytes) -> int:
-    """The 64-bit DCT perceptual hash of a PNG, from its decoded pixels (what another node can recompute)."""
-    with Image.open(io.BytesIO(png)) as img:
-        return int(str(imagehash.phash(img.convert("RGB"))), 16)
 
 
 def image_record(index: int, png: bytes, phash: int, width: int, height: int) -> dict:

@@ -68,15 +68,23 @@ def test_make_choice_only_parses_with_tools():
     assert make_choice(0, raw, text, tools=False, id_prefix="t").content == text
 
 
+def _s(text: str) -> bytes:
+    return struct.pack(">I", len(text.encode())) + text.encode()
+
+
 def test_result_hash_is_the_documented_encoding_and_ignores_id_and_time():
     choices = [Choice(1, (5, 6), "length", "x"), Choice(0, (1, 2, 3), "stop", "y")]
     expected = hashlib.sha256(
         HASH_DOMAIN + struct.pack(">I", 2)
-        + struct.pack(">I", 4) + b"stop" + struct.pack(">IIII", 3, 1, 2, 3)
-        + struct.pack(">I", 6) + b"length" + struct.pack(">III", 2, 5, 6)).digest()
+        + _s("stop") + struct.pack(">IIII", 3, 1, 2, 3) + _s("y") + _s("[]")
+        + _s("length") + struct.pack(">III", 2, 5, 6) + _s("x") + _s("[]")).digest()
+    assert HASH_DOMAIN == b"helium.gpt.result.v2"
     assert result_hash(choices) == expected and len(expected) == 32
-    # Text does not enter the hash; token ids and finish reasons do.
-    assert result_hash([Choice(0, (1, 2, 3), "stop", "other"), Choice(1, (5, 6), "length", None)]) == expected
+    # The returned text is bound too (issue #13: altered text under honest token ids must not verify).
+    assert result_hash([Choice(0, (1, 2, 3), "stop", "other"), Choice(1, (5, 6), "length", "x")]) != expected
+    assert result_hash([Choice(0, (1, 2, 3), "stop", "y"), Choice(1, (5, 6), "length", None)]) != expected
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    assert result_hash([Choice(0, (1, 2, 3), "stop", "y", (call,)), choices[0]]) != expected
     assert result_hash([Choice(0, (1, 2, 3), "length", "y"), Choice(1, (5, 6), "length", "x")]) != expected
     assert result_hash([Choice(0, (1, 2, 4), "stop", "y"), Choice(1, (5, 6), "length", "x")]) != expected
     a = build_response(task_id="0xabc", model="m", created=1, prompt_tokens=3, choices=choices)
@@ -84,6 +92,28 @@ def test_result_hash_is_the_documented_encoding_and_ignores_id_and_time():
     assert a["id"] == b["id"] == response_id("0xabc") == "chatcmpl-abc"
     assert a["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
     assert [c["index"] for c in a["choices"]] == [0, 1] and a["object"] == "chat.completion"
+    assert [c["token_ids"] for c in a["choices"]] == [[1, 2, 3], [5, 6]]
+
+
+def test_the_hash_is_recomputable_from_the_returned_output():
+    from helium.tasks.results import gpt_output_problem
+
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"x\": 1}"}}
+    choices = [Choice(0, (1, 2, 3), "tool_calls", None, (call,)), Choice(1, (5, 6), "length", "näive")]
+    doc = build_response(task_id="0xabc", model="m", created=1, prompt_tokens=3, choices=choices)
+    honest = result_hash(choices)
+    out = json.dumps(doc, ensure_ascii=False).encode()
+    assert gpt_output_problem(out, honest) == ""
+    altered = json.loads(out)
+    altered["choices"][1]["message"]["content"] = "BUY CHEAP PILLS"
+    assert "do not hash" in gpt_output_problem(json.dumps(altered).encode(), honest)
+    altered = json.loads(out)
+    altered["choices"][0]["message"]["tool_calls"][0]["function"]["name"] = "rm"
+    assert "do not hash" in gpt_output_problem(json.dumps(altered).encode(), honest)
+    assert "do not hash" in gpt_output_problem(out, b"\x01" * 32)
+    del altered["choices"][0]["token_ids"]
+    assert "token_ids" in gpt_output_problem(json.dumps(altered).encode(), honest)
+    assert "not JSON" in gpt_output_problem(b"\xff{", honest)
 
 
 def test_stream_holds_back_what_could_still_change():
