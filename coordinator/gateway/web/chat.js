@@ -19,7 +19,8 @@ async function loadModels() {
     const body = await r.json();
     if (!r.ok) throw new Error(body.error ? body.error.message : r.statusText);
     const select = $("model");
-    const chosen = select.value || localStorage.getItem("helium-model");
+    // The embedded network's real model (helium dev) is the default; the tiny random ones stay listed.
+    const chosen = select.value || localStorage.getItem("helium-model") || "HuggingFaceTB/SmolLM2-135M-Instruct";
     select.innerHTML = "";
     for (const m of body.data.filter((m) => (m.types || [m.type]).includes("gpt"))) {
       const o = document.createElement("option");
