@@ -49,7 +49,7 @@ from worker.config import WorkerConfig
 from worker.device import NodeProfile
 from worker.errors import ConnectError
 from worker.executors.base import Executor
-from worker.transport import make_channel
+from worker.transport import diagnose_unreachable, make_channel
 
 __all__ = ["NodeProfile", "RelayLike", "WorkerNode", "default_relay_factory"]
 
@@ -258,9 +258,9 @@ class WorkerNode:
         try:
             try:
                 await asyncio.wait_for(channel.channel_ready(), timeout)
-            except TimeoutError:
-                hint = f" (TLS with CA {cfg.tls_ca}: does it sign the server's certificate?)" if cfg.tls_ca else ""
-                raise ConnectError(f"coordinator {cfg.coordinator} not reachable within {timeout:g}s{hint}") from None
+            except TimeoutError:  # one probe says why: DNS, refused, no answer, TLS, not gRPC
+                raise await diagnose_unreachable(cfg.coordinator, tls_ca=cfg.tls_ca, server_name=cfg.tls_server_name,
+                                                 waited_s=timeout) from None  # fmt: skip
             # Fresh capabilities for every registration, read before the handshake clock starts (may scan caches).
             info = await asyncio.to_thread(self.jobs.node_info)
             call = worker_pb2_grpc.WorkerServiceStub(channel).Connect()

@@ -15,6 +15,10 @@ keepalive time, and `grpc.keepalive_permit_without_calls` = 1; see
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+import ssl
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from worker.errors import ConnectError
 
 __all__ = [
     "channel_options",
+    "diagnose_unreachable",
     "is_loopback",
     "make_channel",
     "server_keepalive_options",
@@ -110,3 +115,113 @@ def make_channel(
             retryable=False,
         )
     return grpc.aio.insecure_channel(target, options)
+
+
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+async def diagnose_unreachable(target: str, *, tls_ca: str | Path | None, server_name: str | None,
+                               waited_s: float, probe_timeout_s: float = 5.0) -> ConnectError:
+    """Why `target` gave no gRPC channel within `waited_s`, found by probing it once: the name does not
+    resolve, nothing listens, nothing answers (a partition, a firewall's DROP), the certificate is not
+    signed by `tls_ca`, the server speaks TLS to a plaintext client (or the reverse), or it is not a gRPC
+    server at all. Refusals that retrying cannot mend (certificates, TLS mismatch, not gRPC) are not
+    retryable; the rest are, within the reconnect bounds."""
+    head = f"coordinator {target} not reachable within {waited_s:g}s"
+    try:
+        host, port = split_host_port(target)
+    except ValueError as exc:
+        return ConnectError(str(exc), retryable=False)
+    try:
+        return await asyncio.wait_for(_probe(head, host, port, tls_ca, server_name, probe_timeout_s),
+                                      probe_timeout_s * 2)  # fmt: skip
+    except TimeoutError:
+        return ConnectError(f"{head}: the probe got no answer within {probe_timeout_s * 2:g}s")
+
+
+async def _probe(head: str, host: str, port: int, tls_ca, server_name, timeout: float) -> ConnectError:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+    except TimeoutError:
+        return ConnectError(f"{head}: resolving host {host!r} timed out after {timeout:g}s (DNS)")
+    except socket.gaierror as exc:
+        return ConnectError(f"{head}: cannot resolve host {host!r} ({exc.strerror}); check the name and this "
+                            "host's DNS")  # fmt: skip
+    addr = infos[0][4][0]
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(addr, port), timeout)
+    except TimeoutError:
+        return ConnectError(f"{head}: no answer from {addr}:{port} within {timeout:g}s (the host is down, a "
+                            "firewall drops the packets, or the network is partitioned)")  # fmt: skip
+    except ConnectionRefusedError:
+        return ConnectError(f"{head}: connection refused by {addr}:{port} (nothing listens on that port)")
+    except OSError as exc:
+        return ConnectError(f"{head}: cannot connect to {addr}:{port}: {exc.strerror or exc}")
+    try:
+        if tls_ca is not None:
+            return await _probe_tls(head, host, reader, writer, tls_ca, server_name, timeout)
+        return await _probe_plaintext(head, host, port, reader, writer, timeout)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 1)
+
+
+async def _probe_tls(head, host, reader, writer, tls_ca, server_name, timeout) -> ConnectError:
+    ctx = ssl.create_default_context(cafile=str(Path(tls_ca).expanduser()))
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        await asyncio.wait_for(writer.start_tls(ctx, server_hostname=server_name or host), timeout)
+    except ssl.SSLCertVerificationError as exc:
+        return ConnectError(f"{head}: TLS refused: its certificate is not trusted with --tls-ca {tls_ca} "
+                            f"({exc.verify_message}); the coordinator's certificate must be signed by that CA "
+                            "and name the host (or give --tls-server-name)", retryable=False)  # fmt: skip
+    except ssl.SSLError as exc:
+        return ConnectError(f"{head}: TLS handshake failed ({exc.reason or exc}): the server does not speak TLS; "
+                            "is it a Helium coordinator, serving with --tls-cert?", retryable=False)  # fmt: skip
+    except TimeoutError:
+        return ConnectError(f"{head}: the TLS handshake got no answer within {timeout:g}s")
+    except (ConnectionError, OSError) as exc:
+        return ConnectError(f"{head}: the server closed the TLS handshake ({exc}): does it speak TLS?",
+                            retryable=False)  # fmt: skip
+    ssl_object = writer.get_extra_info("ssl_object")
+    if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+        return ConnectError(f"{head}: the server speaks TLS but not HTTP/2 (ALPN {ssl_object.selected_alpn_protocol()!r}):"
+                            " it is not a gRPC server; is it a Helium coordinator?", retryable=False)  # fmt: skip
+    return ConnectError(f"{head}: TCP and TLS work (certificate trusted), yet gRPC did not connect")
+
+
+async def _probe_plaintext(head, host, port, reader, writer, timeout) -> ConnectError:
+    writer.write(_H2_PREFACE)
+    try:
+        await writer.drain()
+        first = await asyncio.wait_for(reader.read(64), timeout)
+    except TimeoutError:
+        return ConnectError(f"{head}: the server sent nothing back to the HTTP/2 preface within {timeout:g}s: "
+                            "is it a gRPC server?", retryable=False)  # fmt: skip
+    except (ConnectionError, OSError):
+        first = b""
+    if first.startswith(b"HTTP/"):
+        line = first.split(b"\r\n", 1)[0].decode("latin-1")
+        return ConnectError(f"{head}: it answered {line!r}, which is HTTP/1, not gRPC: is it a Helium "
+                            "coordinator?", retryable=False)  # fmt: skip
+    if len(first) >= 9 and first[3] == 4:  # an HTTP/2 SETTINGS frame: a plaintext gRPC server
+        return ConnectError(f"{head}: TCP and HTTP/2 work, yet gRPC did not connect")
+    if not first and await _speaks_tls(host, port, timeout):
+        return ConnectError(f"{head}: the server speaks TLS and closed the plaintext connection; give --tls-ca "
+                            "FILE (the CA that signed its certificate) instead of --insecure", retryable=False)  # fmt: skip
+    return ConnectError(f"{head}: it answered {first[:16]!r} to the HTTP/2 preface: is it a gRPC server?",
+                        retryable=False)  # fmt: skip
+
+
+async def _speaks_tls(host: str, port: int, timeout: float) -> bool:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx), timeout)
+    except (OSError, ssl.SSLError, TimeoutError):
+        return False
+    writer.close()
+    return True
