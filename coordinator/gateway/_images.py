@@ -6,6 +6,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from coordinator.gateway._mapping import fresh_seed, refuse_unknown
 from coordinator.gateway.errors import InvalidRequestError
 from coordinator.gateway.protocol import ImageGenerationRequest
 from helium.tasks import TaskArgsError
@@ -32,13 +33,19 @@ def _size(size: str) -> tuple[int, int]:
 
 
 def image_task_document(req: ImageGenerationRequest) -> dict[str, Any]:
+    """The SD task JSON; without `seed`, a fresh random one (reported in the answer's `helium.seed`)."""
+    refuse_unknown(req)
+    for name in ("quality", "style"):
+        if getattr(req, name) is not None:
+            raise InvalidRequestError(f"{name} is not supported (use steps, cfg and negative_prompt)", param=name)
     if not req.model:
         raise InvalidRequestError("model is required (the Stable Diffusion model id)", param="model")
     w, h = _size(req.size)
     cfg: dict[str, Any] = {"image_width": w, "image_height": h, "num_images": req.n}
-    for name in ("steps", "seed", "cfg"):
+    for name in ("steps", "cfg"):
         if getattr(req, name) is not None:
             cfg[name] = getattr(req, name)
+    cfg["seed"] = req.seed if req.seed is not None else fresh_seed()
     doc: dict[str, Any] = {"base_model": {"name": req.model}, "prompt": req.prompt, "task_config": cfg}
     if req.negative_prompt:
         doc["negative_prompt"] = req.negative_prompt
@@ -72,10 +79,11 @@ def image_request_to_args(req: ImageGenerationRequest) -> task_pb2.TaskArgs:
 
 async def read_task_images(channel, account, domain, task: task_pb2.Task, grant: task_pb2.RelayGrant) -> list[bytes]:
     """The validated task's PNGs, read from the relay under a matching node's result slots with the creator's
-    grant; each is checked against the sha256 in the validated manifest."""
+    grant; each is checked against the sha256 and the signed pHash in the validated manifest."""
     import hashlib
     import json
 
+    from helium.tasks.results import phash64
     from relay.client import RelayClient
 
     manifest = json.loads(task.result.output_json or "{}").get("images") or []
@@ -89,5 +97,8 @@ async def read_task_images(channel, account, domain, task: task_pb2.Task, grant:
         data = await relay.get(task.task_id, f"result/{node}/{index}", grant=grant)
         if record.get("sha256") and hashlib.sha256(data).hexdigest() != record["sha256"]:
             raise ValueError(f"image {index} of task {task.task_id}: sha256 differs from the validated manifest")
+        # The pHash the node signed, recomputed from the bytes returned (the sha256 is only the node's own word).
+        if "phash" not in record or phash64(data) != int(record["phash"], 16):
+            raise ValueError(f"image {index} of task {task.task_id}: its pHash is not the validated one")
         images.append(data)
     return images

@@ -4,10 +4,14 @@ Sampling policy: `temperature == 0` means greedy decoding (`do_sample=false`);
 any other sampling knob (temperature > 0, top_p, top_k, min_p) or `n > 1` turns
 sampling on; with none of them the model's own generation_config decides.
 `n > 1` with `temperature == 0` is refused (greedy decoding has one answer).
+Without `seed`, each request draws a fresh random seed (so regenerating gives a new answer) and the answer
+reports the seed it used (`helium.seed`, `system_fingerprint`), so it can be reproduced.
+Every parameter is honoured or refused with a 400 naming it; none is silently dropped.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from google.protobuf import json_format
@@ -17,7 +21,10 @@ from coordinator.gateway.protocol import ChatCompletionRequest, ChatMessage
 from helium.tasks import TaskArgsError
 from helium.v1 import gpt_pb2, task_pb2
 
-__all__ = ["chat_request_to_args", "parse_fee", "request_param_of"]
+__all__ = ["chat_request_to_args", "fresh_seed", "parse_fee", "refuse_unknown", "request_param_of"]
+
+# The largest seed drawn for a request without one (SD tasks bound seeds to 2^31 - 1).
+_SEED_BOUND = 2**31
 
 # Task-definition field -> the request parameter a user wrote.
 _PARAM_OF_FIELD = {
@@ -73,7 +80,32 @@ def _message(msg: ChatMessage, i: int) -> dict[str, Any]:
     return out
 
 
+def fresh_seed() -> int:
+    return secrets.randbelow(_SEED_BOUND)
+
+
+def refuse_unknown(req) -> None:
+    """400 naming the first top-level field the request model does not know."""
+    for name in (req.model_extra or {}):
+        raise InvalidRequestError(f"unknown parameter: {name!r} is not supported by this gateway", param=name,
+                                  code="unknown_parameter")
+
+
 def _refuse_unsupported(req: ChatCompletionRequest) -> None:
+    refuse_unknown(req)
+    if req.logit_bias:
+        raise InvalidRequestError("logit_bias is not supported", param="logit_bias")
+    if req.parallel_tool_calls is False:
+        raise InvalidRequestError("parallel_tool_calls=false is not supported: the model may call several tools "
+                                  "in one turn", param="parallel_tool_calls")
+    if req.reasoning_effort is not None:
+        raise InvalidRequestError("reasoning_effort is not supported (the models served do not reason in steps)",
+                                  param="reasoning_effort")
+    if req.modalities not in (None, ["text"]):
+        raise InvalidRequestError(f"modalities must be ['text'], got {req.modalities!r}", param="modalities")
+    if req.store:
+        raise InvalidRequestError("store=true is not supported: the gateway keeps no completions for later use",
+                                  param="store")
     for name in ("presence_penalty", "frequency_penalty"):
         value = getattr(req, name)
         if value not in (None, 0, 0.0):
@@ -133,8 +165,7 @@ def chat_task_document(req: ChatCompletionRequest) -> dict[str, Any]:
     gc = _generation_config(req)
     if gc:
         doc["generation_config"] = gc
-    if req.seed is not None:
-        doc["seed"] = req.seed
+    doc["seed"] = req.seed if req.seed is not None else fresh_seed()
     if req.dtype is not None:
         doc["dtype"] = req.dtype
     if req.quantize_bits is not None:
@@ -173,10 +204,14 @@ def parse_fee(raw: int | str | None, default: int, min_fee: int) -> int:
     """The fee in wei: the request's `fee` (extra body) or the gateway default, never below the network's."""
     if raw is None:
         return max(default, min_fee)
-    try:
-        fee = int(raw)
-    except (TypeError, ValueError):
-        raise InvalidRequestError(f"fee must be an integer number of wei, got {raw!r}", param="fee") from None
+    # An integer or a decimal string, below 2^256 (the signed Task's uint256); never a boolean or a float.
+    digits = raw.strip() if isinstance(raw, str) else None
+    if isinstance(raw, bool) or not (isinstance(raw, int) or (digits and digits.isascii() and digits.isdigit())):
+        shown = repr(raw) if len(repr(raw)) <= 40 else repr(raw)[:37] + "..."
+        raise InvalidRequestError(f"fee must be an integer number of wei, got {shown}", param="fee")
+    fee = int(raw) if digits is None else int(digits) if len(digits) <= 78 else 1 << 256
+    if not 0 <= fee < 1 << 256:
+        raise InvalidRequestError(f"fee must be in [0, 2^256) wei, got {str(raw)[:90]}", param="fee")
     if fee < min_fee:
         raise InvalidRequestError(f"fee must be >= the network's min_fee {min_fee} wei, got {fee}", param="fee")
     return fee

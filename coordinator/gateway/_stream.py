@@ -48,9 +48,11 @@ class _ChoiceState:
 class StreamVerifier:
     """Turns WatchTask events into the chat.completion.chunk objects the client receives."""
 
-    def __init__(self, *, task_id: str, model: str, created: int | None = None) -> None:
+    def __init__(self, *, task_id: str, model: str, created: int | None = None,
+                 system_fingerprint: str | None = None) -> None:
         self.task_id = task_id
         self.model = model
+        self.system_fingerprint = system_fingerprint
         self.chunk_id = "chatcmpl-" + task_id.removeprefix("0x")[:32]
         self.created = int(time.time()) if created is None else created
         self.streamer: str = ""
@@ -61,8 +63,9 @@ class StreamVerifier:
     # --- deltas -----------------------------------------------------------------------------------
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        fp = {"system_fingerprint": self.system_fingerprint} if self.system_fingerprint else {}
         return {"id": self.chunk_id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "choices": choices, **extra}
+                "model": self.model, **fp, "choices": choices, **extra}
 
     def on_delta(self, node: str, seq: int, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         """The chunks to forward now for one node delta (finish_reason and usage withheld)."""

@@ -1,9 +1,11 @@
 """OpenAI-compatible wire models of the gateway (requests and the objects it builds).
 
-Only shapes live here: no defaults that mean policy, no calls. Unknown request
-fields are accepted and ignored, as OpenAI-compatible servers do, so newer
-clients keep working; fields whose meaning Helium cannot honour are refused in
-`serving` with a 400 that names them. Helium's own knobs come in through the
+Only shapes live here: no defaults that mean policy, no calls. Unknown
+top-level request fields are kept (`model_extra`) and refused with a 400 that
+names them (`_mapping`), as are known OpenAI fields whose meaning Helium cannot
+honour: a parameter is either honoured or refused, never silently dropped.
+Nested objects (messages, tools) stay lenient: clients echo back fields of
+earlier answers there (`refusal`, `annotations`) that change nothing. Helium's own knobs come in through the
 OpenAI client's `extra_body`: `dtype`, `quantize_bits`, `top_k`, `min_p`,
 `repetition_penalty`, `fee` (wei, a decimal string or integer).
 """
@@ -31,7 +33,8 @@ __all__ = [
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Lenient about extra fields, strict about types: `true` is not 1, "5" is not 5 (issue #14 item 7).
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class FunctionCall(_Lenient):
@@ -87,6 +90,13 @@ class ChatCompletionRequest(_Lenient):
     frequency_penalty: float | None = None
     logprobs: bool | None = None
     response_format: dict[str, Any] | None = None
+    # Refused unless they ask for what Helium does anyway (_mapping names each).
+    logit_bias: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = None
+    modalities: list[str] | None = None
+    store: bool | None = None
+    # An end-user id for abuse tracking: accepted, changes nothing in the answer.
     user: str | None = None
     # Helium extra body.
     dtype: Literal["float16", "bfloat16", "float32", "auto"] | None = None

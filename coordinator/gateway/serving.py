@@ -32,9 +32,9 @@ from coordinator.gateway.errors import (
     AuthenticationError,
     GatewayError,
     GatewayTimeoutError,
+    InvalidRequestError,
     NotFoundError,
     NotImplementedFeatureError,
-    ServiceUnavailableError,
     TaskFailedError,
 )
 from coordinator.gateway.keys import ApiKey, KeyStore, RateLimiter
@@ -60,12 +60,24 @@ class Submitted:
     model: str
     grant: task_pb2.RelayGrant | None = None
     domain: Domain | None = None
+    seed: int = 0
+
+
+def task_seed(task: task_pb2.Task) -> int:
+    """The seed the task ran with (the request's, or the one the gateway drew for it)."""
+    return task.args.gpt.seed if task.args.WhichOneof("kind") == "gpt" else task.args.sd.task_config.seed
+
+
+def fingerprint(seed: int) -> str:
+    """`system_fingerprint` of an answer: the seed it used, so the same request with it gives it again."""
+    return f"helium-seed-{seed}"
 
 
 def helium_field(task: task_pb2.Task, streamed_by: str = "") -> dict[str, Any]:
-    """The `helium` object on final answers: which task, which nodes, how it was verified."""
+    """The `helium` object on final answers: which task, which nodes, how it was verified, which seed."""
     return {
         "task_id": task.task_id,
+        "seed": task_seed(task),
         "state": _STATE.get(task.state, "unspecified"),
         "nodes": list(task.result.nodes),
         "validation": task.result.validation,
@@ -178,7 +190,8 @@ class GatewayServing:
         log.info("gateway_task_created", task_id=task_id, key=key.id if key else None, fee=fee, model=model)
         self._spawn(self._account(task_id, signed.task_id if key is not None else None))
         grant = resp.grant if resp.HasField("grant") else None
-        return Submitted(task_id=task_id, fee=fee, model=model, grant=grant, domain=domain)
+        seed = args.gpt.seed if args.WhichOneof("kind") == "gpt" else args.sd.task_config.seed
+        return Submitted(task_id=task_id, fee=fee, model=model, grant=grant, domain=domain, seed=seed)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -221,17 +234,26 @@ class GatewayServing:
         return self._models[1]
 
     async def check_model(self, model: str, task_type: int) -> None:
-        """503 before any fee is reserved when no available node has `model` loaded or cached (ListModels)."""
+        """Before any fee is reserved: 404 model_not_found when no available node has `model` loaded or cached
+        (ListModels; the official client does not retry a 404), 400 when it is a model of another task type
+        (a chat request on an image model)."""
         if not self.settings.require_listed_model:
             return
-        if any(m.model == model and m.type == task_type for m in await self._model_infos()):
+        types = {m.type for m in await self._model_infos() if m.model == model}
+        if task_type not in types:
+            self._models = None  # a node may have just joined: look again once
+            types = {m.type for m in await self._model_infos() if m.model == model}
+        if task_type in types:
             return
-        self._models = None  # a node may have just joined: look again once
-        if any(m.model == model and m.type == task_type for m in await self._model_infos()):
-            return
-        raise ServiceUnavailableError(
-            f"no available node can serve model {model!r} now (see GET /v1/models)", code="model_not_available",
-            param="model")
+        if types:
+            kind = {_T.TASK_TYPE_GPT: "a chat (gpt)", _T.TASK_TYPE_SD: "an image (sd)"}
+            route = {_T.TASK_TYPE_GPT: "/v1/chat/completions", _T.TASK_TYPE_SD: "/v1/images/generations"}
+            other = sorted(types)[0]
+            raise InvalidRequestError(f"model {model!r} is {kind.get(other, 'another kind of')} model, not "
+                                      f"{kind[task_type]} one: send it to {route.get(other, 'its route')}",
+                                      param="model", code="model_type_mismatch")
+        raise NotFoundError(f"The model {model!r} does not exist or no available node serves it (see GET "
+                            "/v1/models)", param="model", code="model_not_found")
 
     async def wait_validated(self, task_id: str) -> task_pb2.Task:
         """The task once VALIDATED (or SETTLED); TaskFailedError if aborted, GatewayTimeoutError if late."""
@@ -258,6 +280,7 @@ class GatewayServing:
         sub = await self.submit_chat(req, key)
         task = await self.wait_validated(sub.task_id)
         body = json.loads(task.result.output_json)
+        body["system_fingerprint"] = fingerprint(task_seed(task))
         body["helium"] = helium_field(task)
         metrics.observe_gateway_answer("complete", time.monotonic() - started)
         return body, _headers(task.task_id, task.result.validation)
@@ -272,7 +295,7 @@ class GatewayServing:
         return headers, self._sse(sub, include_usage, started)
 
     async def _sse(self, sub: Submitted, include_usage: bool, started: float) -> AsyncIterator[str]:
-        verifier = StreamVerifier(task_id=sub.task_id, model=sub.model)
+        verifier = StreamVerifier(task_id=sub.task_id, model=sub.model, system_fingerprint=fingerprint(sub.seed))
         timeout = self.settings.request_timeout
         first = True
         try:

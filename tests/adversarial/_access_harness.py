@@ -43,7 +43,7 @@ class AccessNet:
 
 
 @contextlib.asynccontextmanager
-async def access_net(root: Path, executors=None, **config) -> AsyncIterator[AccessNet]:
+async def access_net(root: Path, executors=None, nodes: int = 3, **config) -> AsyncIterator[AccessNet]:
     """`executors(i)`: node i's executors (default: an instant GPT and an instant SD double)."""
     from coordinator.config import CoordinatorConfig
     from coordinator.server import CoordinatorApp, backbone_parts
@@ -57,7 +57,7 @@ async def access_net(root: Path, executors=None, **config) -> AsyncIterator[Acce
     app = CoordinatorApp(cfg, backbone_parts)
     await app.start()
     try:
-        async with NodeFleet(app.address, 3, executors=executors or default) as fleet:
+        async with NodeFleet(app.address, nodes, executors=executors or default) as fleet:
             yield AccessNet(app, fleet, root)
     finally:
         await app.stop(1.0)

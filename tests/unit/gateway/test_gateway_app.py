@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import openai
@@ -49,14 +50,17 @@ async def test_streamed_chunks_concatenate_to_the_validated_content(gateway, api
     stream = await _client(gateway, api_key).chat.completions.create(model="tiny", messages=MSG, n=2,
                                                                       temperature=0.5, stream=True)
     parts: dict[int, str] = {0: "", 1: ""}
-    finishes, helium = {}, None
+    finishes, helium, fingerprints = {}, None, set()
     async for chunk in stream:
+        fingerprints.add(chunk.system_fingerprint)
         for c in chunk.choices:
             parts[c.index] += c.delta.content or ""
             if c.finish_reason:
                 finishes[c.index] = c.finish_reason
         helium = (chunk.model_extra or {}).get("helium") or helium
-    assert parts == {0: "echo 0 seed=0: hello", 1: "echo 1 seed=0: hello"}
+    seed = helium["seed"]  # drawn by the gateway for a request without one, and reported
+    assert parts == {0: f"echo 0 seed={seed}: hello", 1: f"echo 1 seed={seed}: hello"}
+    assert fingerprints == {f"helium-seed-{seed}"}
     assert finishes == {0: "stop", 1: "stop"} and helium["validation"] == "quorum 2/3"
     assert helium["streamed_by"] == NODES[0]
 
@@ -76,7 +80,7 @@ async def test_a_lying_streamer_ends_the_stream_with_an_error(gateway, api_key):
 async def test_slow_streamer_is_completed_from_the_validated_answer(gateway, api_key):
     stream = await _client(gateway, api_key).chat.completions.create(model="slow-streamer", messages=MSG, stream=True)
     text = "".join([c.delta.content or "" async for chunk in stream for c in chunk.choices])
-    assert text == "echo 0 seed=0: hello"
+    assert re.fullmatch(r"echo 0 seed=\d+: hello", text), text
 
 
 async def test_tools_produce_tool_calls(gateway, api_key):
@@ -91,7 +95,7 @@ async def test_tools_produce_tool_calls(gateway, api_key):
     ("bad-args", {}, openai.BadRequestError, 400, "invalid_value"),
     ("tiny", {"extra_body": {"fee": 10**30}}, openai.APIStatusError, 402, "insufficient_deposit"),
     ("queue-full", {}, openai.RateLimitError, 429, "queue_full"),
-    ("no-nodes", {}, openai.APIStatusError, 503, "model_not_available"),
+    ("no-nodes", {}, openai.NotFoundError, 404, "model_not_found"),
     ("abort", {}, openai.APIStatusError, 502, "task_aborted"),
 ])
 async def test_error_statuses_use_the_openai_shape(gateway, api_key, model, kw, exc, status, code):
@@ -121,7 +125,8 @@ async def test_a_task_can_be_read_back_with_its_output(gateway, api_key):
     task_id = done.model_extra["helium"]["task_id"]
     async with httpx.AsyncClient(base_url=gateway.url, headers={"authorization": f"Bearer {api_key}"}) as http:
         task = (await http.get(f"/v1/tasks/{task_id}")).json()
-        assert task["state"] == "validated" and task["output"]["choices"][0]["message"]["content"] == "echo 0 seed=0: hello"
+        text = f"echo 0 seed={done.model_extra['helium']['seed']}: hello"
+        assert task["state"] == "validated" and task["output"]["choices"][0]["message"]["content"] == text
         assert (await http.get("/v1/tasks/0x" + "00" * 32)).status_code == 404
 
 
@@ -178,7 +183,7 @@ async def test_models_images_pages_and_network_data(gateway, api_key):
     assert by_id["tiny"].model_extra["types"] == ["gpt", "sd"]
     with pytest.raises(openai.APIStatusError) as err:
         await _client(gateway, api_key).images.generate(model="tiny-sd", prompt="a cat", size="256x256")
-    assert err.value.status_code == 503 and err.value.code == "model_not_available"
+    assert err.value.status_code == 404 and err.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError):
         await _client(gateway, api_key).images.generate(model="tiny-sd", prompt="a cat", size="huge")
     async with httpx.AsyncClient(base_url=gateway.url) as http:
