@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install proto proto-check contracts lint test test-fast demo bench browser clean
+.PHONY: install proto proto-check contracts lint test test-fast demo bench browser clean gpu-wheels gpu-check
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -53,6 +53,14 @@ demo: install
 
 bench: install
 	@for b in bench/*.py; do n=$$(basename $$b .py); [ "$$n" = "__init__" ] || [ "$${n:0:1}" = "_" ] || $(PY) -m bench.$$n || exit 1; done
+
+# The prepared GPU check (bench/gpu_check.py). `make gpu-wheels` fills .whl/ with what the lent GPU machine
+# lacks; there, `bash bench/gpu_check.sh` runs it (see README, "GPU facts"). Here, on the CPU, with tiny models.
+gpu-wheels: install
+	$(PY) -m bench.gpu_wheels
+
+gpu-check: install
+	PYTHON=$(PY) bash bench/gpu_check.sh --cpu
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache

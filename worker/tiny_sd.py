@@ -14,7 +14,8 @@ weights, on any machine. A model builds in well under a second.
 
 Kinds: sd15, sdxl, sdxl-refiner, controlnet, controlnet-xl, lora, lora-xl, vae,
 textual-inversion, sd15-safety (with a safety checker that flags every image),
-sd15-100m (a ~100M-parameter UNet, for benchmarks).
+sd15-100m (a ~100M-parameter UNet, for benchmarks), sd15-shape (SD 1.5's shapes: a ~1B-parameter
+UNet, a 768-wide text encoder and a full VAE, random weights, for the GPU check; it builds in tens of seconds).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ TINY_NAMES: dict[str, str] = {
     "textual-inversion": "helium-tiny/textual-inversion",
     "sd15-safety": "helium-tiny/sd15-safety",
     "sd15-100m": "helium-tiny/sd15-100m",
+    "sd15-shape": "helium-tiny/sd15-shape",
 }
 KINDS = tuple(TINY_NAMES)
 TINY_LORA_FILE = "lora.safetensors"
@@ -92,17 +94,17 @@ def _tokenizer():
     return tok
 
 
-def _text_config(tok, *, projection: bool):
+def _text_config(tok, *, projection: bool, hidden: int = _HIDDEN, layers: int = 2, heads: int = 4):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
         vocab_size=len(tok),
-        hidden_size=_HIDDEN,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_hidden_layers=2,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden if hidden == _HIDDEN else 4 * hidden,
+        num_attention_heads=heads,
+        num_hidden_layers=layers,
         max_position_embeddings=77,
-        projection_dim=_HIDDEN,
+        projection_dim=hidden,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
@@ -110,7 +112,7 @@ def _text_config(tok, *, projection: bool):
     )
 
 
-def _vae(channels: tuple[int, ...] = (8, 16)):
+def _vae(channels: tuple[int, ...] = (8, 16), *, groups: int = 4, layers: int = 1):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -120,7 +122,8 @@ def _vae(channels: tuple[int, ...] = (8, 16)):
         down_block_types=["DownEncoderBlock2D"] * len(channels),
         up_block_types=["UpDecoderBlock2D"] * len(channels),
         latent_channels=4,
-        norm_num_groups=4,
+        norm_num_groups=groups,
+        layers_per_block=layers,
         sample_size=64,
     )
 
@@ -133,7 +136,7 @@ def _scheduler():
     )
 
 
-def _unet_sd15(channels=(16, 32), layers=1, heads=4):
+def _unet_sd15(channels=(16, 32), layers=1, heads=4, *, cross: int = _HIDDEN, groups: int = 4):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
@@ -144,9 +147,9 @@ def _unet_sd15(channels=(16, 32), layers=1, heads=4):
         layers_per_block=layers,
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(channels) - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (len(channels) - 1) + ("UpBlock2D",),
-        cross_attention_dim=_HIDDEN,
+        cross_attention_dim=cross,
         attention_head_dim=heads,
-        norm_num_groups=4,
+        norm_num_groups=groups,
     )
 
 
@@ -318,9 +321,27 @@ def _build_vae(dest: Path) -> None:
     vae.save_pretrained(dest)
 
 
+def _build_sd15_shape(dest: Path) -> None:
+    """SD 1.5's shapes with random weights: UNet (320, 640, 1280, 1280) x 2 layers, 768-wide CLIP text encoder
+    of 12 layers, the full VAE. What matters on a card is the work per step, not what the weights say."""
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    tok = _tokenizer()
+    unet = _unet_sd15((320, 640, 1280, 1280), layers=2, heads=8, cross=768, groups=32)
+    pipe = StableDiffusionPipeline(
+        vae=_vae((128, 256, 512, 512), groups=32, layers=2),
+        text_encoder=CLIPTextModel(_text_config(tok, projection=False, hidden=768, layers=12, heads=12)),
+        tokenizer=tok, unet=unet, scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(dest)
+
+
 _BUILDERS = {
     "sd15": lambda d: _build_sd15(d),
     "sd15-100m": lambda d: _build_sd15(d, big=True),
+    "sd15-shape": _build_sd15_shape,
     "sd15-safety": lambda d: _build_sd15(d, safety=True),
     "sdxl": _build_sdxl,
     "sdxl-refiner": _build_sdxl_refiner,
@@ -349,11 +370,11 @@ def build_tiny_sd(kind: str, dest: str | Path, *, seed: int = 0) -> Path:
 def build_tiny_models(root: str | Path, *, seed: int = 0, kinds: tuple[str, ...] | None = None) -> dict[str, Path]:
     """Build the tiny models under `root`, each at `root / TINY_NAMES[kind]`; skip those already there.
 
-    Returns kind -> directory. `kinds` defaults to every kind except the 100M benchmark UNet.
+    Returns kind -> directory. `kinds` defaults to every kind except the two large ones (sd15-100m, sd15-shape).
     """
     root = Path(root)
     out: dict[str, Path] = {}
-    for kind in kinds or tuple(k for k in KINDS if k != "sd15-100m"):
+    for kind in kinds or tuple(k for k in KINDS if k not in ("sd15-100m", "sd15-shape")):
         dest = root / TINY_NAMES[kind]
         if not dest.exists():
             build_tiny_sd(kind, dest, seed=seed)
