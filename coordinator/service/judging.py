@@ -28,7 +28,12 @@ from helium.tasks import results
 if TYPE_CHECKING:
     from coordinator.service.flight import InFlight
 
-__all__ = ["Judging"]
+__all__ = ["CONFIRMATIONS", "Judging"]
+
+# Independent matching results a minority result must disagree with before it is slashed (settlement).
+CONFIRMATIONS = 3
+# How long a validated task with a minority result waits for a fresh node of its group to re-run it.
+CONFIRM_WAIT_S = 5.0
 
 log = structlog.get_logger("coordinator.dispatch")
 
@@ -95,14 +100,16 @@ class Judging:
         new_task = None
         if task.state == TaskState.DISPATCHED and decision.verdict != validation.Verdict.PENDING:
             new_task = self._decided(flight, decision, now)
-        if decision.accepted is not None:
-            winners = {w.node for w in decision.winners}
-            for a in flight.assignments.values():
-                if a.state == AssignmentState.SUBMITTED and a.matched != (a.node in winners):
-                    a = evolve(a, matched=a.node in winners)
-                    flight.assignments[a.assignment_id] = a
-                    if a not in changed:
-                        changed.append(a)
+        if task.state == TaskState.VALIDATED and task.result_nodes:
+            # Decided already: later results (a confirming re-run) match the accepted one or not; a later pair
+            # agreeing with each other never displaces it.
+            subs = flight.submissions()
+            acc = next((x for x in subs if x.node == task.result_nodes[0]), None)
+            winners = {x.node for x in subs if acc is not None
+                       and validation.results_match(task.type.value, acc, x, s.phash_threshold)}  # fmt: skip
+            self._mark_matched(flight, winners, changed)
+        elif decision.accepted is not None:
+            self._mark_matched(flight, {w.node for w in decision.winners}, changed)
         changed = [flight.assignments[a.assignment_id] for a in changed]
         self.store.save_assignments(changed, new_task)
         if new_task is not None:
@@ -113,8 +120,60 @@ class Judging:
             else:
                 log.info("task_aborted", task_id=task.task_id, reason=new_task.reason)
                 self._cancel_open(flight, new_task.reason)
+        self._maybe_confirm(flight)
         self._refresh_need(flight)
         self._maybe_finish(flight)
+
+    def _mark_matched(self, flight: InFlight, winners: set[str], changed: list[Assignment]) -> None:
+        if True:
+            for a in flight.assignments.values():
+                if a.state == AssignmentState.SUBMITTED and a.matched != (a.node in winners):
+                    a = evolve(a, matched=a.node in winners)
+                    flight.assignments[a.assignment_id] = a
+                    if a not in changed:
+                        changed.append(a)
+
+    def _confirm_wanted(self, flight: InFlight) -> bool:
+        """A validated task with a minority result and fewer than CONFIRMATIONS matching ones, no assignment
+        open and none made since it was validated (one confirming re-run at most)."""
+        task = flight.task
+        if task.state != TaskState.VALIDATED or any(a.state.open for a in flight.assignments.values()):
+            return False
+        subs = [a for a in flight.assignments.values() if a.state == AssignmentState.SUBMITTED]
+        if all(a.matched for a in subs) or sum(a.matched for a in subs) >= CONFIRMATIONS:
+            return False
+        return not any(a.leased_ms >= task.validated_ms for a in flight.assignments.values())
+
+    def _confirm_pending(self, flight: InFlight) -> bool:
+        """Whether the task waits (at most CONFIRM_WAIT_S after its validation) for a node to re-run it."""
+        return self._confirm_wanted(flight) and self.now_ms() < flight.task.validated_ms + CONFIRM_WAIT_S * 1000
+
+    def _maybe_confirm(self, flight: InFlight) -> None:
+        """One disagreement costs no stake before it is confirmed. A validated task with a minority result gets
+        one more assignment, on a node the task has not used, of the same card (GPT: the card is the group key:
+        card, backend, library versions), at once or when one frees up within CONFIRM_WAIT_S; settlement builds
+        slash evidence only from CONFIRMATIONS matching results. No node in time, or the re-run fails or
+        disagrees: the minority node keeps its QoS score and is never slashed."""
+        if not self._confirm_pending(flight):
+            return
+        task = flight.task
+        used = frozenset(a.node for a in flight.assignments.values())
+        group = self.selector.pick(task, self._free_views(task.type, {}), 1, used)
+        if group:
+            log.info("task_confirming", task_id=task.task_id, node=group[0].address)
+            self._assign(flight, group)
+            return
+        loop = getattr(self, "_loop", None)
+        if loop is not None:  # otherwise the next dispatch round or housekeeping finds it
+            left = (task.validated_ms + CONFIRM_WAIT_S * 1000 - self.now_ms()) / 1000
+            loop.call_later(max(0.0, left) + 0.01, self._confirm_expired, flight)
+
+    def _confirm_expired(self, flight: InFlight) -> None:
+        if self.inflight.get(flight.task.task_id) is flight and not self._confirm_pending(flight):
+            if not any(a.leased_ms >= flight.task.validated_ms for a in flight.assignments.values()):
+                log.info("task_confirm_skipped", task_id=flight.task.task_id, reason="no free node of the group")
+            self._refresh_need(flight)
+            self._maybe_finish(flight)
 
     def _announce(self, task: Task) -> None:
         """Tells watchers (and `on_validated` hooks) of an outcome, once it is durable."""

@@ -8,8 +8,11 @@ threshold; validation matches each result against the accepted one, so a later w
 the threshold of every other paid one is left out of the payment (it is not an outlier either). A task aborted
 because the majority reported invalid args is paid the same way, with the nodes' signatures over
 INVALID_ARGS_HASH. Any other abort (all results differ, deadline) takes no fee and is never sent.
-A submitted result that disagrees with the accepted one (after quorum) becomes slash evidence: the two
-agreeing signed results and the outlier's (SD: with the pHashes), at most one per node.
+A submitted result that disagrees with the accepted one becomes slash evidence only once CONFIRMATIONS (3)
+independent matching results disagree with it (the dispatcher gives a task with a minority result one
+confirming re-run on a fresh node of the group): the two first agreeing signed results and the outlier's
+(SD: with the pHashes), at most one per node. With fewer, the minority node only gets its QoS score: one
+disagreement (nondeterminism, a flaky card) never costs stake before it is confirmed.
 
 When. A batch is sent every `batch_max_tasks` finished tasks or `batch_interval` after the oldest
 unsent one, whichever comes first; slashes ride in the same batches.
@@ -54,6 +57,7 @@ from chain.models import EvidenceResult, SignedResult, SlashEvidence, SlashKind,
 from coordinator import metrics
 from coordinator.domain.models import Assignment, AssignmentState, NodeState, Task, TaskState, TaskType
 from coordinator.service import validation
+from coordinator.service.judging import CONFIRMATIONS
 
 __all__ = ["BatchSettlement", "SettlementSettings", "TEST_KILL_AFTER_SEND_ENV", "paid_results", "settlement_for"]
 
@@ -131,10 +135,12 @@ def settlement_for(task: Task, assigns: Sequence[Assignment], phash_threshold: i
     paid = paid_results(task, assigns, phash_threshold)
     if len(paid) < 2:
         return None
+    # The ledger splits 10/9/6 by order 1..3: a paid result's order is its rank among the paid ones (a
+    # confirming re-run may have submitted 4th, after the minority result that is not paid).
     if task.type == TaskType.SD and task.state == TaskState.VALIDATED:
-        results = tuple(SignedResult.sd(a.node, a.phashes, a.signature, a.submission_order) for a in paid)
+        results = tuple(SignedResult.sd(a.node, a.phashes, a.signature, i) for i, a in enumerate(paid, 1))
     else:
-        results = tuple(SignedResult(a.node, a.result_hash, a.signature, a.submission_order) for a in paid)
+        results = tuple(SignedResult(a.node, a.result_hash, a.signature, i) for i, a in enumerate(paid, 1))
     return TaskSettlement(
         task_id=bytes.fromhex(task.task_id[2:]), args_hash=task.args_hash, creator=task.creator, fee=task.fee,
         nonce=task.nonce, deadline=task.deadline, creator_signature=task.signature, results=results,
@@ -148,15 +154,16 @@ def _evidence_result(task: Task, a: Assignment) -> EvidenceResult:
 
 
 def slash_evidence(task: Task, assigns: Sequence[Assignment], phash_threshold: int = 5) -> list[SlashEvidence]:
-    """Evidence against every submitted result that disagrees with the accepted one (after quorum); the two
-    agreeing results are the first two paid ones."""
-    if not _paid(task):
+    """Evidence against every submitted result of a validated task that disagrees with CONFIRMATIONS matching
+    ones; the two agreeing results are the first two paid ones. Never against a matching result, and never
+    on an invalid-args verdict (a node that ran the task is no cheat because two others could not)."""
+    if task.state != TaskState.VALIDATED:
         return []
     subs = [a for a in assigns if a.state == AssignmentState.SUBMITTED]
     if not any(not a.matched and len(a.signature) == 65 for a in subs):
         return []  # no outlier: the common case, with no evidence to build
     winners = paid_results(task, assigns, phash_threshold)
-    if len(winners) < 2:
+    if len(winners) < CONFIRMATIONS:
         return []
     agreeing = (_evidence_result(task, winners[0]), _evidence_result(task, winners[1]))
     kind = SlashKind.SD if task.type == TaskType.SD else SlashKind.GPT
@@ -208,6 +215,7 @@ class BatchSettlement:
         self._wake = asyncio.Event()
         self.chain_ok = True
         self._recover_pending()
+        metrics.watch_settlement_lag(lambda: self.clock() - min(list(self._since.values()), default=self.clock()))
 
     # --- hooks.SettlementHook -------------------------------------------------------------------------
 
@@ -299,11 +307,13 @@ class BatchSettlement:
             except asyncio.CancelledError:
                 raise
             except _TRANSIENT as exc:
+                metrics.record_settlement_failure("chain_unavailable")
                 self.chain_ok = False
                 log.warning("settlement_chain_unavailable", error=str(exc), retry_in_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.outage_backoff_max.total_seconds())
             except Exception:
+                metrics.record_settlement_failure("error")
                 log.exception("settlement_flush_failed")
                 await asyncio.sleep(backoff)
 
@@ -332,6 +342,7 @@ class BatchSettlement:
         try:
             tx = await self.client.settle(items, slashes)
         except SettlementRejected as exc:
+            metrics.record_settlement_failure("rejected")
             self.store.put_value(BATCH_KEY, "")
             self._reject(exc, ids, slashes)
             return
@@ -346,6 +357,7 @@ class BatchSettlement:
         try:
             receipt = await self.client.wait_receipt(tx, s.receipt_timeout)
         except TransactionReverted:
+            metrics.record_settlement_failure("reverted")
             self.store.put_value(BATCH_KEY, "")
             await self._diagnose(ids, items, slashes)
             return
@@ -416,6 +428,8 @@ class BatchSettlement:
             if info.slashed:
                 slashed.append(node)
         self._apply(settled, slashed, [])
+        if settled:
+            metrics.record_settlement("reconciled", len(settled))
         if settled or slashed:
             self.settled_batches += 1
             self._save_stats()
@@ -427,7 +441,9 @@ class BatchSettlement:
         for hex_id, tx in settled.items():
             task_id = "0x" + hex_id
             ts = self.pending.pop(task_id, None)
-            self._since.pop(task_id, None)
+            since = self._since.pop(task_id, None)
+            if since is not None:
+                metrics.observe_settlement_delay(self.clock() - since)
             task = self.store.get_task(task_id)
             if task is None or task.state == TaskState.SETTLED:
                 continue

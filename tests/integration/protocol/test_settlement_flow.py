@@ -22,8 +22,9 @@ def expected_credits(store, task_ids) -> dict[str, int]:
         t = store.get_task(tid)
         if t.state != TaskState.SETTLED:
             continue
-        winners = [a for a in store.assignments_for(tid) if a.state == AssignmentState.SUBMITTED and a.matched]
-        for a, part in zip(winners, fee_split(t.fee, [a.submission_order for a in winners]), strict=True):
+        winners = sorted((a for a in store.assignments_for(tid) if a.state == AssignmentState.SUBMITTED and a.matched),
+                         key=lambda a: a.submission_order)[:3]  # paid by rank (a confirming re-run may be 4th)
+        for a, part in zip(winners, fee_split(t.fee, list(range(1, len(winners) + 1))), strict=True):
             out[a.node] = out.get(a.node, 0) + part
     return out
 

@@ -3,8 +3,8 @@
 Per task: validate the definition, fix determinism (seed, algorithms) for it,
 load the model through the shared cache, render the prompt, generate, cut each
 choice where it ended, parse tool calls, build the response and hash the token
-ids. Errors leave through one map (`_translate`): invalid definition or a model
-that cannot be found → InvalidArgsError (ModelNotFoundError); running out of
+ids. Errors leave through one map (`_translate`): invalid definition → InvalidArgsError; a model
+that cannot be found → ModelNotFoundError (node-side, like out-of-memory); running out of
 memory → OutOfMemoryError (a resource error, never a wrong result); anything
 else that breaks inside the model or a library → ExecutionCrashError naming its
 kind.
@@ -110,7 +110,7 @@ class GptExecutor:
         started = time.monotonic()
         with _translate():
             try:
-                validate_gpt_task(spec)
+                validate_gpt_task(spec, local_model_dirs=True)  # network tasks are checked in worker._jobs
             except TaskArgsError as e:
                 raise InvalidArgsError(str(e)) from e
             task = with_defaults(spec)

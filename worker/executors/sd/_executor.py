@@ -18,7 +18,7 @@ One task runs as:
    `sd_result_hash(phashes)`.
 
 Errors: a bad or unsupported argument is InvalidArgsError, an unknown model
-ModelNotFoundError, CUDA/MPS running out of memory OutOfMemoryError, anything
+ModelNotFoundError (node-side, never an invalid-args vote), CUDA/MPS running out of memory OutOfMemoryError, anything
 else ExecutionCrashError.
 """
 
