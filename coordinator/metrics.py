@@ -14,7 +14,7 @@ directly), so the label sets stay in one place.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
@@ -30,7 +30,10 @@ __all__ = [
     "observe_task",
     "observe_time_to_quorum",
     "record_relay_bytes",
+    "observe_settlement_delay",
     "record_settlement",
+    "record_settlement_failure",
+    "watch_settlement_lag",
     "record_slash",
     "record_stream_outcome",
     "record_task_created",
@@ -59,8 +62,14 @@ VALIDATIONS = Counter(
 SLASHES = Counter("helium_slashes_total", "Nodes slashed for a proven wrong result", ["reason"])
 NODES = Gauge("helium_nodes", "Registered nodes by state and card", ["state", "card"])
 RELAY_BYTES = Counter("helium_relay_bytes_total", "Bytes through the relay", ["direction"])
-SETTLEMENTS = Counter("helium_settlement_batches_total", "Settlement batches sent on chain", ["outcome"])
+SETTLEMENTS = Counter("helium_settlement_batches_total", "Settlement batches settled on chain", ["outcome"])
 SETTLED_TASKS = Counter("helium_settled_tasks_total", "Tasks settled on chain")
+SETTLEMENT_FAILURES = Counter("helium_settlement_failures_total",
+                              "Settlement attempts that failed (chain unreachable, batch rejected or reverted)",
+                              ["reason"])  # fmt: skip
+SETTLEMENT_LAG = Gauge("helium_settlement_lag_seconds", "Age of the oldest paid task not yet settled on chain")
+SETTLEMENT_DELAY = Histogram("helium_settlement_delay_seconds", "From a paid task's outcome to its settlement",
+                             buckets=(1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600))  # fmt: skip
 
 GATEWAY_REQUESTS = Counter(
     "helium_gateway_requests_total", "HTTP requests to the gateway", ["route", "status"])
@@ -126,10 +135,31 @@ def record_relay_bytes(direction: str, n: int) -> None:
 
 
 def record_settlement(outcome: str, tasks: int) -> None:
-    """outcome: "sent" or "failed"; `tasks` settled in the batch (counted when sent)."""
+    """A batch whose tasks are now settled: outcome "settled" (its receipt) or "reconciled" (found on chain
+    after a crash or a lost receipt); `tasks` settled by it."""
     SETTLEMENTS.labels(outcome=outcome).inc()
-    if outcome == "sent":
-        SETTLED_TASKS.inc(tasks)
+    SETTLED_TASKS.inc(tasks)
+
+
+def record_settlement_failure(reason: str) -> None:
+    """reason: "chain_unavailable", "rejected" (the ledger refused the batch), "reverted", "error"."""
+    SETTLEMENT_FAILURES.labels(reason=reason).inc()
+
+
+def observe_settlement_delay(seconds: float) -> None:
+    SETTLEMENT_DELAY.observe(max(0.0, seconds))
+
+
+def watch_settlement_lag(oldest_age_s: Callable[[], float]) -> None:
+    """The lag gauge reads `oldest_age_s()` at each scrape (0 when nothing waits)."""
+
+    def read() -> float:
+        try:
+            return max(0.0, float(oldest_age_s()))
+        except (RuntimeError, ValueError):  # the pending set changed under the scrape: report no lag once
+            return 0.0
+
+    SETTLEMENT_LAG.set_function(read)
 
 
 def observe_gateway_request(route: str, status: int, seconds: float) -> None:
