@@ -43,6 +43,10 @@ def build_parser(prog: str = "helium worker") -> argparse.ArgumentParser:
     a("--reconnect-max-attempts", type=int, metavar="N")
     a("--reconnect-max-time", type=float, metavar="SECONDS")
     a("--drain-timeout", type=float, metavar="SECONDS", help="how long a drain waits for the task in hand")
+    a("--keepalive-time", type=float, metavar="SECONDS",
+      help="HTTP/2 keepalive ping interval on the coordinator's connection (30); a peer that stops answering "
+           "is noticed within keepalive-time + keepalive-timeout")
+    a("--keepalive-timeout", type=float, metavar="SECONDS", help="how long a keepalive ping may go unanswered (10)")
     a("--tls-ca", metavar="FILE", help="PEM CA bundle that signed the coordinator's certificate")
     a("--tls-server-name", metavar="NAME", help="host name to check the certificate against")
     a("--insecure", action="store_true", default=None, help="allow plaintext to a non-loopback coordinator")
