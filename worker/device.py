@@ -2,7 +2,10 @@
 
 - Detection order is cuda > mps > cpu; `detect_device(override)` (or `HELIUM_DEVICE`) forces one.
 - The *card* (name + VRAM) is what the scheduler groups GPT nodes by: three nodes
-  with the same card must produce the same tokens.
+  with the same card must produce the same tokens. The name a node advertises is
+  its *group key* (`group_card_name`): the device name, the GPT backend and the
+  versions of what changes the bits (torch, CUDA, transformers or vLLM, diffusers,
+  major.minor), so vLLM and transformers nodes, or two torch releases, never share a group.
 - `set_deterministic(seed)` fixes everything that changes tokens between runs
   and processes: deterministic algorithms, `CUBLAS_WORKSPACE_CONFIG`, no TF32,
   no cuDNN autotuning, and the seed of every RNG. The executor calls it before
@@ -25,6 +28,8 @@ import structlog
 
 __all__ = [
     "DeviceInfo",
+    "group_card_name",
+    "library_versions",
     "NodeProfile",
     "detect_device",
     "set_deterministic",
@@ -52,6 +57,45 @@ class DeviceInfo:
     def card_id(self) -> str:
         """Name + memory in GiB: the key three GPT nodes must share."""
         return f"{self.card}/{round(self.vram_bytes / 2**30)}GiB"
+
+
+def _major_minor(module: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return ".".join(version(module).split("+")[0].split(".")[:2])
+    except Exception:  # noqa: BLE001 - not installed
+        return None
+
+
+def library_versions(backend: str = "transformers") -> tuple[str, ...]:
+    """What changes the bits of a result, as "name major.minor": torch, the CUDA (or ROCm) torch was built
+    with, the GPT backend's library (transformers or vllm) and diffusers (SD)."""
+    out = []
+    torch_v = _major_minor("torch")
+    if torch_v:
+        out.append(f"torch {torch_v}")
+        try:
+            import torch
+
+            if torch.version.cuda:
+                out.append(f"cuda {torch.version.cuda}")
+            elif getattr(torch.version, "hip", None):
+                out.append(f"rocm {'.'.join(torch.version.hip.split('.')[:2])}")
+        except ImportError:  # pragma: no cover
+            pass
+    for lib in ("vllm" if backend == "vllm" else "transformers", "diffusers"):
+        v = _major_minor(lib)
+        if v:
+            out.append(f"{lib} {v}")
+    return tuple(out)
+
+
+def group_card_name(card: str, backend: str = "auto") -> str:
+    """The card name a node advertises: the device name and everything else that changes the bits, e.g.
+    "NVIDIA H100 80GB HBM3 [transformers; torch 2.13; cuda 12.8; transformers 5.25; diffusers 0.36]"."""
+    backend = "transformers" if backend in ("auto", "") else backend
+    return f"{card} [{'; '.join((backend, *library_versions(backend)))}]"
 
 
 def detect_device(override: str | None = None) -> DeviceInfo:

@@ -9,6 +9,7 @@ builds its executors, connects every node, drains them all on SIGTERM / SIGINT
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -45,11 +46,14 @@ def node_gpus(config: WorkerConfig) -> tuple[int, ...]:
 
 def device_profile(config: WorkerConfig, gpu: int) -> NodeProfile:
     """The honest card of node `gpu`, through worker.device (cuda > mps > cpu unless config.device forces one)."""
-    from worker.device import detect_device
+    from worker.device import detect_device, group_card_name
 
     info = detect_device(config.device)
     if info.kind == "cuda":
         info = detect_device(f"cuda:{gpu}")
+    # The advertised card is the group key: device, backend and library versions (worker.device).
+    info = dataclasses.replace(info, card=group_card_name(info.card, config.backend))
+    if info.kind == "cuda":
         index = gpu
 
         def free_cuda() -> int:

@@ -119,3 +119,16 @@ def test_tiny_models_are_byte_identical_per_seed(tmp_path):
     assert other["model.safetensors"] != digest(tmp_path / "a" / "llama-tools")["model.safetensors"]
     with pytest.raises(ValueError, match="unknown tiny model kind"):
         build_tiny_model("bert", tmp_path / "x")
+
+
+def test_the_group_key_holds_backend_and_library_versions():
+    """Issue #13 item 4: vLLM and transformers nodes on one card (or two torch releases) never share a group."""
+    import torch
+
+    from worker.device import group_card_name, library_versions
+
+    tf, vl = group_card_name("NVIDIA H100 80GB HBM3", "auto"), group_card_name("NVIDIA H100 80GB HBM3", "vllm")
+    assert tf != vl and tf.startswith("NVIDIA H100 80GB HBM3 [transformers; ") and "[vllm; " in vl
+    torch_mm = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    assert f"torch {torch_mm}" in library_versions() and any(v.startswith("transformers ") for v in library_versions())
+    assert (torch.version.cuda is None) == all(not v.startswith("cuda ") for v in library_versions())
