@@ -44,6 +44,11 @@ class CoordinatorConfig:
     max_blob_bytes: int = 256 << 20
     # Where workers find the relay; empty: the coordinator's own address (bundled relay).
     relay_address: str = ""
+    # The bundled relay removes a blob this long after it was written (swept every relay_sweep_interval_s)...
+    relay_retention_s: float = 7 * 86400.0
+    # ...and keeps the blobs of a task with slash evidence this long after the evidence was found.
+    relay_evidence_retention_s: float = 30 * 86400.0
+    relay_sweep_interval_s: float = 600.0
     shutdown_grace_s: float = 10.0
     log_json: bool = False
     log_level: str = "info"

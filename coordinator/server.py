@@ -140,15 +140,22 @@ class CoordinatorApp:
         )  # fmt: skip
         d.recover()
         self.store.enable_group_commit()  # after recovery: from here on, a loop turn's writes share a commit
+        from datetime import timedelta
+
+        from coordinator.service.blob_retention import evidence_pinner
         from relay.config import RelayConfig
+        from relay.retention import RetentionSweeper
         from relay.server import add_relay_to_server
         from relay.store import FilesystemBlobStore
 
         relay_cfg = RelayConfig(
             data_dir=data / "relay", coordinator_address=self.key.address, chain_id=parts.domain.chain_id,
             verifying_contract=parts.domain.verifying_contract, max_blob_bytes=c.max_blob_bytes,
+            retention=timedelta(seconds=c.relay_retention_s), sweep_interval=timedelta(seconds=c.relay_sweep_interval_s),
         )  # fmt: skip
         self.relay_store = FilesystemBlobStore(relay_cfg.data_dir, relay_cfg.max_blob_bytes)
+        # Blobs of a task with slash evidence outlive the relay's retention (coordinator.service.blob_retention).
+        d.on_outcome.append(evidence_pinner(self.relay_store, c.relay_evidence_retention_s, c.phash_threshold))
         # The dispatcher recomputes the pHash of every image a node stored here (a relay of its own: the gateway does).
         d.image_store = None if c.relay_address else self.relay_store
         intake = TaskIntake(d, IntakeSettings(min_fee_wei=c.min_fee_wei, task_timeout_s=c.task_timeout_s),
@@ -181,6 +188,8 @@ class CoordinatorApp:
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(d.run(), name="dispatcher"))
+        sweeper = RetentionSweeper(self.relay_store, relay_cfg.retention, relay_cfg.sweep_interval)
+        self._tasks.append(asyncio.create_task(sweeper.run(), name="relay-retention"))
         for job in parts.background:
             self._tasks.append(asyncio.create_task(job(d)))
         if c.http_port >= 0:

@@ -32,6 +32,14 @@ _HASH_INLINE_BYTES = 1 << 20  # hash larger blobs off the event loop
 _PREENCODE_BYTES = 8 << 20  # a Put encodes up to this much of its chunks while the blob is hashed
 
 
+def _reason(exc: grpc.aio.AioRpcError) -> str:
+    """The relay's ``helium-reason`` trailing metadata, "" when it sent none."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "helium-reason":
+            return value if isinstance(value, str) else value.decode(errors="replace")
+    return ""
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, _Unavailable)
 
@@ -102,7 +110,7 @@ class RelayClient:
                 try:
                     return await call()
                 except grpc.aio.AioRpcError as exc:
-                    error = error_from_status(exc.code(), exc.details())
+                    error = error_from_status(exc.code(), exc.details(), _reason(exc))
                     if exc.code() == grpc.StatusCode.UNAVAILABLE:
                         raise _Unavailable(error) from None
                     raise error from None

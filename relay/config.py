@@ -33,6 +33,9 @@ class RelayConfig:
     auth_window: a request's timestamp must be within this of the relay's clock, past or future.
     chunk_bytes: size of the chunks the relay streams on Get.
     max_nonces: bound of the replay cache; while it is full of unexpired nonces requests are refused.
+    retention: a blob is removed this long after it was written (swept every `sweep_interval`)...
+    evidence_retention: ...unless its task holds slash evidence: then it is kept this long after the
+        evidence was found (the coordinator pins the task), whichever ends later.
     host, port, tls_cert, tls_key, insecure: the standalone server only.
     """
 
@@ -45,6 +48,9 @@ class RelayConfig:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     max_nonces: int = 1 << 18
     max_grant_cache: int = 4096
+    retention: timedelta = timedelta(days=7)
+    evidence_retention: timedelta = timedelta(days=30)
+    sweep_interval: timedelta = timedelta(minutes=10)
     host: str = "127.0.0.1"
     port: int = 50052
     tls_cert: Path | None = None
@@ -67,6 +73,9 @@ class RelayConfig:
             raise ValueError(f"chunk_bytes must be in [1024, 16 MiB], got {self.chunk_bytes}")
         if self.auth_window <= timedelta(0):
             raise ValueError(f"auth_window must be > 0, got {self.auth_window}")
+        for name in ("retention", "evidence_retention", "sweep_interval"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_nonces <= 0:
             raise ValueError(f"max_nonces must be > 0, got {self.max_nonces}")
         if (self.tls_cert is None) != (self.tls_key is None):

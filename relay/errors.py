@@ -13,7 +13,13 @@ the client.
     ├── BlobNotFoundError          NOT_FOUND          nothing stored at (task_id, slot)
     ├── BlobExistsError            ALREADY_EXISTS     the slot was already written (slots are write-once)
     ├── ResourceLimitError         RESOURCE_EXHAUSTED blob larger than max_blob_bytes, nonce cache full
+    │   └── StorageFullError       RESOURCE_EXHAUSTED the relay's disk is full (reason relay_full): try later
     └── RelayUnavailableError      UNAVAILABLE        (client side) the relay cannot be reached; retryable
+
+Each class also has a stable `reason`, sent in the ``helium-reason`` trailing metadata and read back by
+the client, so that a full disk and a blob too large (both RESOURCE_EXHAUSTED) are told apart without
+parsing messages. `status` is `code` under the name the coordinator's error interceptor reads, so a relay
+error raised inside a coordinator RPC (a task's input written to a full relay) keeps its status.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ __all__ = [
     "RelayError",
     "RelayUnavailableError",
     "ResourceLimitError",
+    "StorageFullError",
     "error_from_status",
     "status_of",
 ]
@@ -40,11 +47,17 @@ class RelayError(Exception):
     """Root of every relay error."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "relay_error"
     retryable: bool = False
+
+    @property
+    def status(self) -> grpc.StatusCode:
+        return self.code
 
 
 class InvalidRequestError(RelayError):
     code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "invalid_args"
 
 
 class InvalidSlotError(InvalidRequestError):
@@ -57,26 +70,39 @@ class ContentMismatchError(InvalidRequestError):
 
 class AuthenticationError(RelayError):
     code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "bad_signature"
 
 
 class PermissionDeniedError(RelayError):
     code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "permission_denied"
 
 
 class BlobNotFoundError(RelayError):
     code = grpc.StatusCode.NOT_FOUND
+    reason = "not_found"
 
 
 class BlobExistsError(RelayError):
     code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "already_exists"
 
 
 class ResourceLimitError(RelayError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "resource_limit"
+
+
+class StorageFullError(ResourceLimitError):
+    """The relay has no room for the blob now; a later write may succeed (expired blobs are swept)."""
+
+    reason = "relay_full"
+    retryable = True
 
 
 class RelayUnavailableError(RelayError):
     code = grpc.StatusCode.UNAVAILABLE
+    reason = "unavailable"
     retryable = True
 
 
@@ -100,7 +126,10 @@ _BY_CODE: dict[grpc.StatusCode, type[RelayError]] = {
 }
 
 
-def error_from_status(code: grpc.StatusCode, details: str | None) -> RelayError:
-    """The client-side error for a status the relay answered."""
-    cls = _BY_CODE.get(code, RelayError)
+_BY_REASON: dict[str, type[RelayError]] = {StorageFullError.reason: StorageFullError}
+
+
+def error_from_status(code: grpc.StatusCode, details: str | None, reason: str = "") -> RelayError:
+    """The client-side error for a status (and ``helium-reason``) the relay answered."""
+    cls = _BY_REASON.get(reason) or _BY_CODE.get(code, RelayError)
     return cls(f"{code.name}: {details or ''}".rstrip(": "))

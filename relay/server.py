@@ -19,6 +19,7 @@ from relay._malloc import tune_malloc
 from relay.api import RelayServicer
 from relay.auth import RelayAuthenticator
 from relay.config import RelayConfig, grpc_options
+from relay.retention import RetentionSweeper
 from relay.store import BlobStore, FilesystemBlobStore
 
 __all__ = ["RELAY_SERVICE_NAME", "RelayServer", "add_relay_to_server", "is_loopback", "serve_standalone", "start_standalone"]
@@ -77,17 +78,21 @@ class RelayServer:
     store: BlobStore
     grace: float
     owns_store: bool = True
+    sweeper: RetentionSweeper | None = None
 
     async def stop(self) -> None:
         """Health goes NOT_SERVING, in-flight calls get `grace` seconds, then the server stops."""
         await self.health.enter_graceful_shutdown()
+        if self.sweeper is not None:
+            await self.sweeper.stop()
         await self.server.stop(self.grace)
         if self.owns_store:
             self.store.close()
 
 
 async def start_standalone(config: RelayConfig, store: BlobStore | None = None) -> RelayServer:
-    """Starts a relay server with health and reflection on config.host:config.port (0 picks a free port).
+    """Starts a relay server with health and reflection on config.host:config.port (0 picks a free port),
+    and its retention sweep.
 
     Plaintext is refused on a non-loopback host unless ``config.insecure``; with tls_cert/tls_key it
     serves TLS. Raises ValueError naming the problem.
@@ -116,8 +121,12 @@ async def start_standalone(config: RelayConfig, store: BlobStore | None = None) 
     for name in ("", RELAY_SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     address = _hostport(config.host, port)
-    log.info("relay_started", address=address, tls=tls, data_dir=str(config.data_dir))
-    return RelayServer(server, health_servicer, address, store, config.shutdown_grace.total_seconds(), owns_store)
+    sweeper = RetentionSweeper(store, config.retention, config.sweep_interval)
+    sweeper.start()
+    log.info("relay_started", address=address, tls=tls, data_dir=str(config.data_dir),
+             retention_s=config.retention.total_seconds())  # fmt: skip
+    return RelayServer(server, health_servicer, address, store, config.shutdown_grace.total_seconds(), owns_store,
+                       sweeper)  # fmt: skip
 
 
 async def serve_standalone(config: RelayConfig, stop: asyncio.Event | None = None) -> None:

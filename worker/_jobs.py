@@ -89,7 +89,14 @@ def _task_id_bytes(task_id: str) -> bytes:
     return raw
 
 
+def _relay_full(exc: BaseException) -> bool:
+    """The relay has no room now (relay.errors.StorageFullError, told by its reason): not the node's fault."""
+    return getattr(exc, "reason", None) == "relay_full"
+
+
 def _relay_retryable(exc: BaseException) -> bool:
+    if _relay_full(exc):
+        return False  # waited for by _put_when_room, on a longer clock
     if isinstance(exc, ConnectError):
         return exc.retryable
     if isinstance(exc, TimeoutError):
@@ -290,7 +297,7 @@ class JobRunner:
                 log.info("assignment_dropped", why="cancelled")
                 metrics.record_assignment(self.node.address, _type_name(a), "cancelled")
                 return
-            msg = await self._result(a, outcome, exec_us)
+            msg = await self._result(a, outcome, exec_us, running.cancel.is_set)
             log.info("task_executed", exec_ms=exec_ms, result_hash="0x" + outcome.result_hash.hex())
             metrics.observe_task(self.node.address, _type_name(a), running.model, exec_ms / 1000,
                                  completion_tokens=outcome.completion_tokens, images=outcome.images)
@@ -421,17 +428,40 @@ class JobRunner:
                     return None
         raise AssertionError("unreachable")
 
-    async def _result(self, a: worker_pb2.WorkAssignment, outcome: Outcome, exec_us: int) -> worker_pb2.ConnectRequest:
+    async def _put_when_room(self, a: worker_pb2.WorkAssignment, slot: str, data: bytes, cancelled) -> None:
+        """Stores an output; while the relay is full, waits (backing off) and tries again until the
+        assignment is cancelled or its deadline passes. The node keeps the assignment meanwhile (its
+        heartbeats hold the lease), so a full relay never counts against it: the task completes once
+        there is room, or the coordinator aborts it at its deadline, no fee taken and no node blamed."""
+        wait = self.node.config.relay_full_retry_initial.total_seconds()
+        while True:
+            try:
+                await self._relay_call("put", a, slot, data)
+                return
+            except Exception as exc:
+                if not _relay_full(exc) or cancelled():
+                    raise
+                self.node.log.warning("relay_full_waiting", task_id=a.task_id, slot=slot, retry_in_s=round(wait, 2),
+                                      error=str(exc))  # fmt: skip
+            until = time.monotonic() + wait
+            while time.monotonic() < until and not cancelled():
+                await asyncio.sleep(min(0.25, until - time.monotonic()))
+            if cancelled():
+                raise ExecutionCrashError(f"relay full: output {slot!r} not stored before the assignment ended")
+            wait = min(wait * 2, self.node.config.relay_full_retry_max.total_seconds())
+
+    async def _result(self, a: worker_pb2.WorkAssignment, outcome: Outcome, exec_us: int,
+                      cancelled=lambda: False) -> worker_pb2.ConnectRequest:  # fmt: skip
         node = self.node
         base = f"result/{node.address}"
         slots = []
         for blob in outcome.blobs:
             slot = f"{base}/{blob.suffix}" if blob.suffix else base
-            await self._relay_call("put", a, slot, blob.data)
+            await self._put_when_room(a, slot, blob.data, cancelled)
             slots.append(slot)
         inline = outcome.output
         if len(inline) > node.config.max_inline_output_bytes:
-            await self._relay_call("put", a, f"{base}/output", inline)
+            await self._put_when_room(a, f"{base}/output", inline, cancelled)
             slots.append(f"{base}/output")
             inline = b""
         assert node.domain is not None

@@ -66,6 +66,10 @@ class WorkerConfig:
     # Keep each result on disk (<data_dir>/outbox, fsynced before it is sent) until the coordinator
     # acknowledges it, so a killed worker delivers it after its restart. Off: memory only (simulations).
     durable_results: bool = True
+    # While the relay is full, an output upload is tried again after this, doubling up to the max, until
+    # the assignment's deadline (the node keeps the assignment: a full relay is never the node's fault).
+    relay_full_retry_initial: timedelta = timedelta(seconds=1)
+    relay_full_retry_max: timedelta = timedelta(seconds=30)
     # Outputs larger than this go to the relay instead of travelling inline.
     max_inline_output_bytes: int = 1 << 20
     # PEM bundle of the CA that signed the coordinator's (and relay's) certificate.
@@ -99,7 +103,7 @@ class WorkerConfig:
             raise ValueError(f"coordinator must be HOST:PORT, got {self.coordinator!r}")
         for name in ("heartbeat_interval", "connect_timeout", "reconnect_initial", "reconnect_max",
                      "reconnect_max_time", "keepalive_time", "keepalive_timeout", "drain_timeout",
-                     "ack_timeout", "rpc_timeout"):
+                     "ack_timeout", "rpc_timeout", "relay_full_retry_initial", "relay_full_retry_max"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.reconnect_max_attempts < 1:

@@ -23,6 +23,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, rpc: str) ->
         log.exception("relay_internal_error", rpc=rpc, peer=context.peer())
     else:
         log.info("relay_request_refused", rpc=rpc, peer=context.peer(), code=code.name, error=message)
+        context.set_trailing_metadata((("helium-reason", getattr(exc, "reason", "relay_error")),))
     await context.abort(code, message)
 
 

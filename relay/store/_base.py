@@ -113,6 +113,9 @@ class BlobStore(ABC):
     - A refused or aborted write leaves nothing behind (no partial blob, no temp file).
     - A committed write is durable and atomic: readers see either nothing or the whole blob.
     - Reads of a missing slot raise BlobNotFoundError.
+    - A write that does not fit the storage raises StorageFullError (RESOURCE_EXHAUSTED, reason relay_full):
+      up front when the declared size exceeds the free space, or when the disk fills up meanwhile.
+    - Blobs are kept for a retention period (:meth:`sweep`), longer when their task is pinned (:meth:`pin_task`).
     - Methods are blocking; from an event loop call them through ``asyncio.to_thread`` (chunk writes of
       a streaming writer are cheap enough to call inline).
     """
@@ -142,6 +145,20 @@ class BlobStore(ABC):
     @abstractmethod
     def delete_task(self, task_id: str | bytes) -> int:
         """Removes every blob of a task (retention/cleanup by the owner, never via the RPC). Returns the count."""
+
+    @abstractmethod
+    def sweep(self, retention_s: float, now: float | None = None) -> int:
+        """Removes the blobs written more than `retention_s` ago, except those of a task pinned past `now`
+        (default: the current time); pins that ran out go too. Returns how many blobs were removed."""
+
+    @abstractmethod
+    def pin_task(self, task_id: str | bytes, until: float) -> float:
+        """Keeps every blob of a task, however old, until the unix time `until` (slash evidence); a later pin
+        extends an earlier one, never shortens it. Durable when it returns; returns the pin in force."""
+
+    @abstractmethod
+    def pinned_until(self, task_id: str | bytes) -> float:
+        """The unix time a task's blobs are pinned until; 0 when it is not pinned."""
 
     def close(self) -> None:
         """Releases background resources; the store is not used afterwards."""

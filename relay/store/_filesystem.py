@@ -4,6 +4,7 @@ Layout under ``root``::
 
     <tt>/<task hex>+<slot, '/' as '+'>.blob     the bytes, exactly as written (tt: first 2 hex of the task)
     <tt>/<task hex>+<slot, '/' as '+'>.sha256   sidecar "<sha256 hex> <size>\\n": a cache, derivable from .blob
+    <tt>/<task hex>.pin                         "<unix time>\n": keep the task's blobs until then (evidence)
     .tmp/<random>                               staging for writes in progress
 
 A write streams into a staging file on the same filesystem, checks size and sha256, fsyncs, then is
@@ -15,6 +16,9 @@ write costs one directory fsync. While a large write streams in, writeback of it
 the background every MiB (``sync_file_range`` on Linux), so the final fsync has little left to do, and they are hashed on the store's
 pool behind the writes (the digest is checked after the fsync, before anything is published).
 Reads for the relay's Get map the file and encode straight from the page cache.
+A blob is as old as its file's mtime (the time of its last written byte): :meth:`FilesystemBlobStore.sweep`
+removes those older than the retention period unless their task is pinned. A full disk is refused as
+StorageFullError (RESOURCE_EXHAUSTED), before streaming when the declared size does not fit the free space.
 The sidecar (the declared hash and size) is staged while the bytes stream in and renamed into place
 after the blob is published, without fsync; a blob whose sidecar is missing or damaged (a crash in
 between) is re-hashed on read.
@@ -30,13 +34,20 @@ import mmap
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import structlog
 
-from relay.errors import BlobExistsError, BlobNotFoundError, ContentMismatchError, ResourceLimitError
+from relay.errors import (
+    BlobExistsError,
+    BlobNotFoundError,
+    ContentMismatchError,
+    ResourceLimitError,
+    StorageFullError,
+)
 from relay.store._base import BlobInfo, BlobReader, BlobStore, BlobWriter, T, parse_sha256
 from relay.store._hashing import BackgroundHash
 from relay.store._names import canonical_slot, canonical_task_id
@@ -92,14 +103,16 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _disk_full_is_resource_limit(writer: _FsWriter) -> Iterator[None]:
+def _disk_full_is_resource_limit(writer: _FsWriter | None, slot: str = "") -> Iterator[None]:
     try:
         yield
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        writer.abort()
-        raise ResourceLimitError(f"relay storage is full; blob {writer._slot!r} refused") from None
+        if writer is not None:
+            writer.abort()
+            slot = writer._slot
+        raise StorageFullError(f"relay storage is full; blob {slot!r} refused") from None
 
 
 class _FsWriter(BlobWriter):
@@ -112,7 +125,9 @@ class _FsWriter(BlobWriter):
         self._flush: Future | None = None
         self._flushed_at = 0
         self._tmp = store._tmp_dir / f"{secrets.token_hex(12)}"
-        self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._fd: int | None = None
+        with _disk_full_is_resource_limit(None, slot):  # no inode left
+            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             # The sidecar holds the declared hash and size, which commit checks before publishing: it is
             # staged while the bytes stream in, so publishing it costs a rename instead of a new file.
@@ -169,15 +184,16 @@ class _FsWriter(BlobWriter):
                 self._wait_flush()
                 os.fsync(self._fd)  # while the last chunks are still being hashed
                 staged_sidecar = self._sidecar.result()
-            digest = self._hash.digest()
-            if digest != self._sha256:
-                raise ContentMismatchError(
-                    f"blob {self._slot!r} bytes do not match declared sha256 {self._sha256.hex()} (got {digest.hex()})"
-                )
-            os.close(self._fd)
-            self._fd = None
-            info = BlobInfo(self._task_id, self._slot, digest, self._written)
-            self._store._publish(self._tmp, info, staged_sidecar)
+                digest = self._hash.digest()
+                if digest != self._sha256:
+                    raise ContentMismatchError(
+                        f"blob {self._slot!r} bytes do not match declared sha256 {self._sha256.hex()} "
+                        f"(got {digest.hex()})"
+                    )
+                os.close(self._fd)
+                self._fd = None
+                info = BlobInfo(self._task_id, self._slot, digest, self._written)
+                self._store._publish(self._tmp, info, staged_sidecar)  # a directory may need a new block
         except BaseException:
             self.abort()
             raise
@@ -308,7 +324,15 @@ class FilesystemBlobStore(BlobStore):
             raise ResourceLimitError(f"blob {s!r} size {size} exceeds max_blob_bytes {self.max_blob_bytes}")
         if blob.exists():
             raise BlobExistsError(f"slot {s!r} of task {tid} is already written (slots are write-once)")
+        free = self.free_bytes()
+        if size > free:
+            raise StorageFullError(f"relay storage is full: blob {s!r} of {size} bytes, {free} bytes free")
         return _FsWriter(self, tid, s, digest, size)
+
+    def free_bytes(self) -> int:
+        """Bytes an unprivileged writer may still store on the store's filesystem."""
+        st = os.statvfs(self._tmp_dir)
+        return st.f_bavail * st.f_frsize
 
     def _publish(self, tmp: Path, info: BlobInfo, staged_sidecar: Path) -> None:
         """Links the verified, fsynced staging file `tmp` to its slot, then renames the staged sidecar next
@@ -398,12 +422,85 @@ class FilesystemBlobStore(BlobStore):
         return sorted(p.name[prefix : -len(".blob")].replace("+", "/") for p in blobs)
 
     def delete_task(self, task_id: str | bytes) -> int:
+        self._pin_path(task_id).unlink(missing_ok=True)
         files = self._task_files(task_id)
         for p in files:
             p.unlink(missing_ok=True)
         if files:
             _fsync_dir(files[0].parent)
         return sum(p.suffix == ".blob" for p in files)
+
+    # --- retention -----------------------------------------------------------------------------------
+
+    def _pin_path(self, task_id: str | bytes) -> Path:
+        tid = canonical_task_id(task_id)
+        return self.root / tid[2:4] / f"{tid[2:]}.pin"
+
+    @staticmethod
+    def _read_pin(path: Path | str | None) -> float:
+        if path is None:
+            return 0.0
+        try:
+            return float(Path(path).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0.0
+
+    def pin_task(self, task_id: str | bytes, until: float) -> float:
+        pin = self._pin_path(task_id)
+        until = max(float(until), self._read_pin(pin))
+        tmp = self._tmp_dir / f"{secrets.token_hex(12)}.pin"
+        try:
+            with open(tmp, "x") as f:
+                f.write(f"{until:.0f}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, pin)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(pin.parent)
+        return until
+
+    def pinned_until(self, task_id: str | bytes) -> float:
+        return self._read_pin(self._pin_path(task_id))
+
+    def sweep(self, retention_s: float, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        cutoff = now - retention_s
+        removed = 0
+        for shard in sorted(self._shards):
+            directory = self.root / shard
+            pins: dict[str, str] = {}
+            expired: list[str] = []
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        if entry.name.endswith(".pin"):
+                            pins[entry.name[: -len(".pin")]] = entry.path
+                        elif entry.name.endswith(".blob"):
+                            with contextlib.suppress(FileNotFoundError):
+                                if entry.stat().st_mtime < cutoff:
+                                    expired.append(entry.name)
+            except FileNotFoundError:
+                continue
+            pinned = {task: self._read_pin(path) for task, path in pins.items()}
+            changed = False
+            for name in expired:
+                if pinned.get(name.split("+", 1)[0], 0.0) > now:
+                    continue  # evidence: kept until its pin runs out
+                (directory / name).unlink(missing_ok=True)
+                (directory / f"{name[: -len('.blob')]}.sha256").unlink(missing_ok=True)
+                removed += 1
+                changed = True
+            for task, until in pinned.items():
+                if until <= now:
+                    Path(pins[task]).unlink(missing_ok=True)
+                    changed = True
+            if changed:
+                _fsync_dir(directory)
+        if removed:
+            log.info("relay_blobs_swept", root=str(self.root), removed=removed, retention_s=retention_s)
+        return removed
 
     def close(self) -> None:
         """Stops the background threads (pending flushes and hashes finish first)."""

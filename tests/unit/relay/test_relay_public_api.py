@@ -26,7 +26,7 @@ PUBLIC = {
     "relay.errors": [
         "AuthenticationError", "BlobExistsError", "BlobNotFoundError", "ContentMismatchError", "InvalidRequestError",
         "InvalidSlotError", "PermissionDeniedError", "RelayError", "RelayUnavailableError", "ResourceLimitError",
-        "error_from_status", "status_of",
+        "StorageFullError", "error_from_status", "status_of",
     ],
 }  # fmt: skip
 
