@@ -211,7 +211,8 @@ def supported_quantize_bits(torch_device: str) -> tuple[int, ...]:
     out = []
     for bits in candidates:
         try:
-            with torch.no_grad():
+            # The probe's layers draw their init weights: never from the generator a task's sampling uses.
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 if bits == 8:
                     layer = bnb.nn.Linear8bitLt(64, 64, bias=False, has_fp16_weights=False, threshold=6.0)
                 else:
