@@ -13,6 +13,7 @@ machine-readable `reason`, sent to clients in the `helium-reason` trailing metad
     │   ├── InsufficientDeposit                               insufficient_deposit
     │   └── NoCapableNodes                                    no_capable_nodes
     ├── ResourceExhausted               RESOURCE_EXHAUSTED    queue_full
+    │   └── StorageFull                                       disk_full     (retryable)
     └── Unavailable                     UNAVAILABLE           unavailable   (retryable)
 """
 
@@ -31,6 +32,7 @@ __all__ = [
     "NotStaked",
     "PermissionDenied",
     "ResourceExhausted",
+    "StorageFull",
     "Unauthenticated",
     "Unavailable",
 ]
@@ -91,6 +93,13 @@ class NoCapableNodes(FailedPrecondition):
 class ResourceExhausted(CoordinatorError):
     status = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "queue_full"
+
+
+class StorageFull(ResourceExhausted):
+    """The coordinator's disk is full: nothing of the refused request was stored; retry once space returns."""
+
+    reason = "disk_full"
+    retryable = True
 
 
 class Unavailable(CoordinatorError):

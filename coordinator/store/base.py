@@ -120,7 +120,13 @@ class CoordinatorStore(abc.ABC):
         """Returns once every write the calling task (its context) has made so far is durable."""
 
     def flush(self) -> None:  # noqa: B027 - optional
-        """Makes every write made so far durable now."""
+        """Makes every write made so far durable now; raises `StorageFull` (a full disk) or `Unavailable`
+        when it cannot, and then every write since the last commit is lost."""
+
+    def on_commit_failed(self, listener: Callable[[], object]) -> None:  # noqa: B027 - optional
+        """Calls `listener` (on the loop, synchronously) whenever a group commit fails: writes that reads
+        already showed are gone, so whoever keeps a view of them in memory rebuilds it from the store. The
+        group's callbacks never run and its `durable()` waiters get the error."""
 
     def close(self) -> None:  # noqa: B027 - optional
         """Releases resources."""

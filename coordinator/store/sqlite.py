@@ -13,6 +13,12 @@ absent. What depends on durability waits for the commit:
 after it (CreateTask answers), so nothing acknowledged can be lost by a `kill -9`, and a crash before
 the commit loses only writes nobody was told about. `put_value` (the settlement journal) commits at
 once, because a chain transaction is sent right after it.
+
+A commit that fails (a full disk, an I/O error) loses its whole group: SQLite may already have rolled the
+transaction back itself. Every waiter of the group then fails with `StorageFull` (RESOURCE_EXHAUSTED) or
+`Unavailable`, its callbacks are dropped, and the `on_commit_failed` listeners (the dispatcher) rebuild
+what they hold in memory from what is stored. The next group simply tries again: when space returns,
+writes succeed without a restart.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from coordinator.domain.models import (
     Task,
     TaskState,
 )
-from coordinator.errors import AlreadyExists, NotFound
+from coordinator.errors import AlreadyExists, CoordinatorError, NotFound, StorageFull, Unavailable
 from coordinator.store._checkpoint import WAL_RESET_PAGES, WalCheckpointer
 from coordinator.store._sqlite_rows import (
     ASSIGN_COLS,
@@ -60,6 +66,17 @@ __all__ = ["SqliteStore", "caps_from_json", "caps_to_json"]
 log = structlog.get_logger("coordinator.store")
 
 _SOON_NODE_DELAY_S = 1.0  # how long a `soon` node write may wait to be merged with the next ones
+_FAILED_GROUPS_KEPT = 4096  # failed group numbers remembered for `durable()` (failures are rare)
+_SQLITE_FULL = 13
+
+
+def store_error(exc: sqlite3.Error) -> CoordinatorError:
+    """The client-facing error for a write SQLite could not make: a full disk is RESOURCE_EXHAUSTED,
+    anything else (an I/O error, a busy database) UNAVAILABLE; both are retryable."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == _SQLITE_FULL or "full" in str(exc):
+        return StorageFull(f"the coordinator's disk is full; nothing was stored ({exc})")
+    return Unavailable(f"the coordinator's store could not commit; nothing was stored ({exc})")
 
 
 class SqliteStore(CoordinatorStore):
@@ -94,7 +111,10 @@ class SqliteStore(CoordinatorStore):
         # `durable()` waits for its own writes only, not for a group other code opened since.
         self._group = 0
         self._committed = 0
-        self._wrote_in: contextvars.ContextVar[int] = contextvars.ContextVar(f"store_{id(self)}_group", default=0)
+        self._failed: dict[int, sqlite3.Error] = {}  # group number -> why its commit failed (the latest few)
+        self._failure_listeners: list[Callable[[], object]] = []
+        self._wrote_in: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar(f"store_{id(self)}_groups",
+                                                                                         default=())  # fmt: skip
 
     # One transaction per write method; with group commit, the turn's transaction, plus a savepoint
     # around a method that writes with `several` statements (a single statement that fails is undone
@@ -111,31 +131,31 @@ class SqliteStore(CoordinatorStore):
             self._checkpointer = WalCheckpointer(self.path)
 
     def _open_group(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise store_error(exc) from exc
         self._group_open = True
         self._group += 1
         assert self._loop is not None
-        self._loop.call_soon(self.flush)
+        self._loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        try:
+            self.flush()
+        except CoordinatorError:
+            pass  # logged and reported to the group's waiters by _fail_group
 
     def flush(self) -> None:
+        """Commits the open group; raises `StorageFull` / `Unavailable` when the commit fails (the group's
+        waiters get the same error, its callbacks are dropped)."""
         if not self._group_open:
             return
         try:
             self._db.execute("COMMIT")
-        except sqlite3.Error:
-            # The turn's writes are lost; nobody was told of them (their callbacks are dropped).
-            log.exception("store_commit_failed", dropped_callbacks=len(self._after))
-            self._db.execute("ROLLBACK")
-            self._after.clear()
-            self._nodes = None
-            self._pending.clear()
-            waiters, self._waiters = self._waiters, []
-            for w in waiters:
-                if not w.done():
-                    w.set_exception(sqlite3.OperationalError("the store could not commit these writes"))
-            raise
-        finally:
-            self._group_open = False
+        except sqlite3.Error as exc:
+            raise self._fail_group(exc) from exc
+        self._group_open = False
         self._committed = self._group
         waiters, self._waiters = self._waiters, []
         for w in waiters:
@@ -148,6 +168,37 @@ class SqliteStore(CoordinatorStore):
             except Exception:
                 log.exception("after_commit_callback_failed")
 
+    def _fail_group(self, exc: sqlite3.Error) -> CoordinatorError:
+        """The open group is lost (SQLite may have rolled it back already): undo what is left of it, fail
+        its waiters, drop its callbacks and the caches it touched, and tell the listeners."""
+        log.error("store_commit_failed", error=str(exc), group=self._group, dropped_callbacks=len(self._after),
+                  waiters=len(self._waiters))  # fmt: skip
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error as again:
+                log.error("store_rollback_failed", error=str(again))
+        self._group_open = False
+        self._failed[self._group] = exc
+        while len(self._failed) > _FAILED_GROUPS_KEPT:
+            del self._failed[next(iter(self._failed))]
+        self._after.clear()
+        self._nodes = None
+        self._pending.clear()
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_exception(store_error(exc))
+        for listener in list(self._failure_listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("commit_failed_listener_failed")
+        return store_error(exc)
+
+    def on_commit_failed(self, listener: Callable[[], object]) -> None:
+        self._failure_listeners.append(listener)
+
     def after_commit(self, callback: Callable[[], object]) -> None:
         if self._group_open:
             self._after.append(callback)
@@ -155,13 +206,20 @@ class SqliteStore(CoordinatorStore):
             callback()
 
     async def durable(self) -> None:
-        """Returns once every write made so far by this task (and its context) is committed."""
-        if not self._group_open or self._wrote_in.get() <= self._committed:
+        """Returns once every write made so far by this task (and its context) is committed; raises
+        `StorageFull` / `Unavailable` when one of them was lost with a failed commit."""
+        groups = self._wrote_in.get()
+        if not groups:
             return
-        assert self._loop is not None
-        done = self._loop.create_future()
-        self._waiters.append(done)
-        await done
+        self._wrote_in.set(())
+        if self._group_open and groups[-1] == self._group:
+            assert self._loop is not None
+            done = self._loop.create_future()
+            self._waiters.append(done)
+            await done
+        for g in groups:
+            if g in self._failed:
+                raise store_error(self._failed[g])
 
     # --- tasks ---
 
@@ -344,9 +402,11 @@ class SqliteStore(CoordinatorStore):
     def close(self) -> None:
         if self._soon_timer is not None:
             self._soon_timer.cancel()
-        self._write_soon_nodes()
-        if self._group_open:
+        try:
+            self._write_soon_nodes()
             self.flush()
+        except CoordinatorError:
+            pass  # logged: what was not committed is lost, as in a crash, and nobody was told of it
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
@@ -355,7 +415,8 @@ class SqliteStore(CoordinatorStore):
 
 class _Tx:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception; with group commit, a SAVEPOINT of the
-    turn's transaction, released, or rolled back alone on any exception."""
+    turn's transaction, released, or rolled back alone on any exception. SQLite failing under a write
+    (a full disk) loses the whole group, as a failed commit does; the caller gets `store_error`."""
 
     def __init__(self, store: SqliteStore, several: bool) -> None:
         self.store = store
@@ -365,11 +426,17 @@ class _Tx:
 
     def __enter__(self) -> sqlite3.Connection:
         if not self.grouped:
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise store_error(exc) from exc
             return self.db
-        if not self.store._group_open:
-            self.store._open_group()
-        self.store._wrote_in.set(self.store._group)
+        store = self.store
+        if not store._group_open:
+            store._open_group()
+        groups = store._wrote_in.get()
+        if not groups or groups[-1] != store._group:
+            store._wrote_in.set((*groups, store._group))
         if self.savepoint:
             self.db.execute("SAVEPOINT write")
         return self.db
@@ -377,9 +444,32 @@ class _Tx:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.store._pending.clear()  # what the failed write counted is undone with it
+        failed = isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError)
         if not self.grouped:
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        elif self.savepoint:
-            if exc_type is not None:
-                self.db.execute("ROLLBACK TO write")
-            self.db.execute("RELEASE write")
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                except sqlite3.Error as err:
+                    self._rollback()
+                    raise store_error(err) from err
+                return
+            self._rollback()
+            if failed:
+                raise store_error(exc) from exc
+            return
+        if failed:
+            raise self.store._fail_group(exc) from exc
+        if self.savepoint:
+            try:
+                if exc_type is not None:
+                    self.db.execute("ROLLBACK TO write")
+                self.db.execute("RELEASE write")
+            except sqlite3.Error as err:
+                raise self.store._fail_group(err) from err
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:  # SQLite may have rolled back by itself (a full disk)
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error as err:
+                log.error("store_rollback_failed", error=str(err))
