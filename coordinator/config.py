@@ -37,6 +37,9 @@ class CoordinatorConfig:
     max_assignments_per_node: int = 8
     task_timeout_s: float = 900.0
     queue_capacity: int = 100_000
+    # The largest task accepted: its arguments' canonical JSON, in bytes. Larger ones are refused
+    # (INVALID_ARGUMENT naming args) before anything is stored or charged.
+    max_task_bytes: int = 1 << 20
     min_fee_wei: int = 1
     group_size: int = 3
     quorum: int = 2

@@ -158,7 +158,8 @@ class CoordinatorApp:
         d.on_outcome.append(evidence_pinner(self.relay_store, c.relay_evidence_retention_s, c.phash_threshold))
         # The dispatcher recomputes the pHash of every image a node stored here (a relay of its own: the gateway does).
         d.image_store = None if c.relay_address else self.relay_store
-        intake = TaskIntake(d, IntakeSettings(min_fee_wei=c.min_fee_wei, task_timeout_s=c.task_timeout_s),
+        intake = TaskIntake(d, IntakeSettings(min_fee_wei=c.min_fee_wei, task_timeout_s=c.task_timeout_s,
+                                              max_task_bytes=c.max_task_bytes),
                             parts.deposits, input_store=self.relay_store)  # fmt: skip
         self.membership = membership = Membership(d, parts.stakes, on_kick=parts.on_kick)
 

@@ -30,6 +30,7 @@ from worker import metrics
 from worker._outbox import ResultOutbox, outbox_path
 from worker.errors import ConnectError, ExecutionCrashError, ExecutorError
 from worker.executors.base import Executor, Job, Outcome
+from worker.models import require_hub_model
 
 if TYPE_CHECKING:
     from worker.session import WorkerNode
@@ -366,6 +367,8 @@ class JobRunner:
             raise ExecutionCrashError(f"no {kind or 'unknown'} executor on this node")
         spec = getattr(args, kind)
         running.model = spec.model if kind == "gpt" else spec.base_model.name
+        if kind == "gpt":
+            require_hub_model(spec.model)  # from the network: never a path on this machine
         on_delta = self._delta_sink(running) if a.stream_deltas else None
         job = Job(task_id=a.task_id, assignment_id=a.assignment_id, spec=spec,
                   on_delta=on_delta, is_cancelled=running.cancel.is_set)

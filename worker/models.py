@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["CacheKey", "ModelCache", "hf_cache_dir"]
+__all__ = ["CacheKey", "ModelCache", "hf_cache_dir", "require_hub_model"]
 
 log = structlog.get_logger(__name__)
 
@@ -149,6 +149,16 @@ class ModelCache:
             if snapshots.is_dir() and any(snapshots.iterdir()):
                 out.append(repo_dir.name[len("models--"):].replace("--", "/"))
         return tuple(sorted(out))
+
+
+def require_hub_model(name: str) -> str:
+    """A model named by a task from the network: a hub id, never a path on this machine's disk (it would
+    load from there, and its error would tell the creator what exists). Raises `TaskArgsError`. The
+    executors' own API still takes local directories, for tests and benches."""
+    from helium.tasks import check_model_id
+
+    check_model_id("model", name)
+    return name
 
 
 def hf_cache_dir() -> Path:

@@ -87,7 +87,9 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
 
     async def GetTask(self, request, context):
         task, assigns = self._read(*self._reader(request, context))
-        return task_pb2.GetTaskResponse(task=serde.task_to_pb(task, assigns))
+        pb = serde.task_to_pb(task, assigns)
+        pb.reason = pb.reason or self.intake.waiting_reason(task)  # a queued task says what it waits for
+        return task_pb2.GetTaskResponse(task=pb)
 
     async def WatchTask(self, request, context):
         task_id, reader = self._reader(request, context)

@@ -1,9 +1,11 @@
 """Task intake: every check a new task must pass before it is stored.
 
-Order of checks (each refusal changes nothing): request fields, the task
-arguments (schema and bounds), the creator's signature over the task id, that
-some group of registered nodes could ever run it, that the creator's deposit
-covers this fee plus its pending fees, and room in the queue. Then the task is
+Order of checks (each refusal changes nothing): request fields (a fee below
+2^256), the task's size (`coordinator.max_task_bytes`), its arguments (schema
+and bounds), the creator's signature over the task id, that some group of
+registered nodes could ever run it (once the network has formed; before, the
+task waits with a reason GetTask shows), that the creator's deposit covers this
+fee plus its pending fees, and room in the queue. Then the task is
 stored durably and queued. No transaction is sent at creation.
 """
 
@@ -38,11 +40,17 @@ log = structlog.get_logger("coordinator.intake")
 _DECIMAL = re.compile(r"^[0-9]{1,78}$")
 
 
+# Fees, nonces and deadlines are uint256 in the signed EIP-712 Task.
+_UINT256 = 1 << 256
+
+
 @dataclass(frozen=True)
 class IntakeSettings:
     min_fee_wei: int = 1
     task_timeout_s: float = 15 * 60
     max_sd_pixels: int = 2048 * 2048
+    # coordinator.max_task_bytes: the largest canonical args JSON accepted.
+    max_task_bytes: int = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,7 @@ class TaskIntake:
         self.clock = clock or dispatcher.clock
         # The relay store: args too large to travel inline go to the task's `input` slot.
         self.input_store = input_store
+        self._formed = False  # see _network_formed
 
     async def create(self, req: NewTask) -> tuple[Task, bool]:
         """Returns (task, created) once the task is durable. Re-sending an identical task is idempotent:
@@ -128,6 +137,8 @@ class TaskIntake:
         if not _DECIMAL.match(req.fee or ""):
             raise InvalidArgument(f"fee must be a decimal number of wei, got {req.fee!r}", "fee")
         fee = int(req.fee)
+        if fee >= _UINT256:
+            raise InvalidArgument(f"fee must be below 2^256 wei, got {req.fee}", "fee")
         if fee < max(1, self.settings.min_fee_wei):
             raise InvalidArgument(f"fee must be >= {max(1, self.settings.min_fee_wei)} wei, got {fee}", "fee")
         now = self.clock()
@@ -135,10 +146,17 @@ class TaskIntake:
             raise InvalidArgument(f"deadline must be in the future, got {req.deadline} (now {int(now)})", "deadline")
         if len(req.signature) != 65:
             raise Unauthenticated(f"signature must be 65 bytes, got {len(req.signature)}")
+        limit = self.settings.max_task_bytes
+        if req.args.ByteSize() > limit:  # before validating or encoding it: the wire size is cheap to know
+            raise InvalidArgument(f"args: the task is {req.args.ByteSize()} bytes; at most {limit} "
+                                  "(coordinator.max_task_bytes) are accepted", "args")  # fmt: skip
         task_type, model, dtype, qbits, min_vram = _parse_args(req.args)
         if not model:
             raise InvalidArgument("model is required", "model")
         canon = canonical_args(req.args)
+        if len(canon) > limit:
+            raise InvalidArgument(f"args: the task is {len(canon)} bytes as JSON; at most {limit} "
+                                  "(coordinator.max_task_bytes) are accepted", "args")  # fmt: skip
         ahash = keccak(canon)  # args_hash(req.args), without a second canonical encoding
         task_id_b = signing.compute_task_id(creator, req.nonce, ahash)
         task_id = "0x" + task_id_b.hex()
@@ -164,8 +182,8 @@ class TaskIntake:
         )  # fmt: skip
         task = self._priced(task, now_ms)
         ok, why = self.dispatcher.can_ever_run(task)
-        if not ok:
-            raise NoCapableNodes(why)
+        if not ok and self._network_formed():
+            raise NoCapableNodes(why)  # a young network queues it instead: see waiting_reason
 
         lock = self._creator_locks.setdefault(creator, asyncio.Lock())
         async with lock:
@@ -182,6 +200,28 @@ class TaskIntake:
                     await asyncio.to_thread(self.input_store.put_bytes, task_id, "input", canon)
             self.dispatcher.enqueue(task)
         return task, True
+
+    def _network_formed(self) -> bool:
+        """Whether `group_size` nodes have ever registered. Before that the network is still forming (workers
+        starting next to a new coordinator): a task no registered group can run waits in the queue, its
+        reason shown by GetTask. After that, such a task is refused (FAILED_PRECONDITION): the network
+        has shown what it runs, and an operator adds nodes of a new kind on purpose."""
+        if not self._formed:
+            self._formed = len(self.dispatcher.store.list_nodes()) >= self.dispatcher.settings.group_size
+        return self._formed
+
+    def waiting_reason(self, task: Task) -> str:
+        """Why a QUEUED task cannot be dispatched now, in words ("" when it only waits its turn)."""
+        if task.state != TaskState.QUEUED:
+            return ""
+        ok, why = self.dispatcher.can_ever_run(task)
+        if not ok:
+            return f"waiting for nodes: {why}"
+        connected = [hooks.NodeView(s.record) for s in self.dispatcher.nodes.values() if s.connected]
+        ok, why = self.dispatcher.selector.can_ever_run(task, connected)
+        if not ok:
+            return f"waiting for registered nodes to connect: among the connected ones, {why}"
+        return ""
 
     def _priced(self, task: Task, now_ms: int) -> Task:
         from dataclasses import replace

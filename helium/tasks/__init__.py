@@ -13,13 +13,19 @@ keccak256.
 from __future__ import annotations
 
 import json
+import re
 
 from eth_utils import keccak
 from google.protobuf import json_format
 
 from helium.v1 import task_pb2
 
-__all__ = ["TaskArgsError", "args_hash", "canonical_args", "task_type_of"]
+__all__ = ["TaskArgsError", "args_hash", "canonical_args", "check_model_id", "is_model_id", "task_type_of"]
+
+# A Hugging Face hub id: "name" or "owner/name", each part letters, digits, '-', '_', '.', starting and
+# ending with a letter, digit or '_', at most 96 characters, no "--" or ".." (the hub's own rules).
+_HUB_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+_HUB_ID = re.compile(rf"(?:{_HUB_PART}/)?{_HUB_PART}")
 
 
 class TaskArgsError(ValueError):
@@ -46,3 +52,16 @@ def task_type_of(args: task_pb2.TaskArgs) -> int:
     if kind == "sd":
         return task_pb2.TASK_TYPE_SD
     raise TaskArgsError("args", "exactly one task kind (gpt or sd) is required")
+
+
+def is_model_id(name: str) -> bool:
+    """Whether `name` is a hub model id. A path ("/etc", "../x", "./m", "a/b/c") never is."""
+    return bool(_HUB_ID.fullmatch(name)) and "--" not in name and ".." not in name
+
+
+def check_model_id(field: str, name: str) -> None:
+    """A task names its models by hub id, never by a path on the worker's disk; else `TaskArgsError`."""
+    if not is_model_id(name):
+        shown = repr(name) if len(name) <= 100 else repr(name[:97] + "...")
+        raise TaskArgsError(field, f"{field} must be a model id like 'owner/name' (a Hugging Face hub id, never a "
+                                   f"local path), got {shown}")

@@ -16,6 +16,7 @@ fits the context, the model exists) are the executor's.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -23,7 +24,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from helium.tasks import TaskArgsError
+from helium import boundedjson
+from helium.tasks import TaskArgsError, check_model_id
+from helium.tasks._shape import check_shape
 from helium.v1 import gpt_pb2
 
 __all__ = [
@@ -63,11 +66,13 @@ def load_gpt_task(doc: dict | str | bytes) -> gpt_pb2.GptTask:
     """
     if isinstance(doc, bytes | str):
         try:
-            doc = json.loads(doc)
-        except ValueError as e:
-            raise TaskArgsError("gpt", f"gpt: task is not valid JSON ({e})") from None
+            doc = boundedjson.loads(doc, what="gpt task")
+        except boundedjson.BoundedJsonError as e:
+            raise TaskArgsError("gpt", f"gpt: {e}") from None
     if not isinstance(doc, dict):
         raise TaskArgsError("gpt", f"gpt: task must be a JSON object, got {type(doc).__name__}")
+    doc = copy.deepcopy(doc)
+    check_shape(doc, gpt_pb2.GptTask.DESCRIPTOR)  # JSON types first: ParseDict takes true for 1, "0.5" for 0.5
     try:
         return json_format.ParseDict(doc, gpt_pb2.GptTask())
     except json_format.ParseError as e:
@@ -79,12 +84,18 @@ def gpt_task_to_dict(task: gpt_pb2.GptTask) -> dict:
     return json_format.MessageToDict(task, preserving_proto_field_name=True)
 
 
-def validate_gpt_task(task: gpt_pb2.GptTask) -> None:
-    """Check every field against its bound; raises `TaskArgsError` naming the field and the bound."""
+def validate_gpt_task(task: gpt_pb2.GptTask, *, local_model_dirs: bool = False) -> None:
+    """Check every field against its bound; raises `TaskArgsError` naming the field and the bound.
+
+    `model` must be a hub id ("owner/name"): a path would make workers load from their own disk (and tell
+    the creator what exists there). Only a caller running its own models on its own machine (the
+    executor's direct API, in tests and benches) passes `local_model_dirs=True`."""
     if not task.model.strip():
-        raise TaskArgsError("model", "model is required (a Hugging Face model id or a local directory)")
+        raise TaskArgsError("model", "model is required (a Hugging Face model id like 'owner/name')")
     if len(task.model) > 1024:
         raise TaskArgsError("model", f"model must be at most 1024 characters, got {len(task.model)}")
+    if not local_model_dirs:
+        check_model_id("model", task.model)
     if task.dtype not in ("", *DTYPES):
         raise TaskArgsError("dtype", f"dtype must be one of {', '.join(DTYPES)}, got {task.dtype!r}")
     if task.HasField("quantize_bits") and task.quantize_bits not in QUANTIZE_BITS:

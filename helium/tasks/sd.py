@@ -20,15 +20,13 @@ import base64
 import binascii
 import copy
 import io
-import json
-import math
 import re
-from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from helium.tasks import TaskArgsError
+from helium import boundedjson
+from helium.tasks import TaskArgsError, check_model_id
+from helium.tasks._shape import check_shape, json_type
 from helium.v1 import sd_pb2
 
 __all__ = [
@@ -81,8 +79,6 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "controlnet.preprocess.args.high_threshold": (0, 255),
 }
 
-# Hub-style ids ("name" or "owner/name"); no path tricks.
-_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
 _VARIANT = re.compile(r"^[A-Za-z0-9_-]*$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -96,63 +92,19 @@ def load_sd_task(doc: dict | str | bytes) -> sd_pb2.SdTask:
     """Parse the SD task JSON (a dict or its text). Does not check bounds: see `validate_sd_task`."""
     if isinstance(doc, bytes | str):
         try:
-            doc = json.loads(doc)
-        except json.JSONDecodeError as e:
-            raise TaskArgsError("sd", f"sd task is not valid JSON: {e}") from None
+            doc = boundedjson.loads(doc, what="sd task")
+        except boundedjson.BoundedJsonError as e:
+            raise TaskArgsError("sd", str(e)) from None
     if not isinstance(doc, dict):
         raise TaskArgsError("sd", f"sd task must be a JSON object, got {type(doc).__name__}")
     doc = copy.deepcopy(doc)
     if isinstance(doc.get("base_model"), str):
         doc["base_model"] = {"name": doc["base_model"]}
-    _check_shape(doc, sd_pb2.SdTask.DESCRIPTOR, "")
+    check_shape(doc, sd_pb2.SdTask.DESCRIPTOR, "", BOUNDS, unknown=True)
     try:
         return json_format.ParseDict(doc, sd_pb2.SdTask())
-    except json_format.ParseError as e:  # _check_shape catches the usual cases with a better message
+    except json_format.ParseError as e:  # check_shape catches the usual cases with a better message
         raise TaskArgsError("sd", f"sd task does not parse: {e}") from None
-
-
-def _check_shape(doc: dict, desc: Descriptor, prefix: str) -> None:
-    by_name = {f.name: f for f in desc.fields} | {f.json_name: f for f in desc.fields}
-    for key, value in doc.items():
-        path = f"{prefix}{key}"
-        fd = by_name.get(key)
-        if fd is None:
-            known = ", ".join(f.name for f in desc.fields)
-            raise TaskArgsError(path, f"{path} is not a field of {desc.name} (fields: {known})")
-        if value is None:
-            continue
-        if fd.type == FieldDescriptor.TYPE_MESSAGE:
-            if not isinstance(value, dict):
-                raise TaskArgsError(path, f"{path} must be an object, got {_json_type(value)}")
-            if fd.message_type.full_name != "google.protobuf.Struct":
-                _check_shape(value, fd.message_type, path + ".")
-        elif fd.type == FieldDescriptor.TYPE_STRING:
-            if not isinstance(value, str):
-                raise TaskArgsError(path, f"{path} must be a string, got {_json_type(value)}")
-        elif fd.type == FieldDescriptor.TYPE_BOOL:
-            if not isinstance(value, bool):
-                raise TaskArgsError(path, f"{path} must be a boolean, got {_json_type(value)}")
-        elif fd.type == FieldDescriptor.TYPE_DOUBLE:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise TaskArgsError(path, f"{path} must be a finite number, got {value!r}")
-        else:  # unsigned integers
-            number = value
-            if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
-                number = int(value)
-            if isinstance(number, float) and number.is_integer():
-                number = int(number)
-            if isinstance(number, bool) or not isinstance(number, int):
-                raise TaskArgsError(path, f"{path} must be an integer, got {value!r}")
-            if number < 0:
-                lo, hi = BOUNDS.get(path, (0, None))
-                bound = f"in [{_fmt(lo)}, {_fmt(hi)}]" if hi is not None else ">= 0"
-                raise TaskArgsError(path, f"{path} must be {bound}, got {number}")
-            doc[key] = number
-
-
-def _json_type(value: Any) -> str:
-    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
-            dict: "object"}.get(type(value), type(value).__name__)
 
 
 def _fmt(x: float | None) -> str:
@@ -173,8 +125,7 @@ def _model_id(path: str, name: str, *, required: bool) -> None:
         if required:
             raise TaskArgsError(path, f"{path} is required")
         return
-    if not _MODEL_ID.match(name) or ".." in name:
-        raise TaskArgsError(path, f"{path} must be a model id like 'owner/name', got {name!r}")
+    check_model_id(path, name)
 
 
 def decode_data_url(url: str, field: str = "controlnet.image_dataurl") -> bytes:
@@ -300,7 +251,7 @@ def _validate_scheduler(sched: sd_pb2.SdScheduler, steps: int) -> None:
         if not _IDENT.match(key):
             raise TaskArgsError(path, f"{path} is not a valid argument name")
         if not isinstance(value, bool | int | float | str):
-            raise TaskArgsError(path, f"{path} must be a number, string or boolean, got {_json_type(value)}")
+            raise TaskArgsError(path, f"{path} must be a number, string or boolean, got {json_type(value)}")
     if method == "LCMScheduler":
         orig = args.get("original_inference_steps", LCM_ORIGINAL_STEPS)
         if isinstance(orig, bool) or not isinstance(orig, int | float) or orig < 1:

@@ -140,10 +140,10 @@ def test_num_return_sequences_bounded_by_num_beams_when_beams_are_used():
 @pytest.mark.parametrize(("doc", "field", "text"), [
     ({"model": "m", "messages": [{"role": "user", "content": "x"}], "temprature": 1}, "temprature",
      "temprature is not a field of the GPT task"),
-    ({"model": "m", "messages": [{"role": "user", "content": 1}]}, "messages.content", "malformed"),
-    ({"model": "m", "messages": [], "generation_config": {"top_k": -1}}, "generation_config.top_k", "malformed"),
+    ({"model": "m", "messages": [{"role": "user", "content": 1}]}, "messages[0].content", "must be a string"),
+    ({"model": "m", "messages": [], "generation_config": {"top_k": -1}}, "generation_config.top_k", "must be >= 0"),
     ({"model": "m", "messages": [], "generation_config": {"temperature": "hot"}}, "generation_config.temperature",
-     "malformed"),
+     "must be a finite number"),
 ])
 def test_shape_errors_name_the_field(doc, field, text):
     with pytest.raises(TaskArgsError) as err:
