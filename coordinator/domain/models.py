@@ -1,7 +1,7 @@
 """The coordinator's domain: tasks, assignments and nodes, with their state machines.
 
 Task states (DESIGN.md): QUEUED -> DISPATCHED -> VALIDATED -> SETTLED, or -> ABORTED
-(no fee taken), or CANCELLED before dispatch. Assignment states: LEASED -> RUNNING ->
+(no fee taken), or CANCELLED by its creator (before validation; no fee taken). Assignment states: LEASED -> RUNNING ->
 SUBMITTED | ERRORED | EXPIRED.
 """
 
@@ -81,7 +81,7 @@ class NodeState(enum.StrEnum):
 # Task state transitions allowed by the store (from -> {to}).
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.QUEUED: frozenset({TaskState.DISPATCHED, TaskState.CANCELLED, TaskState.ABORTED}),
-    TaskState.DISPATCHED: frozenset({TaskState.VALIDATED, TaskState.ABORTED, TaskState.QUEUED}),
+    TaskState.DISPATCHED: frozenset({TaskState.VALIDATED, TaskState.ABORTED, TaskState.QUEUED, TaskState.CANCELLED}),
     TaskState.VALIDATED: frozenset({TaskState.SETTLED}),
     TaskState.SETTLED: frozenset(),
     TaskState.ABORTED: frozenset({TaskState.SETTLED}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fastapi import APIRouter, Header, Request
@@ -25,16 +26,27 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
+def _gone(request: Request):
+    """An awaitable that returns once the client has disconnected (the body is read by then, so the ASGI
+    receive channel carries nothing else; `Request.is_disconnected` cannot see it under the middlewares)."""
+
+    async def wait() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            await asyncio.sleep(0.05)
+
+    return wait
+
+
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            authorization: str | None = Header(default=None)) -> Response:
     serving = _serving(request)
     key = serving.authorize(authorization, _client(request))
     if body.stream:
-        headers, events = await serving.stream_chat(body, key)
+        headers, events = await serving.stream_chat(body, key, _gone(request))
         headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    answer, headers = await serving.complete_chat(body, key)
+    answer, headers = await serving.complete_chat(body, key, _gone(request))
     return JSONResponse(answer, headers=headers)
 
 
@@ -48,7 +60,8 @@ async def image_generations(body: ImageGenerationRequest, request: Request,
                             authorization: str | None = Header(default=None)) -> JSONResponse:
     serving = _serving(request)
     key = serving.authorize(authorization, _client(request))
-    answer, headers = await serving.generate_images(body, key, base_url=str(request.base_url).rstrip("/"))
+    answer, headers = await serving.generate_images(body, key, base_url=str(request.base_url).rstrip("/"),
+                                                    disconnected=_gone(request))
     return JSONResponse(answer, headers=headers)
 
 

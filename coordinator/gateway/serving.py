@@ -5,7 +5,9 @@ A chat request becomes a GPT task signed by the gateway wallet (`_mapping`,
 VALIDATED it (early quorum: two matching results of three). Streaming follows
 `_stream` (read its docstring for the verified-streaming behaviour). Each API
 key's fee is reserved before CreateTask and committed or released by a
-background watcher once the task ends, even when the client went away.
+background watcher once the task ends. A client that goes away before the
+quorum abandons its task: the gateway cancels it (CancelTask with stop_running),
+so its nodes stop, no fee is taken and the key's reservation is released.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,21 @@ from google.protobuf import json_format
 from chain.signing import Domain
 from coordinator import metrics
 from coordinator.gateway._access import AuthThrottle, ImageUrls
+from coordinator.gateway._answers import (
+    DONE_STATES,
+    FAILED_STATES,
+    STATE,
+    TYPE,
+    ImageCache,
+    answer_headers,
+    failed,
+    fingerprint,
+    helium_field,
+    public_node,
+    sse,
+    task_seed,
+    task_summary,
+)
 from coordinator.gateway._coordinator import CoordinatorClient
 from coordinator.gateway._mapping import chat_request_to_args, parse_fee
 from coordinator.gateway._stream import StreamVerifier
@@ -41,16 +58,12 @@ from coordinator.gateway.keys import ApiKey, KeyStore, RateLimiter
 from coordinator.gateway.protocol import ChatCompletionRequest, ImageGenerationRequest, ModelCard, ModelList
 from helium.v1 import task_pb2
 
-__all__ = ["GatewayServing", "Submitted"]
+__all__ = ["Disconnected", "GatewayServing", "Submitted"]
+
+# Returns once the HTTP client has gone away (api_router reads the ASGI receive channel for it).
+Disconnected = Callable[[], Awaitable[None]]
 
 log = structlog.get_logger("helium.gateway")
-
-_T = task_pb2
-_DONE_STATES = (_T.TASK_STATE_VALIDATED, _T.TASK_STATE_SETTLED)
-_FAILED_STATES = (_T.TASK_STATE_ABORTED, _T.TASK_STATE_CANCELLED)
-_STATE = {v: k.removeprefix("TASK_STATE_").lower() for k, v in _T.TaskState.items()}
-_ASTATE = {v: k.removeprefix("ASSIGNMENT_STATE_").lower() for k, v in _T.AssignmentState.items()}
-_TYPE = {v: k.removeprefix("TASK_TYPE_").lower() for k, v in _T.TaskType.items()}
 
 
 @dataclass(frozen=True)
@@ -63,45 +76,6 @@ class Submitted:
     seed: int = 0
 
 
-def task_seed(task: task_pb2.Task) -> int:
-    """The seed the task ran with (the request's, or the one the gateway drew for it)."""
-    return task.args.gpt.seed if task.args.WhichOneof("kind") == "gpt" else task.args.sd.task_config.seed
-
-
-def fingerprint(seed: int) -> str:
-    """`system_fingerprint` of an answer: the seed it used, so the same request with it gives it again."""
-    return f"helium-seed-{seed}"
-
-
-def helium_field(task: task_pb2.Task, streamed_by: str = "") -> dict[str, Any]:
-    """The `helium` object on final answers: which task, which nodes, how it was verified, which seed."""
-    return {
-        "task_id": task.task_id,
-        "seed": task_seed(task),
-        "state": _STATE.get(task.state, "unspecified"),
-        "nodes": list(task.result.nodes),
-        "validation": task.result.validation,
-        "settlement_tx": task.settlement_tx,
-        "streamed_by": streamed_by,
-        "assignments": [
-            {"node": a.node, "state": _ASTATE.get(a.state, "unspecified"), "matched": a.matched,
-             "submission_order": a.submission_order}
-            for a in task.assignments
-        ],
-    }
-
-
-def task_summary(task: task_pb2.Task) -> dict[str, Any]:
-    """A task as the pages and `GET /v1/tasks/{id}` show it."""
-    model = task.args.gpt.model if task.args.WhichOneof("kind") == "gpt" else task.args.sd.base_model.name
-    return {
-        "task_id": task.task_id, "type": _TYPE.get(task.type, "unspecified"), "model": model,
-        "state": _STATE.get(task.state, "unspecified"), "fee": task.fee, "creator": task.creator,
-        "created_at_ms": task.created_at_ms, "updated_at_ms": task.updated_at_ms, "reason": task.reason,
-        **{k: v for k, v in helium_field(task).items() if k not in ("task_id", "state")},
-    }
-
-
 class GatewayServing:
     def __init__(self, settings: GatewaySettings, coordinator: CoordinatorClient, keys: KeyStore,
                  wallet: GatewayWallet, limiter: RateLimiter | None = None) -> None:
@@ -112,10 +86,11 @@ class GatewayServing:
         self.limiter = limiter or RateLimiter()
         self._network: tuple[float, task_pb2.GetNetworkInfoResponse] | None = None
         self._models: tuple[float, list[task_pb2.ModelInfo]] | None = None
-        self._images = _Lru(settings.image_url_cache)
+        self._images = ImageCache(settings.image_url_cache)
         self.throttle = AuthThrottle(settings.auth_max_failures, 60.0, settings.auth_lockout.total_seconds())
         self.image_urls = ImageUrls(keys.secret("image_urls"), settings.image_url_ttl.total_seconds())
         self._background: set[asyncio.Task] = set()
+        self._abandoned: set[str] = set()
 
     async def close(self) -> None:
         for t in list(self._background):
@@ -153,8 +128,7 @@ class GatewayServing:
 
     async def _proof(self, task_id: str) -> dict:
         """The gateway wallet's proof that it created `task_id` (reads are for the creator only)."""
-        info = await self.network_info()
-        domain = Domain(chain_id=int(info.chain_id), verifying_contract=info.verifying_contract)
+        domain = await self._domain()
         try:
             return self.wallet.read_proof(task_id, domain)
         except ValueError:  # not a task id: the coordinator names the field
@@ -193,10 +167,44 @@ class GatewayServing:
         seed = args.gpt.seed if args.WhichOneof("kind") == "gpt" else args.sd.task_config.seed
         return Submitted(task_id=task_id, fee=fee, model=model, grant=grant, domain=domain, seed=seed)
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
+
+    def guard(self, task_id: str, disconnected: Disconnected | None) -> asyncio.Task | None:
+        """Watches the HTTP client while its task runs; if it goes away first, the task is cancelled. The
+        caller cancels the guard once its answer is ready."""
+        if disconnected is None:
+            return None
+
+        async def watch() -> None:
+            await disconnected()
+            self.abandon(task_id)
+
+        return self._spawn(watch())
+
+    def abandon(self, task_id: str) -> None:
+        """The client left before the answer: cancel the task in the background (on its own task, so that
+        the request's end cannot cut it short)."""
+        if task_id not in self._abandoned:
+            self._abandoned.add(task_id)
+            self._spawn(self._cancel_abandoned(task_id))
+
+    async def _cancel_abandoned(self, task_id: str) -> None:
+        log.info("gateway_client_gone", task_id=task_id)
+        try:
+            domain = await self._domain()
+            task = await self.coordinator.cancel_task(task_id, self.wallet.sign_cancel(task_id, domain),
+                                                      stop_running=True)
+            log.info("gateway_task_abandoned", task_id=task_id, state=STATE.get(task.state))
+        except GatewayError as exc:  # validated meanwhile (the answer stands, and is paid), or unreachable
+            log.info("gateway_cancel_refused", task_id=task_id, error=exc.message)
+
+    async def _domain(self) -> Domain:
+        info = await self.network_info()
+        return Domain(chain_id=int(info.chain_id), verifying_contract=info.verifying_contract)
 
     async def _account(self, task_id: str, reservation: str | None) -> None:
         """Watches one task to its end: commits or releases its key's reservation."""
@@ -205,7 +213,7 @@ class GatewayServing:
             async for ev in self.coordinator.watch_task(task_id, include_deltas=False,
                                                          deadline=self.settings.task_deadline,
                                                          proof=await self._proof(task_id)):
-                if ev.HasField("task") and ev.task.state in _DONE_STATES + _FAILED_STATES:
+                if ev.HasField("task") and ev.task.state in DONE_STATES + FAILED_STATES:
                     final = ev.task
                     break
         except GatewayError as exc:
@@ -215,7 +223,7 @@ class GatewayServing:
         if final is None:
             return  # unknown end: the reservation stays (the safe side)
         if reservation is not None:
-            (self.keys.commit if final.state in _DONE_STATES else self.keys.release)(reservation)
+            (self.keys.commit if final.state in DONE_STATES else self.keys.release)(reservation)
 
     # --- chat -------------------------------------------------------------------------------------
 
@@ -224,7 +232,7 @@ class GatewayServing:
 
     async def submit_chat(self, req: ChatCompletionRequest, key: ApiKey | None) -> Submitted:
         args = self.map_chat(req)
-        await self.check_model(req.model, _T.TASK_TYPE_GPT)
+        await self.check_model(req.model, task_pb2.TASK_TYPE_GPT)
         return await self._submit(args, req.fee, key, req.model, stream=bool(req.stream))
 
     async def _model_infos(self) -> list[task_pb2.ModelInfo]:
@@ -246,8 +254,8 @@ class GatewayServing:
         if task_type in types:
             return
         if types:
-            kind = {_T.TASK_TYPE_GPT: "a chat (gpt)", _T.TASK_TYPE_SD: "an image (sd)"}
-            route = {_T.TASK_TYPE_GPT: "/v1/chat/completions", _T.TASK_TYPE_SD: "/v1/images/generations"}
+            kind = {task_pb2.TASK_TYPE_GPT: "a chat (gpt)", task_pb2.TASK_TYPE_SD: "an image (sd)"}
+            route = {task_pb2.TASK_TYPE_GPT: "/v1/chat/completions", task_pb2.TASK_TYPE_SD: "/v1/images/generations"}
             other = sorted(types)[0]
             raise InvalidRequestError(f"model {model!r} is {kind.get(other, 'another kind of')} model, not "
                                       f"{kind[task_type]} one: send it to {route.get(other, 'its route')}",
@@ -263,36 +271,59 @@ class GatewayServing:
                 async for ev in self.coordinator.watch_task(task_id, include_deltas=False, deadline=timeout,
                                                              proof=await self._proof(task_id)):
                     if ev.HasField("task"):
-                        if ev.task.state in _DONE_STATES:
+                        if ev.task.state in DONE_STATES:
                             return ev.task
-                        if ev.task.state in _FAILED_STATES:
-                            raise _failed(ev.task)
+                        if ev.task.state in FAILED_STATES:
+                            raise failed(ev.task)
         except TimeoutError:
             raise GatewayTimeoutError(f"task {task_id} was not validated within {timeout}") from None
         task = await self.coordinator.get_task(task_id, await self._proof(task_id))
-        if task.state in _DONE_STATES:
+        if task.state in DONE_STATES:
             return task
-        raise _failed(task) if task.state in _FAILED_STATES else TaskFailedError(
-            f"task {task_id}: watch ended in state {_STATE.get(task.state)}", code="watch_ended")
+        raise failed(task) if task.state in FAILED_STATES else TaskFailedError(
+            f"task {task_id}: watch ended in state {STATE.get(task.state)}", code="watch_ended")
 
-    async def complete_chat(self, req: ChatCompletionRequest, key: ApiKey | None) -> tuple[dict, dict[str, str]]:
+    async def _validated_unless_gone(self, task_id: str, disconnected: Disconnected | None) -> task_pb2.Task:
+        guard = self.guard(task_id, disconnected)
+        try:
+            return await self.wait_validated(task_id)
+        finally:
+            if guard is not None:
+                guard.cancel()
+
+    async def complete_chat(self, req: ChatCompletionRequest, key: ApiKey | None,
+                            disconnected: Disconnected | None = None) -> tuple[dict, dict[str, str]]:
         started = time.monotonic()
         sub = await self.submit_chat(req, key)
-        task = await self.wait_validated(sub.task_id)
+        task = await self._validated_unless_gone(sub.task_id, disconnected)
         body = json.loads(task.result.output_json)
         body["system_fingerprint"] = fingerprint(task_seed(task))
         body["helium"] = helium_field(task)
         metrics.observe_gateway_answer("complete", time.monotonic() - started)
-        return body, _headers(task.task_id, task.result.validation)
+        return body, answer_headers(task.task_id, task.result.validation)
 
-    async def stream_chat(self, req: ChatCompletionRequest,
-                          key: ApiKey | None) -> tuple[dict[str, str], AsyncIterator[str]]:
+    async def stream_chat(self, req: ChatCompletionRequest, key: ApiKey | None,
+                          disconnected: Disconnected | None = None) -> tuple[dict[str, str], AsyncIterator[str]]:
         """Creates the task now (its errors are HTTP errors), then returns the SSE body."""
         started = time.monotonic()
         sub = await self.submit_chat(req, key)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        headers = _headers(sub.task_id, "pending")
-        return headers, self._sse(sub, include_usage, started)
+        headers = answer_headers(sub.task_id, "pending")
+        return headers, self._guarded_sse(sub, include_usage, started, disconnected)
+
+    async def _guarded_sse(self, sub: Submitted, include_usage: bool, started: float,
+                           disconnected: Disconnected | None) -> AsyncIterator[str]:
+        guard = self.guard(sub.task_id, disconnected)
+        ended = False
+        try:
+            async for event in self._sse(sub, include_usage, started):
+                yield event
+            ended = True
+        finally:
+            if guard is not None:
+                guard.cancel()
+            if not ended:  # the server stopped reading the stream: its client went away
+                self.abandon(sub.task_id)
 
     async def _sse(self, sub: Submitted, include_usage: bool, started: float) -> AsyncIterator[str]:
         verifier = StreamVerifier(task_id=sub.task_id, model=sub.model, system_fingerprint=fingerprint(sub.seed))
@@ -308,20 +339,20 @@ class GatewayServing:
                             if first:
                                 metrics.observe_gateway_ttft(time.monotonic() - started)
                                 first = False
-                            yield _sse(chunk)
+                            yield sse(chunk)
                         continue
                     task = ev.task
-                    if task.state in _DONE_STATES:
+                    if task.state in DONE_STATES:
                         output = json.loads(task.result.output_json)
                         chunks = verifier.on_validated(output, helium_field(task, verifier.streamer), include_usage)
                         for chunk in chunks:
-                            yield _sse(chunk)
+                            yield sse(chunk)
                         yield "data: [DONE]\n\n"
                         metrics.record_stream_outcome("validated")
                         metrics.observe_gateway_answer("stream", time.monotonic() - started)
                         return
-                    if task.state in _FAILED_STATES:
-                        raise _failed(task)
+                    if task.state in FAILED_STATES:
+                        raise failed(task)
             raise TaskFailedError(f"task {sub.task_id}: the coordinator ended the watch before validation",
                                   code="watch_ended")
         except TimeoutError:
@@ -330,7 +361,7 @@ class GatewayServing:
             exc = err
         log.warning("gateway_stream_failed", task_id=sub.task_id, error=exc.message, code=exc.code)
         metrics.record_stream_outcome(exc.code or "error")
-        yield _sse(verifier.error_chunk(exc))
+        yield sse(verifier.error_chunk(exc))
 
     # --- models, tasks, images --------------------------------------------------------------------
 
@@ -342,11 +373,11 @@ class GatewayServing:
             cards = [{"name": c.name, "vram_bytes": c.vram_bytes} for c in m.cards]
             card = merged.get(m.model)
             if card is None:
-                merged[m.model] = ModelCard(id=m.model, type=_TYPE.get(m.type, "unspecified"),
-                                            types=[_TYPE.get(m.type, "unspecified")], cards=cards,
+                merged[m.model] = ModelCard(id=m.model, type=TYPE.get(m.type, "unspecified"),
+                                            types=[TYPE.get(m.type, "unspecified")], cards=cards,
                                             nodes=m.nodes, loaded_nodes=m.loaded_nodes)
                 continue
-            card.types.append(_TYPE.get(m.type, "unspecified"))
+            card.types.append(TYPE.get(m.type, "unspecified"))
             card.cards += [c for c in cards if c not in card.cards]
             card.nodes, card.loaded_nodes = max(card.nodes, m.nodes), max(card.loaded_nodes, m.loaded_nodes)
         return ModelList(data=list(merged.values()))
@@ -360,8 +391,8 @@ class GatewayServing:
         out["output"] = json.loads(task.result.output_json) if task.result.output_json else None
         return out
 
-    async def generate_images(self, req: ImageGenerationRequest, key: ApiKey | None,
-                              base_url: str = "") -> tuple[dict, dict[str, str]]:
+    async def generate_images(self, req: ImageGenerationRequest, key: ApiKey | None, base_url: str = "",
+                              disconnected: Disconnected | None = None) -> tuple[dict, dict[str, str]]:
         """An SD task; the validated images as base64 PNG (b64_json) or as gateway URLs (url)."""
         import base64
 
@@ -373,9 +404,9 @@ class GatewayServing:
                 "image generation is switched off on this gateway (images_enabled=false); submit an SD task "
                 "with `helium task submit` instead", param="model")
         started = time.monotonic()
-        await self.check_model(args.sd.base_model.name, _T.TASK_TYPE_SD)
+        await self.check_model(args.sd.base_model.name, task_pb2.TASK_TYPE_SD)
         sub = await self._submit(args, req.fee, key, args.sd.base_model.name)
-        task = await self.wait_validated(sub.task_id)
+        task = await self._validated_unless_gone(sub.task_id, disconnected)
         if sub.grant is None:
             raise TaskFailedError(f"task {task.task_id}: the coordinator gave no relay grant to read the images",
                                   code="no_grant")
@@ -388,7 +419,7 @@ class GatewayServing:
             data = [{"b64_json": base64.b64encode(png).decode()} for png in pngs]
         metrics.observe_gateway_answer("images", time.monotonic() - started)
         body = {"created": int(time.time()), "data": data, "helium": helium_field(task)}
-        return body, _headers(task.task_id, task.result.validation)
+        return body, answer_headers(task.task_id, task.result.validation)
 
     def image_bytes(self, task_id: str, index: int, *, key: ApiKey | None, expires: int | None = None,
                     sig: str | None = None) -> bytes:
@@ -409,46 +440,6 @@ class GatewayServing:
         stats, nodes = await asyncio.gather(self.coordinator.stats(), self.coordinator.list_nodes())
         return {
             "stats": json_format.MessageToDict(stats, preserving_proto_field_name=True),
-            "nodes": [_public_node(n) for n in nodes],
+            "nodes": [public_node(n) for n in nodes],
             "gateway": {"address": self.wallet.address},
         }
-
-
-class _Lru:
-    """The last `capacity` images served as URLs, in memory."""
-
-    def __init__(self, capacity: int) -> None:
-        from collections import OrderedDict
-
-        self.capacity = capacity
-        self._items: OrderedDict[str, bytes] = OrderedDict()
-
-    def put(self, key: str, value: bytes) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-
-    def get(self, key: str) -> bytes | None:
-        return self._items.get(key)
-
-
-def _public_node(node) -> dict[str, Any]:
-    """A node as the public network page shows it: how many tasks it runs, never which (ids are private)."""
-    out = json_format.MessageToDict(node, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    out["running"] = len(out.pop("running_tasks", None) or ())
-    return out
-
-
-def _failed(task: task_pb2.Task) -> TaskFailedError:
-    state = _STATE.get(task.state, "unspecified")
-    return TaskFailedError(f"task {task.task_id} was {state}: {task.reason or 'no reason given'}",
-                           code=f"task_{state}")
-
-
-def _headers(task_id: str, validation: str) -> dict[str, str]:
-    return {"x-helium-task-id": task_id, "x-helium-validation": validation or "unknown"}
-
-
-def _sse(obj: dict) -> str:
-    return "data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n\n"
