@@ -7,6 +7,7 @@ generated gRPC stubs.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -143,3 +144,33 @@ async def test_image_urls_need_a_valid_unexpired_signature_or_the_owner_key(tmp_
         assert r.status_code == 403 and r.json()["error"]["code"] == "url_expired"
         assert (await http.get(bare, headers={"authorization": f"Bearer {owner}"})).status_code == 200
         assert (await http.get(bare, headers={"authorization": f"Bearer {other}"})).status_code == 404
+
+
+async def test_only_the_creator_stops_its_running_task(tmp_path):
+    from worker.testing import SlowExecutor
+
+    slow = [SlowExecutor(20.0, loaded_models=(GPT_MODEL,)) for _ in range(3)]
+    async with access_net(tmp_path, executors=lambda i: [slow[i]]) as net, \
+            grpc.aio.insecure_channel(net.grpc) as ch:  # fmt: skip
+        creator = TaskClient(ch, Account.create(), rpc_timeout=10)
+        task_id = await creator.submit(gpt_args("long", model=GPT_MODEL), fee=10)
+        await creator.wait(task_id, timeout=10, states=(task_pb2.TASK_STATE_DISPATCHED,))
+        domain, tid = await creator.domain(), bytes.fromhex(task_id[2:])
+        stub = task_pb2_grpc.TaskServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:  # someone else's cancel
+            await stub.CancelTask(task_pb2.CancelTaskRequest(
+                task_id=task_id, signature=signing.sign_cancel(Account.create(), domain, tid), stop_running=True),
+                timeout=5)  # fmt: skip
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        own = signing.sign_cancel(creator.key, domain, tid)
+        with pytest.raises(grpc.aio.AioRpcError) as err:  # without stop_running, a running task stays
+            await stub.CancelTask(task_pb2.CancelTaskRequest(task_id=task_id, signature=own), timeout=5)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        got = await stub.CancelTask(task_pb2.CancelTaskRequest(task_id=task_id, signature=own, stop_running=True),
+                                    timeout=5)  # fmt: skip
+        assert got.task.state == task_pb2.TASK_STATE_CANCELLED
+        for _ in range(50):  # every node is told to stop
+            if all(any(j.task_id == task_id and j.is_cancelled() for j in ex.jobs) for ex in slow):
+                break
+            await asyncio.sleep(0.1)
+        assert all(any(j.task_id == task_id and j.is_cancelled() for j in ex.jobs) for ex in slow)
