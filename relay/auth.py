@@ -16,13 +16,13 @@ can read the input and write only its own result.
 from __future__ import annotations
 
 import functools
-import heapq
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import is_address, to_checksum_address
@@ -37,7 +37,8 @@ from chain.signing import (
     sign_relay_request,
 )
 from helium.v1 import relay_pb2, task_pb2
-from relay.errors import AuthenticationError, InvalidRequestError, PermissionDeniedError, ResourceLimitError
+from relay._replay import ReplayCache
+from relay.errors import AuthenticationError, InvalidRequestError, PermissionDeniedError
 from relay.store._names import canonical_slot, canonical_task_id, result_slot
 
 __all__ = [
@@ -139,34 +140,6 @@ def build_auth(
     return auth
 
 
-class ReplayCache:
-    """Nonces seen within the window. Bounded: when full of unexpired nonces it refuses new ones
-    (ResourceLimitError) rather than forget one, which would reopen a replay."""
-
-    def __init__(self, max_entries: int) -> None:
-        self._max = max_entries
-        self._expiry: dict[bytes, float] = {}
-        self._heap: list[tuple[float, bytes]] = []
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-    def _purge(self, now: float) -> None:
-        while self._heap and self._heap[0][0] < now:
-            _, nonce = heapq.heappop(self._heap)
-            self._expiry.pop(nonce, None)
-
-    def add(self, nonce: bytes, expires_at: float, now: float) -> None:
-        """Records `nonce` until `expires_at`; AuthenticationError if it is already recorded."""
-        self._purge(now)
-        if nonce in self._expiry:
-            raise AuthenticationError(f"auth.nonce {nonce.hex()} was already used (replayed request)")
-        if len(self._expiry) >= self._max:
-            raise ResourceLimitError(f"relay nonce cache is full ({self._max} requests in the window); retry later")
-        self._expiry[nonce] = expires_at
-        heapq.heappush(self._heap, (expires_at, nonce))
-
-
 @dataclass(frozen=True)
 class Caller:
     """An authenticated caller: its checksum address and whether it is the coordinator."""
@@ -187,11 +160,14 @@ class RelayAuthenticator:
         max_nonces: int = 1 << 18,
         max_grant_cache: int = 4096,
         clock: Callable[[], float] = time.time,
+        replay_path: Path | None = None,
     ) -> None:
+        """`replay_path`: the SQLite file the seen nonces are kept in across restarts (relay._replay);
+        None: memory only."""
         self._coordinator = to_checksum_address(coordinator_address)
         self._domain = domain
         self._window = window.total_seconds()
-        self._replay = ReplayCache(max_nonces)
+        self._replay = ReplayCache(max_nonces, replay_path, now=clock())
         self._clock = clock
         self._grant_signers: OrderedDict[bytes, str] = OrderedDict()
         self._max_grant_cache = max_grant_cache
@@ -230,6 +206,10 @@ class RelayAuthenticator:
         if not caller.is_coordinator:
             self._check_grant(method, task_id, canonical_slot(slot_as_sent), caller, auth, now)
         return caller
+
+    def close(self) -> None:
+        """Closes the nonce file (the authenticator is not used afterwards)."""
+        self._replay.close()
 
     def _check_grant(
         self, method: str, task_id: str, slot: str, caller: Caller, auth: relay_pb2.RelayAuth, now: float

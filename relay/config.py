@@ -84,6 +84,11 @@ class RelayConfig:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
 
     @property
+    def replay_path(self) -> Path:
+        """The SQLite file, beside the blobs, that keeps the replay cache's nonces across restarts."""
+        return self.data_dir / "nonces.sqlite"
+
+    @property
     def domain(self) -> Domain:
         return Domain(chain_id=self.chain_id, verifying_contract=self.verifying_contract)
 

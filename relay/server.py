@@ -46,6 +46,7 @@ def add_relay_to_server(server: grpc.aio.Server, config: RelayConfig, store: Blo
         window=config.auth_window,
         max_nonces=config.max_nonces,
         max_grant_cache=config.max_grant_cache,
+        replay_path=config.replay_path,
     )
     servicer = RelayServicer(store, authenticator, config.chunk_bytes, on_bytes)
     handlers = {
@@ -79,6 +80,7 @@ class RelayServer:
     grace: float
     owns_store: bool = True
     sweeper: RetentionSweeper | None = None
+    servicer: RelayServicer | None = None
 
     async def stop(self) -> None:
         """Health goes NOT_SERVING, in-flight calls get `grace` seconds, then the server stops."""
@@ -86,6 +88,8 @@ class RelayServer:
         if self.sweeper is not None:
             await self.sweeper.stop()
         await self.server.stop(self.grace)
+        if self.servicer is not None:
+            self.servicer.close()
         if self.owns_store:
             self.store.close()
 
@@ -105,7 +109,7 @@ async def start_standalone(config: RelayConfig, store: BlobStore | None = None) 
     server = grpc.aio.server(options=[*grpc_options(config.chunk_bytes), ("grpc.so_reuseport", 0)])  # no port sharing
     owns_store = store is None
     store = store if store is not None else FilesystemBlobStore(config.data_dir, config.max_blob_bytes)
-    add_relay_to_server(server, config, store)
+    servicer = add_relay_to_server(server, config, store)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (RELAY_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
@@ -126,7 +130,7 @@ async def start_standalone(config: RelayConfig, store: BlobStore | None = None) 
     log.info("relay_started", address=address, tls=tls, data_dir=str(config.data_dir),
              retention_s=config.retention.total_seconds())  # fmt: skip
     return RelayServer(server, health_servicer, address, store, config.shutdown_grace.total_seconds(), owns_store,
-                       sweeper)  # fmt: skip
+                       sweeper, servicer)  # fmt: skip
 
 
 async def serve_standalone(config: RelayConfig, stop: asyncio.Event | None = None) -> None:

@@ -47,6 +47,10 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         self._auth = authenticator
         self._chunk_bytes = chunk_bytes
 
+    def close(self) -> None:
+        """Releases the authenticator's nonce file; the servicer serves nothing afterwards."""
+        self._auth.close()
+
     @translate_errors
     async def Put(
         self, request_iterator: AsyncIterator[relay_pb2.PutRequest | memoryview], context: grpc.aio.ServicerContext

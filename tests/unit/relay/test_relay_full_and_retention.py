@@ -130,13 +130,14 @@ async def test_standalone_relay_sweeps_expired_blobs_in_the_background(tmp_path:
         relay.store.put_bytes(TASK, "input", b"old news")
         relay.store.pin_task(OTHER, time.time() + 3600)
         relay.store.put_bytes(OTHER, "input", b"evidence")
-        for _ in range(100):
-            if not relay.store.exists(TASK, "input"):
+        assert relay.sweeper is not None
+        for _ in range(200):
+            if relay.sweeper.removed:  # counted once the sweep that removed it has returned
                 break
             await asyncio.sleep(0.1)
+        assert relay.sweeper.removed == 1
         assert not relay.store.exists(TASK, "input")
         assert relay.store.exists(OTHER, "input")
-        assert relay.sweeper is not None and relay.sweeper.removed >= 1
     finally:
         await relay.stop()
 
