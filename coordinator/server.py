@@ -48,6 +48,7 @@ SERVICE_NAMES = [
     worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     relay_pb2.DESCRIPTOR.services_by_name["RelayService"].full_name,
+    "helium.v1.NodeService",
 ]
 
 GRPC_OPTIONS = [
@@ -172,7 +173,12 @@ class CoordinatorApp:
         worker_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerServicer(d, membership, self.key.address, c.relay_address), server
         )
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(d, membership, parts.stats_source), server)
+        admin = AdminServicer(d, membership, parts.stats_source)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+        from coordinator.api.node_servicer import NodeServicer  # a GPU operator's signed view of a node
+        from helium.v1 import node_pb2_grpc
+
+        node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(d, admin._node, window_s=membership.window_s), server)
         from coordinator import metrics
 
         add_relay_to_server(server, relay_cfg, self.relay_store, on_bytes=metrics.record_relay_bytes)

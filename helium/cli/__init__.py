@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "nodes": ("helium.cli.ops:nodes_main", "list the nodes, with card, state and QoS"),
     "stats": ("helium.cli.ops:stats_main", "network statistics"),
     "keys": ("coordinator.gateway.keys_cli:main", "create, list and revoke gateway API keys"),
+    "node": ("helium.cli.node:main", "a GPU operator's node: stake, unstake, withdraw, status, earnings, events"),
 }
 
 
