@@ -72,25 +72,38 @@ async def submit(args: argparse.Namespace) -> None:
 
     from coordinator.tls import client_credentials
     from helium.client import TaskClient, load_task_file
-    from helium.v1 import task_pb2
 
     creds = client_credentials(args.coordinator, Path(args.tls_ca) if args.tls_ca else None, args.insecure)
     channel = (grpc.aio.secure_channel(args.coordinator, creds) if creds
                else grpc.aio.insecure_channel(args.coordinator))  # fmt: skip
     client = TaskClient(channel, Account.from_key(args.creator_key), rpc_timeout=args.rpc_timeout)
     deadline = int(time.time()) + int(args.task_deadline_s) if args.task_deadline_s else None
+    if args.wait:
+        await _wait(client, args.wait.split(","), args)
+        return
     reqs = []
     for i in range(args.n):
         doc = {"model": "tiny-gpt", "messages": [{"role": "user", "content": f"hosts {args.tag} {i}"}], "seed": i}
         reqs.append(await client.build(load_task_file(doc), fee=args.fee, deadline=deadline))
-    sent = time.monotonic()
     ids: list[str] = []
+    sent = time.monotonic()
     for start in range(0, len(reqs), 50):
         for out in await client.create_many(reqs[start:start + 50]):
             if out.code != 0:
                 raise SystemExit(f"task refused: {out.code} {out.message}")
             ids.append(out.created.task_id)
     print(f"submitted {len(ids)}", flush=True)
+    if args.no_wait:
+        print(json.dumps({"ids": ids}), flush=True)
+        return
+    await _wait(client, ids, args, sent)
+    await channel.close()
+
+
+async def _wait(client, ids: list[str], args: argparse.Namespace, sent: float | None = None) -> None:
+    from helium.v1 import task_pb2
+
+    sent = time.monotonic() if sent is None else sent
     done_at: dict[str, float] = {}
 
     async def follow(tid: str) -> task_pb2.Task:
@@ -112,7 +125,6 @@ async def submit(args: argparse.Namespace) -> None:
         "nodes": [list(t.result.nodes) for t in tasks], "reasons": [t.reason for t in tasks if t.reason][:5],
         "latency_ms": {"p50": round(lat[len(lat) // 2], 1), "max": round(lat[-1], 1)} if lat else {},
     }), flush=True)  # fmt: skip
-    await channel.close()
 
 
 async def http_garbage(listen: str) -> None:
@@ -151,6 +163,8 @@ def main() -> int:
     c.add_argument("--rpc-timeout", type=float, default=30)
     c.add_argument("--task-deadline-s", type=float, default=0)
     c.add_argument("--settled", action="store_true", help="also wait until each task is settled")
+    c.add_argument("--no-wait", action="store_true", help="print the ids once accepted")
+    c.add_argument("--wait", metavar="ID,ID", help="send nothing: wait for these tasks")
     g = sub.add_parser("http-garbage")
     g.add_argument("listen")
     args = p.parse_args()

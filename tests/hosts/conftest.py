@@ -55,7 +55,8 @@ def slow_net(tmp_path_factory):
     # Keepalive 2 s + 2 s: a half-open connection is noticed within ~4 s; the lease lapses after 3 missed
     # 1 s heartbeats.
     with _network(tmp_path_factory.mktemp("slow"), workers=4, heartbeat_s=1.0,
-                  worker_args=["--instant-delay", "3", "--keepalive-time", "2", "--keepalive-timeout", "2"]) as net:  # fmt: skip
+                  worker_args=["--instant-delay", "3", "--keepalive-time", "2", "--keepalive-timeout", "2"],
+                  worker_env={"HELIUM_RECONNECT_MAX": "2"}) as net:  # a healed link is used within 2 s  # fmt: skip
         yield net
 
 

@@ -14,6 +14,9 @@
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
+import time
 from pathlib import Path
 
 from eth_account import Account
@@ -34,7 +37,8 @@ RELAY_PORT = 50052
 class HostNet:
     def __init__(self, hosts: Hosts, root: Path, *, workers: int = 3, chain: bool = True, relay: bool = False,
                  heartbeat_s: float = 1.0, settlement_interval_s: float = 1.0, task_timeout_s: float = 120.0,
-                 worker_args: list[str] | None = None, coordinator_toml: str = "") -> None:  # fmt: skip
+                 worker_args: list[str] | None = None, worker_env: dict | None = None,
+                 coordinator_toml: str = "") -> None:  # fmt: skip
         self.hosts = hosts
         self.root = Path(root)
         self.pki = Pki(self.root / "pki")
@@ -43,6 +47,7 @@ class HostNet:
         self.settlement_interval_s = settlement_interval_s
         self.task_timeout_s = task_timeout_s
         self.worker_args = worker_args or []
+        self.worker_env = worker_env or {}
         self.coordinator_toml = coordinator_toml
         self.chain = hosts.host("chain") if chain else None
         self.coord = hosts.host("coord")
@@ -53,18 +58,26 @@ class HostNet:
         self.address = self.coord.addr(COORD_PORT)
         self.creator_key = "0x" + Account.create().key.hex()
         self.chain_meta: dict = {}
+        self.nodes: dict[str, str] = {}  # worker host name -> node address
 
     # --- parts ------------------------------------------------------------------------------------
 
     def start(self, *, workers: bool = True) -> None:
+        """The chain first (the others need its keys), then the relay, the coordinator and the workers'
+        stakes side by side, then the workers."""
         self.hosts.start()
         if self.chain is not None:
             self.start_chain()
+        waits = []
         if self.relay is not None:
-            self.start_relay()
-        self.start_coordinator()
+            waits.append((self.start_relay(wait=False), "ready"))
+        waits.append((self.start_coordinator(wait=False), "ready grpc="))
         if workers:
-            self.start_workers(self.workers)
+            self.stake(self.workers)
+        for proc, prefix in waits:
+            proc.wait_for(prefix, 90)
+        if workers:
+            self.start_workers(self.workers, staked=True)
 
     def start_chain(self) -> None:
         assert self.chain is not None
@@ -86,7 +99,7 @@ class HostNet:
         assert self.chain is not None
         return f"https://{self.chain.ip}:{CHAIN_TLS_PORT}"
 
-    def start_relay(self) -> None:
+    def start_relay(self, wait: bool = True) -> Proc:
         assert self.relay is not None
         cert, key = self.pki.issue("relay", self.relay.ip)
         args = ["relay", "--data-dir", str(self.root / "relay"), "--host", self.relay.ip, "--port", str(RELAY_PORT),
@@ -96,7 +109,9 @@ class HostNet:
             args += ["--chain-id", str(self.chain_meta["chain_id"]),
                      "--verifying-contract", self.chain_meta["addresses"]["ledger"]]  # fmt: skip
         p = self.procs["relay"] = self.hosts.spawn(self.relay, args, "relay")
-        p.wait_for("ready", 60)
+        if wait:
+            p.wait_for("ready", 60)
+        return p
 
     def coordinator_key(self):
         """The coordinator's key: on a chain, the dev chain's coordinator-role key."""
@@ -107,7 +122,7 @@ class HostNet:
             path.chmod(0o600)
         return load_or_create_key(path)
 
-    def start_coordinator(self, extra: list[str] | None = None) -> Proc:
+    def start_coordinator(self, extra: list[str] | None = None, wait: bool = True) -> Proc:
         data = self.root / "coord"
         self.coordinator_key()
         cert, key = self.pki.issue("coord", self.coord.ip)
@@ -127,7 +142,8 @@ class HostNet:
         if self.relay is not None:
             args += ["--relay-address", self.relay.addr(RELAY_PORT)]
         p = self.procs["coord"] = self.hosts.spawn(self.coord, args, "coordinator", env=env)
-        p.wait_for("ready grpc=", 90)
+        if wait:
+            p.wait_for("ready grpc=", 90)
         return p
 
     def worker_key_file(self, w: Host) -> Path:
@@ -150,22 +166,37 @@ class HostNet:
                 "--reconnect-max-attempts", "1000", "--reconnect-max-time", "600", "--log-level", "info",
                 *self.worker_args, *extra]  # fmt: skip
 
-    def start_workers(self, workers: list[Host], *extra: str, timeout: float = 60) -> dict[str, str]:
+    def start_workers(self, workers: list[Host], *extra: str, timeout: float = 90,
+                      staked: bool = False) -> dict[str, str]:  # fmt: skip
         """Starts (and stakes) each worker; returns host name -> node address once all are registered."""
-        self.stake(workers)
+        if not staked:
+            self.stake(workers)
         for w in workers:
-            self.procs[w.name] = self.hosts.spawn(w, self.worker_argv(w, *extra), w.name)
-        return {w.name: self.procs[w.name].wait_for("ready node=", timeout).split("node=")[1].split()[0]
-                for w in workers}  # fmt: skip
+            self.procs[w.name] = self.hosts.spawn(w, self.worker_argv(w, *extra), w.name, env=self.worker_env)
+        for w in workers:
+            self.nodes[w.name] = self.procs[w.name].wait_for("ready node=", timeout).split("node=")[1].split()[0]
+        return {w.name: self.nodes[w.name] for w in workers}
+
+    def host_of(self, node: str) -> Host:
+        return next(w for w in self.workers if self.nodes.get(w.name) == node)
 
     # --- the creator ------------------------------------------------------------------------------
 
     def submit(self, n: int, *, timeout: float = 60, settled: bool = False, extra: list[str] | None = None,
-               tag: str = "") -> dict:  # fmt: skip
-        """Sends n GPT tasks from the client host over TLS and waits for their outcomes (summary dict)."""
+               tag: str = "", wait: bool = True) -> dict:  # fmt: skip
+        """Sends n GPT tasks from the client host over TLS and waits for their outcomes (summary dict);
+        with wait=False returns {"ids": [...]} once they are accepted."""
+        extra = [*(extra or []), *([] if wait else ["--no-wait"])]
+        return self._client(n, timeout, settled, extra, tag)
+
+    def wait(self, ids: list[str], *, timeout: float = 60, settled: bool = False) -> dict:
+        """Waits (from the client host) for the outcome of each task; the summary dict."""
+        return self._client(0, timeout, settled, ["--wait", ",".join(ids)], "")
+
+    def _client(self, n: int, timeout: float, settled: bool, extra: list[str], tag: str) -> dict:
         args = ["-m", "tests.hosts._tools", "submit", "--coordinator", self.address, "--tls-ca",
                 str(self.pki.ca_path), "--creator-key", self.creator_key, "--n", str(n), "--timeout", str(timeout),
-                "--tag", tag or self.hosts.tag, *(["--settled"] if settled else []), *(extra or [])]  # fmt: skip
+                "--tag", tag or f"{self.hosts.tag}-{time.time_ns()}", *(["--settled"] if settled else []), *extra]  # fmt: skip
         r = self.hosts.run(self.client, args, timeout + 60, helium=False)
         if r.returncode != 0:
             raise AssertionError(f"client failed ({r.returncode}): {r.stderr[-3000:]}\n{r.stdout[-1000:]}")
@@ -179,3 +210,27 @@ class HostNet:
         if r.returncode != 0:
             raise AssertionError(f"helium {' '.join(cmd)}: {r.stderr[-2000:]}")
         return json.loads(r.stdout)
+
+    # --- what the coordinator did -----------------------------------------------------------------
+
+    def coord_log(self, since: int = 0) -> list[str]:
+        return self.procs["coord"].lines[since:]
+
+    def dispatched_nodes(self, task_id: str, timeout: float = 30) -> list[str]:
+        """The nodes the coordinator first sent `task_id` to (from its log)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.coord_log():
+                if "task_dispatched" in line and f"task_id={task_id}" in line:
+                    return re.findall(r"0x[0-9a-fA-F]{40}", line.split("nodes=[", 1)[1].split("]", 1)[0])
+            time.sleep(0.05)
+        raise AssertionError(f"task {task_id} not dispatched within {timeout:.0f}s")
+
+    def assignments(self, task_id: str) -> list[tuple[str, str]]:
+        """(node, state) of each assignment of `task_id`, read from the coordinator's database."""
+        db = sqlite3.connect(f"file:{self.root / 'coord' / 'coordinator.db'}?mode=ro", uri=True, timeout=10)
+        try:
+            return list(db.execute("SELECT node, state FROM assignments WHERE task_id = ? ORDER BY leased_ms",
+                                   (task_id,)))  # fmt: skip
+        finally:
+            db.close()
