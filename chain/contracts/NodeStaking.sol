@@ -243,6 +243,12 @@ contract NodeStaking is Coordinated, ReentrancyGuard {
 
     // --- views --------------------------------------------------------------------------------------
 
+    /// @notice Whether `node` holds stake that can still be slashed (TaskLedger pays only such nodes).
+    function isStaked(address node) external view returns (bool) {
+        Node storage n = _nodes[node];
+        return n.stake != 0 && !n.slashed;
+    }
+
     function stakeOf(address node) external view returns (uint256) {
         return _nodes[node].stake;
     }

@@ -16,6 +16,10 @@ import {PHash} from "./PHash.sol";
 /// (1st: 10, 2nd: 9, 3rd: 6; share = fee * score / sum of the matching scores; the remainder goes to the
 /// lowest order), so the shares always add up to the fee. An invalid-args verdict is settled the same way,
 /// with resultHash = INVALID_ARGS_HASH.
+/// Only staked nodes are paid: a result signer that holds no stake in NodeStaking, or was slashed, gets
+/// nothing (event Unpaid), and its share stays in the creator's deposit, so the creator is charged only what
+/// staked nodes earned (TaskSettled carries that charge). A coordinator can thus never pay a creator's fee to
+/// keys of its own that risk nothing, and a batch never fails because one of its nodes was slashed meanwhile.
 /// Matching: a GPT task (and any invalid-args verdict) is paid when every paid node signed `resultHash`.
 /// An SD task carries each paid result's image pHashes (`phashes[j]` for `results[j]`): the ledger computes
 /// each result's hash as keccak256(abi.encodePacked(phashes[j])) (PHash.hash, as NodeStaking does for slash
@@ -75,6 +79,7 @@ contract TaskLedger is EIP712, Coordinated, ReentrancyGuard {
     event DepositWithdrawn(address indexed creator, uint256 amount);
     event TaskSettled(bytes32 indexed taskId, address indexed creator, uint256 fee, bytes32 resultHash);
     event Paid(bytes32 indexed taskId, address indexed node, uint256 amount, uint256 order);
+    event Unpaid(bytes32 indexed taskId, address indexed node, uint256 amount, uint256 order);
     event BatchSettled(uint256 tasks, uint256 slashes, uint256 fees);
     event CreditWithdrawn(address indexed node, uint256 amount);
     event SettingChanged(bytes32 indexed name, uint256 value);
@@ -252,21 +257,20 @@ contract TaskLedger is EIP712, Coordinated, ReentrancyGuard {
             if (bits & bit != 0) revert AlreadySettled(taskId);
             bitmap[word] = bits | bit;
         }
-        {
-            Account storage c = _accounts[creator];
-            uint256 balance = c.deposit;
-            if (fee > balance) revert InsufficientDeposit(taskId, balance, fee);
-            c.deposit = uint128(balance - fee);
-        }
+        Account storage c = _accounts[creator];
+        uint256 balance = c.deposit;
+        if (fee > balance) revert InsufficientDeposit(taskId, balance, fee);
         bytes32 digest =
             _hashTypedDataV4(keccak256(abi.encode(TASK_TYPEHASH, taskId, t.argsHash, fee, t.nonce, t.deadline)));
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, t.r, t.vs);
         if (err != ECDSA.RecoverError.NoError || signer != creator) revert BadCreatorSignature(taskId);
-        _pay(t, taskId, fee);
+        fee = _pay(t, taskId, fee); // what staked nodes earned: the creator is charged that, never more
+        c.deposit = uint128(balance - fee);
         emit TaskSettled(taskId, creator, fee, t.resultHash);
     }
 
-    function _pay(TaskSettlement calldata t, bytes32 taskId, uint256 fee) internal {
+    /// @dev Credits each staked node its share of `fee`; returns the sum credited.
+    function _pay(TaskSettlement calldata t, bytes32 taskId, uint256 fee) internal returns (uint256 charged) {
         uint256 n = t.results.length;
         if (n < 2 || n > 3) revert BadResultCount(taskId, n);
         // GPT and invalid-args: every node signed t.resultHash. SD: each its own pHashes, matched pairwise.
@@ -302,8 +306,13 @@ contract TaskLedger is EIP712, Coordinated, ReentrancyGuard {
         shares[first] += fee - paid;
         for (uint256 j; j < n; ++j) {
             SignedResult calldata r = t.results[j];
+            if (!staking.isStaked(r.node)) {
+                emit Unpaid(taskId, r.node, shares[j], r.order);
+                continue;
+            }
             Account storage a = _accounts[r.node];
             a.credit += uint128(shares[j]);
+            charged += shares[j];
             emit Paid(taskId, r.node, shares[j], r.order);
         }
     }
