@@ -50,6 +50,8 @@ __all__ = ["Dispatcher", "DispatchSettings", "NodeSession"]
 
 log = structlog.get_logger("coordinator.dispatch")
 
+_STORE_FAILURE_PAUSE_S = 1.0  # after a failed commit, dispatch rounds wait this long (a full disk stays full)
+
 
 @dataclass(frozen=True)
 class DispatchSettings:
@@ -114,6 +116,11 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         self._maybe_free: dict[TaskType, set[str]] = {}
         self._by_assignment: dict[str, str] = {}  # open or recent assignment id -> its task id
         self._registered: tuple = (object(), [], {})
+        self._unqueued: dict[str, Task] = {}  # created, queued once durable (a failed commit leaves no ghost)
+        self._recovered: set[str] = set()  # open assignments found by recover(): their lapse is not the node's fault
+        self._store_failed_at = float("-inf")
+        self._resync_scheduled = False
+        store.on_commit_failed(self._store_failed)
         self.on_validated: list[Callable[[Task], None]] = []
         self.on_outcome: list[Callable[[str, Task, Sequence[Assignment]], None]] = []
 
@@ -123,7 +130,9 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
     # --- startup and loops --------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Rebuilds the queue and the tasks in flight from the store after a (re)start."""
+        """Rebuilds the queue and the tasks in flight from the store after a (re)start. An open assignment
+        keeps its node for one lease: a node that reconnects meanwhile gets it again (`attach`); one that
+        does not is replaced, and may itself be drawn again once back (DESIGN.md, crash recovery)."""
         now = self.now_ms()
         for task in self.store.queued_tasks():
             self.queue.push(task)
@@ -132,6 +141,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             for a in list(assigns.values()):
                 if a.state.open:  # give the node time to reconnect and resend
                     assigns[a.assignment_id] = evolve(a, lease_expires_ms=now + self.settings.lease_ms)
+                    self._recovered.add(a.assignment_id)
             flight = InFlight(task, assigns)
             self.inflight[task.task_id] = flight
             self._by_assignment.update(dict.fromkeys(assigns, task.task_id))
@@ -170,6 +180,37 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         self._stopping = True
         self._wake.set()
 
+    # --- a failed commit ---------------------------------------------------------------------------
+
+    def _store_failed(self) -> None:
+        """The store lost a group of writes (a full disk): this view may show some of them. Dispatching
+        pauses a moment (each round would only fail again), and the view is rebuilt from the store on
+        the loop's next turn, once whatever was running when the commit failed has finished."""
+        self._store_failed_at = self.clock()
+        if self._loop is not None and not self._resync_scheduled:
+            self._resync_scheduled = True
+            self._loop.call_soon(self._resync)
+
+    def _resync(self) -> None:
+        self._resync_scheduled = False
+        if self._stopping:
+            return
+        for task in list(self.queue):
+            self.queue.remove(task.task_id)
+        self._unqueued.clear()
+        self.inflight.clear()
+        self._by_assignment.clear()
+        self._needs_node.clear()
+        self.recover()
+        for session in self.nodes.values():
+            if self.store.get_node(session.address) != session.record:  # its write may be among the lost
+                self.store.save_node(session.record, soon=True)
+            session.assigned.clear()
+            self._resume_assignments(session)
+            self._candidate(session)
+        log.warning("store_resynced", queued=len(self.queue), inflight=len(self.inflight))
+        self.wake()
+
     def wake(self) -> None:
         if self._loop is None:  # not running yet: the first tick dispatches
             self._wake.set()
@@ -192,6 +233,14 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         """Stores a new task and queues it (the caller has validated it)."""
         self.queue.check_room()
         self.store.create_task(task)
+        self._unqueued[task.task_id] = task
+        self.store.after_commit(lambda: self._queued(task.task_id))
+
+    def _queued(self, task_id: str) -> None:
+        """A new task is durable: only now it enters the queue (a failed commit would leave a ghost)."""
+        task = self._unqueued.pop(task_id, None)
+        if task is None:  # cancelled meanwhile, or lost with a failed commit
+            return
         self.queue.push(task)
         self.events.publish_task(task)
         log.info("task_queued", task_id=task.task_id, type=task.type.value, fee=str(task.fee))
@@ -225,6 +274,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         task = evolve(task, state=TaskState.CANCELLED, reason=reason, updated_ms=self.now_ms())
         self.store.save_task(task)
         self.queue.remove(task_id)
+        self._unqueued.pop(task_id, None)
         self.events.publish_task(task)
         log.info("task_cancelled", task_id=task_id)
         return task
@@ -233,6 +283,8 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
 
     def _dispatch_round(self) -> None:
         if not self._needs_node and not len(self.queue):
+            return
+        if self.clock() - self._store_failed_at < _STORE_FAILURE_PAUSE_S:
             return
         cache: dict = {}
         taken: set[str] = set()  # nodes this round has filled (a node may hold several assignments)
@@ -254,8 +306,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             if flight is None or missing <= 0:
                 self._needs_node.pop(task_id, None)
                 continue
-            used = frozenset(a.node for a in flight.assignments.values())
-            group = self.selector.pick(flight.task, free_for(flight.task), missing, used)
+            group = self.selector.pick(flight.task, free_for(flight.task), missing, flight.busy_nodes())
             if group:
                 self._assign(flight, group)
                 took(group)
@@ -491,9 +542,14 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         self._needs_node.pop(task.task_id, None)
         for assignment_id in flight.assignments:
             self._by_assignment.pop(assignment_id, None)
+        self._recovered.difference_update(flight.assignments)
         assigns = sorted(flight.assignments.values(), key=lambda a: a.leased_ms)
         if self.qos is not None and task.state == TaskState.VALIDATED:
             self._score(task, assigns)
+        self.store.after_commit(lambda: self._finished(task, assigns))
+
+    def _finished(self, task: Task, assigns: list[Assignment]) -> None:
+        """Settlement and the outcome hooks hear of a final outcome only once it is durable."""
         self.settlement.task_finished(task, assigns)
         for cb in self.on_outcome:
             cb("finished", task, assigns)

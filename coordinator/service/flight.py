@@ -29,3 +29,9 @@ class InFlight:
     def live(self) -> list[Assignment]:
         return [a for a in self.assignments.values() if a.state in (AssignmentState.LEASED, AssignmentState.RUNNING,
                                                                       AssignmentState.SUBMITTED)]  # fmt: skip
+
+    def busy_nodes(self) -> frozenset[str]:
+        """Nodes a replacement may not be drawn from: those holding an open assignment of the task (a node
+        is never in a task twice at once) and those that answered it (a result or an error report). A
+        node whose lease lapsed (it crashed, or the coordinator did) may be drawn again once back."""
+        return frozenset(a.node for a in self.assignments.values() if a.state.open or a.submitted_ms)

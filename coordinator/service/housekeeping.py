@@ -29,7 +29,8 @@ class Housekeeping:
             self._candidate(session)
             session.send(CancelMsg(a.assignment_id, a.task_id, why))
         log.info("lease_lapsed", task_id=a.task_id, node=a.node, reason=why)
-        self._close_assignment(flight, a, timeout=True)
+        # An assignment recovered after a coordinator restart, never resent: the crash was not the node's.
+        self._close_assignment(flight, a, timeout=a.assignment_id not in self._recovered)
 
     def _expire_leases(self) -> None:
         now = self.now_ms()

@@ -117,15 +117,27 @@ class NodeRegistry:
         record = NodeRecord(address, caps, state, stored.qos if stored else {}, now, stored.reason if stored else "")
         self.store.save_node(record)
         session = NodeSession(record)
-        for flight in self.inflight.values():
-            for a in flight.assignments.values():
-                if a.node == address and a.state.open:
-                    session.assigned[a.assignment_id] = None
         self.nodes[address] = session
+        self._resume_assignments(session)
         self._candidate(session)
         log.info("node_attached", node=address, card=str(caps.card), state=state.value)
         self.wake()
         return session
+
+    def _resume_assignments(self, session: NodeSession) -> None:
+        """Sends a (re)attached node every open assignment it holds, with a fresh lease: a node that kept
+        one ignores the copy, one that restarted runs it again, so a coordinator or worker crash strands
+        no task until its deadline."""
+        now = self.now_ms()
+        for flight in self.inflight.values():
+            for a in list(flight.assignments.values()):
+                if a.node == session.address and a.state.open:
+                    # leased_ms too: the heartbeats' grace for a node to report what it was just sent
+                    a = flight.assignments[a.assignment_id] = evolve(a, leased_ms=now,
+                                                                     lease_expires_ms=now + self.settings.lease_ms)
+                    self._recovered.discard(a.assignment_id)  # from here on, a lapse is the node's own
+                    self._send_assignment(flight, a)
+                    log.info("assignment_resent", task_id=a.task_id, node=session.address)
 
     def detach(self, session: NodeSession, reason: str) -> None:
         if self.nodes.get(session.address) is session:
