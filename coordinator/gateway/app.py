@@ -39,8 +39,13 @@ __all__ = ["GatewayServer", "create_app", "serve_gateway"]
 log = structlog.get_logger("helium.gateway")
 
 
+# What pydantic adds to a location inside a union ("fee.int", "stop.list[str]"): not part of the parameter's name.
+_UNION_TAGS = frozenset({"int", "str", "float", "bool", "dict", "list", "none"})
+
+
 def _param_of_loc(loc: tuple) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [p for p in parts if p not in _UNION_TAGS and "[" not in p and "-" not in p]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
