@@ -441,9 +441,7 @@ class BatchSettlement:
         for hex_id, tx in settled.items():
             task_id = "0x" + hex_id
             ts = self.pending.pop(task_id, None)
-            since = self._since.pop(task_id, None)
-            if since is not None:
-                metrics.observe_settlement_delay(self.clock() - since)
+            metrics.observe_settlement_delay(self.clock() - self._since.pop(task_id, self.clock()))
             task = self.store.get_task(task_id)
             if task is None or task.state == TaskState.SETTLED:
                 continue
