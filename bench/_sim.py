@@ -30,9 +30,11 @@ async def run_nodes(args) -> int:
     from worker.testing import InstantExecutor
 
     channel = grpc.aio.insecure_channel(args.coordinator)
+    # durable_results off: the simulated nodes stand in for 30 machines, each with a disk of its own; one
+    # process fsyncing all their results would measure this host's disk, not the coordinator.
     cfg = WorkerConfig(coordinator=args.coordinator, data_dir=Path("/tmp/helium-bench-sim"),
                        heartbeat_interval=timedelta(seconds=args.heartbeat),
-                       max_assignments=args.max_assignments)  # fmt: skip
+                       max_assignments=args.max_assignments, durable_results=False)  # fmt: skip
     profile = NodeProfile(card_name=args.card, vram_bytes=24 << 30, device="cpu")
     nodes = [WorkerNode(cfg, Account.create(), [InstantExecutor("gpt", delay=args.delay)], profile=profile,
                         channel=channel) for _ in range(args.nodes)]  # fmt: skip

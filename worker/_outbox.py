@@ -5,10 +5,12 @@ fsynced *before* they are sent (write-ahead, as the coordinator does with its ow
 an ack record (not fsynced: a lost one only re-sends a result the coordinator already has, which it
 acknowledges again and never counts twice). At start the journal is read back, a torn last record is
 dropped (each record carries its length and a crc32), and what is still unacknowledged is re-sent after
-the node registers. The journal is emptied whenever nothing waits and rewritten when it grows.
+the node registers. The journal is emptied once it has grown a little and nothing waits, rewritten with
+only what waits when it has grown a lot, and removed when the node stops with nothing waiting.
 
-One thread at a time owns the file: every operation is queued and applied, in order, by a flush on a
-small shared pool, so one fsync covers every result that became ready meanwhile (group commit).
+One thread at a time owns the file: results are queued and applied, in order, by a flush on a small
+shared pool, so one fsync covers every result that became ready meanwhile (group commit); an ack, which
+needs no fsync, is written on the event loop when no flush holds the file, else queued behind it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ _PUT, _ACK = b"P", b"A"
 _HEADER = struct.Struct(">cII")  # kind, payload length, crc32 of the payload
 _ID = struct.Struct(">H")  # assignment id length inside the payload
 _COMPACT_BYTES = 4 << 20  # a journal this large is rewritten with only the records still waiting
+_RESTART_BYTES = 64 << 10  # a journal this large is emptied once nothing waits
 
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -160,7 +163,7 @@ class ResultOutbox:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if not self._on_disk and self.path is not None:
+        if not self._on_disk and self.path is not None:  # every record acknowledged: nothing to keep
             with contextlib.suppress(OSError):
                 self.path.unlink(missing_ok=True)
 
@@ -181,9 +184,15 @@ class ResultOutbox:
         """Drops an acknowledged message; whether it was waiting."""
         if self._live.pop(assignment_id, None) is None:
             return False
-        if self.path is not None:
+        if self.path is None:
+            return True
+        if self._flush is not None:  # the file is busy: the flush in progress applies it next
             self._ops.append((None, assignment_id, None))
-            self._start_flush()
+            return True
+        try:  # an ack record needs no fsync: written here, without a thread hop
+            self._apply([(None, assignment_id, None)])
+        except OSError as exc:  # a lost ack record only re-sends an acknowledged result after a restart
+            log.warning("outbox_ack_not_written", path=str(self.path), error=str(exc))
         return True
 
     # --- the flush (one at a time, on the pool) ----------------------------------------------------
@@ -230,12 +239,12 @@ class ResultOutbox:
                 puts = True
             elif self._on_disk.pop(aid, None) is not None:
                 buf.append(_record(_ACK, aid))
-        if not self._on_disk:  # nothing waits: start the journal over
-            if self._fd is not None and self._size:
+        data = b"".join(buf)
+        if not self._on_disk and (self._size + len(data) > _RESTART_BYTES or self._fd is None):
+            if self._fd is not None:  # nothing waits: start the journal over (not per result: a metadata write)
                 os.ftruncate(self._fd, 0)
                 self._size = 0
             return
-        data = b"".join(buf)
         if self._size + len(data) > _COMPACT_BYTES:
             self._rewrite()
             return
