@@ -51,6 +51,7 @@ from relay.errors import (
 from relay.store._base import BlobInfo, BlobReader, BlobStore, BlobWriter, T, parse_sha256
 from relay.store._hashing import BackgroundHash
 from relay.store._names import canonical_slot, canonical_task_id
+from relay.store._retention import read_pin, sweep_shard, write_pin
 
 __all__ = ["FilesystemBlobStore"]
 
@@ -436,68 +437,23 @@ class FilesystemBlobStore(BlobStore):
         tid = canonical_task_id(task_id)
         return self.root / tid[2:4] / f"{tid[2:]}.pin"
 
-    @staticmethod
-    def _read_pin(path: Path | str | None) -> float:
-        if path is None:
-            return 0.0
-        try:
-            return float(Path(path).read_text().strip() or 0)
-        except (OSError, ValueError):
-            return 0.0
-
     def pin_task(self, task_id: str | bytes, until: float) -> float:
         pin = self._pin_path(task_id)
-        until = max(float(until), self._read_pin(pin))
-        tmp = self._tmp_dir / f"{secrets.token_hex(12)}.pin"
-        try:
-            with open(tmp, "x") as f:
-                f.write(f"{until:.0f}\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, pin)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        until = write_pin(pin, until, self._tmp_dir / f"{secrets.token_hex(12)}.pin")
         _fsync_dir(pin.parent)
         return until
 
     def pinned_until(self, task_id: str | bytes) -> float:
-        return self._read_pin(self._pin_path(task_id))
+        return read_pin(self._pin_path(task_id))
 
     def sweep(self, retention_s: float, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        cutoff = now - retention_s
         removed = 0
         for shard in sorted(self._shards):
-            directory = self.root / shard
-            pins: dict[str, str] = {}
-            expired: list[str] = []
-            try:
-                with os.scandir(directory) as entries:
-                    for entry in entries:
-                        if entry.name.endswith(".pin"):
-                            pins[entry.name[: -len(".pin")]] = entry.path
-                        elif entry.name.endswith(".blob"):
-                            with contextlib.suppress(FileNotFoundError):
-                                if entry.stat().st_mtime < cutoff:
-                                    expired.append(entry.name)
-            except FileNotFoundError:
-                continue
-            pinned = {task: self._read_pin(path) for task, path in pins.items()}
-            changed = False
-            for name in expired:
-                if pinned.get(name.split("+", 1)[0], 0.0) > now:
-                    continue  # evidence: kept until its pin runs out
-                (directory / name).unlink(missing_ok=True)
-                (directory / f"{name[: -len('.blob')]}.sha256").unlink(missing_ok=True)
-                removed += 1
-                changed = True
-            for task, until in pinned.items():
-                if until <= now:
-                    Path(pins[task]).unlink(missing_ok=True)
-                    changed = True
+            gone, changed = sweep_shard(self.root / shard, now - retention_s, now)
+            removed += gone
             if changed:
-                _fsync_dir(directory)
+                _fsync_dir(self.root / shard)
         if removed:
             log.info("relay_blobs_swept", root=str(self.root), removed=removed, retention_s=retention_s)
         return removed
