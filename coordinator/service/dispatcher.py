@@ -31,7 +31,7 @@ from coordinator.domain.models import (
     TaskType,
     evolve,
 )
-from coordinator.errors import FailedPrecondition, NotFound
+from coordinator.errors import CoordinatorError, FailedPrecondition, NotFound
 from coordinator.service import hooks, validation
 from coordinator.service.events import DeltaEvent, TaskEvents
 from coordinator.service.flight import InFlight
@@ -195,6 +195,10 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         self._resync_scheduled = False
         if self._stopping:
             return
+        try:  # what was written since the failure is committed (or lost) first: the view reads durable state
+            self.store.flush()
+        except CoordinatorError:
+            pass  # that group is lost too (and schedules another resync); the store holds what is durable
         for task in list(self.queue):
             self.queue.remove(task.task_id)
         self._unqueued.clear()
