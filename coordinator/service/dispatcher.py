@@ -132,7 +132,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
     def recover(self) -> None:
         """Rebuilds the queue and the tasks in flight from the store after a (re)start. An open assignment
         keeps its node for one lease: a node that reconnects meanwhile gets it again (`attach`); one that
-        does not is replaced, and may itself be drawn again once back (DESIGN.md, crash recovery)."""
+        does not is replaced, and may itself be drawn again once back."""
         now = self.now_ms()
         for task in self.store.queued_tasks():
             self.queue.push(task)
