@@ -47,7 +47,7 @@ class Housekeeping:
             self.store.save_task(task)
             self.queue.remove(task.task_id)
             self.events.publish_task(task)
-            self.settlement.task_finished(task, [])
+            self.store.after_commit(lambda task=task: self.settlement.task_finished(task, []))
         for flight in list(self.inflight.values()):
             if flight.task.state == TaskState.DISPATCHED and flight.task.expires_ms < now:
                 task = evolve(flight.task, state=TaskState.ABORTED, reason="deadline passed; no fee is taken",
