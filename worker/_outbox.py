@@ -111,6 +111,7 @@ class ResultOutbox:
         # Queued operations: (put record or None for an ack, assignment id, future or None).
         self._ops: list[tuple[bytes | None, str, asyncio.Future | None]] = []
         self._flush: asyncio.Future | None = None
+        self._closed = False
         self.failures = 0
 
     # --- the in-memory view ------------------------------------------------------------------------
@@ -155,8 +156,9 @@ class ResultOutbox:
         """Applies what is queued, closes the file, and removes it when nothing waits."""
         while self._flush is not None:
             await asyncio.wait([self._flush])
-        if self.path is None:
+        if self.path is None or self._closed:
             return
+        self._closed = True  # what comes later (a late ack) changes memory only
         await asyncio.get_running_loop().run_in_executor(_io_pool(), self._close_file)
 
     def _close_file(self) -> None:
@@ -173,8 +175,8 @@ class ResultOutbox:
         """Adds `msg` and returns once it is on disk (True), or once writing it failed (False, logged: the
         message still waits in memory and is delivered, only not across a crash)."""
         self._live[assignment_id] = msg
-        if self.path is None:
-            return True
+        if self.path is None or self._closed:
+            return self.path is None
         done = asyncio.get_running_loop().create_future()
         self._ops.append((_record(_PUT, assignment_id, msg.SerializeToString()), assignment_id, done))
         self._start_flush()
@@ -184,7 +186,7 @@ class ResultOutbox:
         """Drops an acknowledged message; whether it was waiting."""
         if self._live.pop(assignment_id, None) is None:
             return False
-        if self.path is None:
+        if self.path is None or self._closed:
             return True
         if self._flush is not None:  # the file is busy: the flush in progress applies it next
             self._ops.append((None, assignment_id, None))
