@@ -31,11 +31,11 @@ from coordinator.domain.models import (
     TaskType,
     evolve,
 )
-from coordinator.errors import CoordinatorError, FailedPrecondition, NotFound
+from coordinator.errors import FailedPrecondition, NotFound
 from coordinator.service import hooks, validation
 from coordinator.service.events import DeltaEvent, TaskEvents
 from coordinator.service.flight import InFlight
-from coordinator.service.housekeeping import Housekeeping
+from coordinator.service.housekeeping import STORE_FAILURE_PAUSE_S, Housekeeping
 from coordinator.service.judging import Judging
 from coordinator.service.messages import (
     AssignMsg,
@@ -49,8 +49,6 @@ from coordinator.store.base import CoordinatorStore
 __all__ = ["Dispatcher", "DispatchSettings", "NodeSession"]
 
 log = structlog.get_logger("coordinator.dispatch")
-
-_STORE_FAILURE_PAUSE_S = 1.0  # after a failed commit, dispatch rounds wait this long (a full disk stays full)
 
 
 @dataclass(frozen=True)
@@ -129,25 +127,6 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
 
     # --- startup and loops --------------------------------------------------------------------
 
-    def recover(self) -> None:
-        """Rebuilds the queue and the tasks in flight from the store after a (re)start. An open assignment
-        keeps its node for one lease: a node that reconnects meanwhile gets it again (`attach`); one that
-        does not is replaced, and may itself be drawn again once back."""
-        now = self.now_ms()
-        for task in self.store.queued_tasks():
-            self.queue.push(task)
-        for task in self.store.active_tasks():
-            assigns = {a.assignment_id: a for a in self.store.assignments_for(task.task_id)}
-            for a in list(assigns.values()):
-                if a.state.open:  # give the node time to reconnect and resend
-                    assigns[a.assignment_id] = evolve(a, lease_expires_ms=now + self.settings.lease_ms)
-                    self._recovered.add(a.assignment_id)
-            flight = InFlight(task, assigns)
-            self.inflight[task.task_id] = flight
-            self._by_assignment.update(dict.fromkeys(assigns, task.task_id))
-            self._refresh_need(flight)
-        log.info("recovered", queued=len(self.queue), inflight=len(self.inflight))
-
     async def run(self) -> None:
         """Dispatch and housekeeping until `stop()`. Between ticks, `wake()` runs a dispatch round on the
         loop's next turn, so a new task or a freed node costs no tick of latency."""
@@ -179,41 +158,6 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-
-    # --- a failed commit ---------------------------------------------------------------------------
-
-    def _store_failed(self) -> None:
-        """The store lost a group of writes (a full disk): this view may show some of them. Dispatching
-        pauses a moment (each round would only fail again), and the view is rebuilt from the store on
-        the loop's next turn, once whatever was running when the commit failed has finished."""
-        self._store_failed_at = self.clock()
-        if self._loop is not None and not self._resync_scheduled:
-            self._resync_scheduled = True
-            self._loop.call_soon(self._resync)
-
-    def _resync(self) -> None:
-        self._resync_scheduled = False
-        if self._stopping:
-            return
-        try:  # what was written since the failure is committed (or lost) first: the view reads durable state
-            self.store.flush()
-        except CoordinatorError:
-            pass  # that group is lost too (and schedules another resync); the store holds what is durable
-        for task in list(self.queue):
-            self.queue.remove(task.task_id)
-        self._unqueued.clear()
-        self.inflight.clear()
-        self._by_assignment.clear()
-        self._needs_node.clear()
-        self.recover()
-        for session in self.nodes.values():
-            if self.store.get_node(session.address) != session.record:  # its write may be among the lost
-                self.store.save_node(session.record, soon=True)
-            session.assigned.clear()
-            self._resume_assignments(session)
-            self._candidate(session)
-        log.warning("store_resynced", queued=len(self.queue), inflight=len(self.inflight))
-        self.wake()
 
     def wake(self) -> None:
         if self._loop is None:  # not running yet: the first tick dispatches
@@ -288,7 +232,7 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
     def _dispatch_round(self) -> None:
         if not self._needs_node and not len(self.queue):
             return
-        if self.clock() - self._store_failed_at < _STORE_FAILURE_PAUSE_S:
+        if self.clock() - self._store_failed_at < STORE_FAILURE_PAUSE_S:
             return
         cache: dict = {}
         taken: set[str] = set()  # nodes this round has filled (a node may hold several assignments)
@@ -310,7 +254,12 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
             if flight is None or missing <= 0:
                 self._needs_node.pop(task_id, None)
                 continue
-            group = self.selector.pick(flight.task, free_for(flight.task), missing, flight.busy_nodes())
+            busy = flight.busy_nodes()
+            group = None
+            for count in range(missing, 0, -1):  # as many as are free now (after a crash, nodes return one by one)
+                group = self.selector.pick(flight.task, free_for(flight.task), count, busy)
+                if group:
+                    break
             if group:
                 self._assign(flight, group)
                 took(group)

@@ -104,7 +104,7 @@ def test_transitions_are_checked_and_refusals_change_nothing(store):
     assert [a.assignment_id for a in store.open_assignments()] == ["a-1", "a-2"] or len(store.open_assignments()) == 2
     assert [t2.task_id for t2 in store.active_tasks()] == [t.task_id]
     # A failing transition inside save_assignments rolls the assignment write back too.
-    bad = Task(**{**dispatched.__dict__, "state": TaskState.CANCELLED})
+    bad = Task(**{**dispatched.__dict__, "state": TaskState.SETTLED})
     with pytest.raises(FailedPrecondition):
         store.save_assignments([assignment(3, t.task_id, "0xO")], bad)
     assert store.get_assignment("a-3") is None
