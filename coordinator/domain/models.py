@@ -1,6 +1,6 @@
 """The coordinator's domain: tasks, assignments and nodes, with their state machines.
 
-Task states (DESIGN.md): QUEUED -> DISPATCHED -> VALIDATED -> SETTLED, or -> ABORTED
+Task states (docs/DESIGN.md): QUEUED -> DISPATCHED -> VALIDATED -> SETTLED, or -> ABORTED
 (no fee taken), or CANCELLED by its creator (before validation; no fee taken). Assignment states: LEASED -> RUNNING ->
 SUBMITTED | ERRORED | EXPIRED.
 """

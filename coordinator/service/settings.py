@@ -1,8 +1,8 @@
 """Settings of the network protocol (pricing, QoS, node selection), and the task-kind vocabulary
 the three protocol modules share.
 
-Every number DESIGN.md gives under Pricing, Node selection and QoS, and Node lifecycle is a field
-here with that number as its default. The dataclass is flat and uses only the types
+Every number docs/DESIGN.md gives under Pricing and order, Node selection, and QoS and the node
+lifecycle is a field here with that number as its default. The dataclass is flat and uses only the types
 `helium.config.load_settings` converts (int, float, str, timedelta, tuple), so the coordinator can
 load it alone (`load_settings(ProtocolSettings, section="protocol")`) or copy its fields.
 """
