@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "task": ("helium.cli.task:main", "submit a task (task submit FILE.json) or read one (task get ID)"),
     "nodes": ("helium.cli.ops:nodes_main", "list the nodes, with card, state and QoS"),
     "stats": ("helium.cli.ops:stats_main", "network statistics"),
+    "info": ("helium.cli.ops:info_main", "the network: chain id, TaskLedger, coordinator address, min fee"),
     "keys": ("coordinator.gateway.keys_cli:main", "create, list and revoke gateway API keys"),
     "node": ("helium.cli.node:main", "a GPU operator's node: stake, unstake, withdraw, status, earnings, events"),
 }

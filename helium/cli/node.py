@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="helium node", description="a GPU operator's commands, signed with the node's key")
     sub = p.add_subparsers(dest="cmd", required=True)
     cmds = {
+        "address": "print the node's address (creates its key on first use, as helium worker would)",
         "stake": "stake TOKENS from the node's address (the minimum lets it join)",
         "unstake": "ask to take the stake back; withdraw once the unstake delay has passed",
         "withdraw": "withdraw the stake after the unstake delay",
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "stake":
             s.add_argument("tokens", type=float, help="how many tokens to add to the stake")
+        if name == "status":
+            s.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                           help="wait up to SECONDS for the node to be connected to the coordinator")  # fmt: skip
         if name == "earnings":
             s.add_argument("--withdraw", action="store_true", help="also withdraw the credit to the node's address")
         if name == "events":
@@ -238,11 +242,15 @@ def _state(value: int) -> str:
 
 async def _status(op: Operator) -> dict:
     chain = await op.connect_chain()
+    deadline = time.monotonic() + op.args.wait
+    view, why = await _coordinator_view(op)
+    while (view is None or not view["connected"]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        view, why = await _coordinator_view(op)
     info = await chain.node_info(op.address)
     doc = {"node": op.address, "balance": _tokens(await chain.balance_of(op.address)), "stake": _tokens(info.stake),
            "min_stake": _tokens(await chain.min_stake()), "slashed": info.slashed,
            "unstake_unlocks_at": _when(info.unlock_at) if info.unlock_at else None}  # fmt: skip
-    view, why = await _coordinator_view(op)
     doc["coordinator"] = view if view is not None else f"not registered: {why}"
     return doc
 
@@ -322,6 +330,10 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "address":  # no coordinator needed
+        from chain.signing import load_or_create_key
+
+        return run_cli("helium node address", None, lambda: print(load_or_create_key(key_path(args)).address) or 0)
     from helium.log import configure_logging
 
     configure_logging(False, "warning")

@@ -16,7 +16,7 @@ from google.protobuf import json_format
 from helium.cli._common import add_connection_args, admin_token, open_channel, run_cli
 from helium.v1 import admin_pb2, admin_pb2_grpc, worker_pb2
 
-__all__ = ["nodes_main", "stats_main"]
+__all__ = ["info_main", "nodes_main", "stats_main"]
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -79,3 +79,25 @@ def stats_main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli("helium stats", args, lambda: asyncio.run(go()))
+
+
+def info_main(argv: list[str] | None = None) -> int:
+    """`helium info [FIELD]`: the network's chain id, TaskLedger, coordinator address, min fee, version."""
+    p = argparse.ArgumentParser(prog="helium info", description="the network as the coordinator describes it")
+    add_connection_args(p)
+    p.add_argument("field", nargs="?", help="print only this field (e.g. coordinator, verifying_contract)")
+    args = p.parse_args(argv)
+
+    async def go() -> int:
+        from helium.v1 import task_pb2, task_pb2_grpc
+
+        async with open_channel(args) as channel:
+            resp = await task_pb2_grpc.TaskServiceStub(channel).GetNetworkInfo(task_pb2.GetNetworkInfoRequest(),
+                                                                                  timeout=args.timeout)  # fmt: skip
+        doc = json_format.MessageToDict(resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        if args.field and args.field not in doc:
+            raise ValueError(f"field must be one of {', '.join(doc)}, got {args.field!r}")
+        print(doc[args.field] if args.field else json.dumps(doc, indent=2))
+        return 0
+
+    return run_cli("helium info", args, lambda: asyncio.run(go()))
