@@ -183,7 +183,9 @@ class TaskIntake:
         task = self._priced(task, now_ms)
         ok, why = self.dispatcher.can_ever_run(task)
         if not ok and self._network_formed():
-            raise NoCapableNodes(why)  # a young network queues it instead: see waiting_reason
+            raise NoCapableNodes(why)
+        if not ok:  # a network still forming queues it: GetTask says what it waits for (waiting_reason)
+            log.info("task_waits_for_nodes", task_id=task_id, reason=why)
 
         lock = self._creator_locks.setdefault(creator, asyncio.Lock())
         async with lock:
