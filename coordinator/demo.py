@@ -144,7 +144,8 @@ def run_demo(data_dir: Path, prompt: str, *, expect: str | None = None, model: s
     started = time.monotonic()
     say = lambda *a, **k: print(*a, **k, file=out, flush=True)  # noqa: E731
     say("starting the embedded network: chain, coordinator + relay + gateway, 3 CPU workers ...")
-    dev = DevProcess(data_dir, gpt_model=model)
+    # Headroom for a loaded host: the network is ready in about a minute on a quiet 2-core machine.
+    dev = DevProcess(data_dir, gpt_model=model, ready_timeout_s=300)
     dev.start()
     try:
         say(f"network ready in {time.monotonic() - started:.1f}s: grpc={dev.grpc} http={dev.http} model={dev.model}")
@@ -182,7 +183,7 @@ def run_demo(data_dir: Path, prompt: str, *, expect: str | None = None, model: s
         say(f"settlement_tx={task['settlement_tx']}")
         return 0
     finally:
-        code = dev.stop()
+        code = dev.stop(grace_s=60)
         say(f"network stopped (exit {code}); demo took {time.monotonic() - started:.1f}s")
 
 
