@@ -1,8 +1,9 @@
 """Chaos run: tasks through a real network while its parts are `kill -9`ed and restarted.
 
 A chain node (`python -m chain serve`, the persistent embedded EVM), a coordinator reaching it over
-JSON-RPC, and three instant workers (tests/support/worker_proc.py), each a real process. One creator sends
-TASKS GPT tasks, resending each signed request until it gets an answer (an OK means accepted). Every
+JSON-RPC, and three near-instant workers (tests/support/worker_proc.py, WORK seconds a task, so that a kill
+finds work in flight), each a real process. One creator sends TASKS GPT tasks over about KILLS x INTERVAL
+seconds, resending each signed request until it gets an answer (an OK means accepted). Every
 INTERVAL seconds a random part (the coordinator, a worker, or the chain) is killed with SIGKILL and started
 again on the same data directory and port; a part that exits on its own (a worker whose reconnects ran
 out) is started again too. Then every accepted task must reach a final state (SETTLED, ABORTED or
@@ -12,7 +13,7 @@ with every node's credit the sum of its payments.
 QoS exclusion and kick-out are off for the run (HELIUM_H_EXCLUDE_BELOW=0, HELIUM_KICK_MEAN_BELOW=0): a worker
 killed twice would otherwise be excluded for many minutes, and this run measures crash safety, not QoS.
 
-    python -m bench.chaos [--tasks 300] [--kills 10] [--interval 3]
+    python -m bench.chaos [--tasks 300] [--kills 10] [--interval 3] [--work 0.1]
 
 The figure counts the accepted tasks that ended in a final state, against the accepted tasks.
 """
@@ -83,8 +84,9 @@ class ChaosResult:
 class _Net:
     """The parts, each a process started by name: 'chain', 'coordinator', 'w0'..'w2'."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, work_s: float) -> None:
         self.root = root
+        self.work_s = work_s
         self.procs: dict[str, Proc] = {}
         self.busy: set[str] = set()  # parts being killed or started: the supervisor leaves them alone
         self.chain_port = 0
@@ -109,7 +111,7 @@ class _Net:
             self.coord_port = int(self.coord_address.rsplit(":", 1)[1])
         else:
             p = spawn(["-m", "tests.support.worker_proc", "--coordinator", self.coord_address, "--data-dir",
-                       str(r / name), "--delay", "0"], name)  # fmt: skip
+                       str(r / name), "--delay", str(self.work_s)], name)  # fmt: skip
         self.procs[name] = p
         return p
 
@@ -235,7 +237,8 @@ async def _check_chain(root: Path, workers: list[str], result: ChaosResult) -> N
 
 
 async def run_chaos(root: Path, *, tasks: int = 300, kills: int = 10, interval_s: float = 3.0, seed: int = 1,
-                    final_timeout_s: float = 240.0, victims: list[str] | None = None) -> ChaosResult:  # fmt: skip
+                    final_timeout_s: float = 240.0, victims: list[str] | None = None,
+                    work_s: float = 0.1) -> ChaosResult:  # fmt: skip
     """`victims`: the parts to kill, in order ('coordinator', 'chain', 'w0'..'w2'); default `kills` random
     ones (workers are three of the five parts)."""
     result = ChaosResult()
@@ -244,7 +247,7 @@ async def run_chaos(root: Path, *, tasks: int = 300, kills: int = 10, interval_s
     victims = list(victims) if victims is not None else [rng.choice(parts) for _ in range(kills)]
     t0 = time.monotonic()
     creator, workers = await _prepare(root)
-    net = _Net(root)
+    net = _Net(root, work_s)
     stop = asyncio.Event()
     try:
         await asyncio.to_thread(net.start, "chain")
@@ -288,11 +291,12 @@ def main() -> None:
     p.add_argument("--kills", type=int, default=10)
     p.add_argument("--interval", type=float, default=3.0, help="mean seconds between kills")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--work", type=float, default=0.1, help="seconds each worker takes per task")
     args = p.parse_args()
     configure_logging(False, "warning")
     with tempfile.TemporaryDirectory(prefix="helium-chaos-") as d:
         result = asyncio.run(run_chaos(Path(d), tasks=args.tasks, kills=args.kills, interval_s=args.interval,
-                                       seed=args.seed))  # fmt: skip
+                                       seed=args.seed, work_s=args.work))  # fmt: skip
     report(result)
 
 

@@ -356,8 +356,11 @@ class SqliteStore(CoordinatorStore):
     def _write_soon_nodes(self) -> None:
         self._soon_timer = None
         nodes, self._soon_nodes = self._soon_nodes, {}
-        for node in nodes.values():
-            self._upsert_node(node)
+        try:
+            for node in nodes.values():
+                self._upsert_node(node)
+        except CoordinatorError as exc:  # scores only (state changes are not `soon`): lost, as in a crash
+            log.warning("store_node_writes_lost", nodes=len(nodes), error=str(exc))
 
     def _upsert_node(self, node: NodeRecord) -> None:
         with self._tx() as db:
