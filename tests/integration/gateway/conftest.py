@@ -12,7 +12,8 @@ def dev(tmp_path_factory):
     data = tmp_path_factory.mktemp("gateway-dev")
     tool_model = install_tool_calling_model(data / "hf-cache")
     sd_model = install_tiny_sd(data / "hf-cache")
-    net = DevProcess(data).start()
+    # A loaded shared host takes minutes to start it, and its workers' drain can take half a minute.
+    net = DevProcess(data, ready_timeout_s=420).start()
     net.tool_model, net.sd_model = tool_model, sd_model
     yield net
-    assert net.stop() == 0, (data / "dev.log").read_text(errors="replace")[-4000:]
+    assert net.stop(grace_s=90) == 0, (data / "dev.log").read_text(errors="replace")[-4000:]
