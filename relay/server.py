@@ -106,7 +106,12 @@ async def start_standalone(config: RelayConfig, store: BlobStore | None = None) 
         raise ValueError(
             f"host {config.host} is not loopback: give --tls-cert and --tls-key, or --insecure for plaintext"
         )
-    server = grpc.aio.server(options=[*grpc_options(config.chunk_bytes), ("grpc.so_reuseport", 0)])  # no port sharing
+    # Workers ping idle connections (keepalive): accept the pings, as the coordinator does, instead of
+    # answering them with GOAWAY too_many_pings, which drops the connection and any transfer on it.
+    keepalive = [("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_ping_strikes", 0),
+                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000)]  # fmt: skip
+    server = grpc.aio.server(options=[*grpc_options(config.chunk_bytes), *keepalive,
+                                      ("grpc.so_reuseport", 0)])  # no port sharing  # fmt: skip
     owns_store = store is None
     store = store if store is not None else FilesystemBlobStore(config.data_dir, config.max_blob_bytes)
     servicer = add_relay_to_server(server, config, store)

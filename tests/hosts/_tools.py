@@ -83,7 +83,8 @@ async def submit(args: argparse.Namespace) -> None:
         return
     reqs = []
     for i in range(args.n):
-        doc = {"model": "tiny-gpt", "messages": [{"role": "user", "content": f"hosts {args.tag} {i}"}], "seed": i}
+        doc = ({"base_model": "tiny-sd", "prompt": f"hosts {args.tag} {i}"} if args.kind == "sd" else
+               {"model": "tiny-gpt", "messages": [{"role": "user", "content": f"hosts {args.tag} {i}"}], "seed": i})
         reqs.append(await client.build(load_task_file(doc), fee=args.fee, deadline=deadline))
     ids: list[str] = []
     sent = time.monotonic()
@@ -111,7 +112,11 @@ async def _wait(client, ids: list[str], args: argparse.Namespace, sent: float | 
         done_at[tid] = time.monotonic()
         return task
 
-    tasks = await asyncio.gather(*(follow(t) for t in ids))
+    if args.peek:
+        tasks = await asyncio.gather(*(client.get(t) for t in ids))
+        done_at.update(dict.fromkeys(ids, time.monotonic()))
+    else:
+        tasks = await asyncio.gather(*(follow(t) for t in ids))
     if args.settled:
         want = {task_pb2.TASK_STATE_SETTLED, task_pb2.TASK_STATE_ABORTED}
         tasks = await asyncio.gather(*(client.wait(t, timeout=args.timeout, states=want) for t in ids))
@@ -123,6 +128,7 @@ async def _wait(client, ids: list[str], args: argparse.Namespace, sent: float | 
     print(json.dumps({
         "ids": ids, "states": states, "seconds": round(time.monotonic() - sent, 3),
         "nodes": [list(t.result.nodes) for t in tasks], "reasons": [t.reason for t in tasks if t.reason][:5],
+        "outputs": [t.result.output_json for t in tasks] if args.outputs else [],
         "latency_ms": {"p50": round(lat[len(lat) // 2], 1), "max": round(lat[-1], 1)} if lat else {},
     }), flush=True)  # fmt: skip
 
@@ -164,6 +170,9 @@ def main() -> int:
     c.add_argument("--task-deadline-s", type=float, default=0)
     c.add_argument("--settled", action="store_true", help="also wait until each task is settled")
     c.add_argument("--no-wait", action="store_true", help="print the ids once accepted")
+    c.add_argument("--kind", choices=("gpt", "sd"), default="gpt")
+    c.add_argument("--peek", action="store_true", help="with --wait: report the states now, without waiting")
+    c.add_argument("--outputs", action="store_true", help="print each task's output_json")
     c.add_argument("--wait", metavar="ID,ID", help="send nothing: wait for these tasks")
     g = sub.add_parser("http-garbage")
     g.add_argument("listen")

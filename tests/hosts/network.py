@@ -193,6 +193,10 @@ class HostNet:
         """Waits (from the client host) for the outcome of each task; the summary dict."""
         return self._client(0, timeout, settled, ["--wait", ",".join(ids)], "")
 
+    def peek(self, ids: list[str]) -> dict:
+        """The tasks' states now (summary dict), without waiting."""
+        return self._client(0, 30, False, ["--wait", ",".join(ids), "--peek"], "")
+
     def _client(self, n: int, timeout: float, settled: bool, extra: list[str], tag: str) -> dict:
         args = ["-m", "tests.hosts._tools", "submit", "--coordinator", self.address, "--tls-ca",
                 str(self.pki.ca_path), "--creator-key", self.creator_key, "--n", str(n), "--timeout", str(timeout),
