@@ -9,8 +9,9 @@ Ethereum key and its own `WorkerService.Connect` stream:
 
 Delivery is at-least-once: every Result and ErrorReport waits in an outbox
 until the coordinator acknowledges it, and the outbox is sent again after every
-reconnect, so a dropped stream never loses a finished result. A task keeps
-running while the stream is down.
+reconnect, so a dropped stream never loses a finished result. The outbox is a
+journal on disk (worker._outbox), written before each send, so a killed worker
+sends it again after its restart. A task keeps running while the stream is down.
 
 Reconnects use jittered exponential backoff (tenacity), bounded in attempts
 and total time; each attempt is bounded by `connect_timeout`. A refusal the
