@@ -1,6 +1,7 @@
-"""The dispatcher's result side: checking a result's signature, applying the validation
-rules after each submission (early quorum, outliers, mismatch, invalid-args majority),
-and scoring the nodes once a task's outcome is final.
+"""The dispatcher's result side: checking that a result is what its node signed (signature, the GPT
+output against its hash, SD images against their pHashes), applying the validation rules after each
+submission (early quorum, outliers, mismatch, invalid-args majority), one confirming re-run for a
+minority result, and scoring the nodes once a task's outcome is final.
 
 `Judging` is a mixin of `Dispatcher`, split out only to keep each module readable.
 """
@@ -125,13 +126,12 @@ class Judging:
         self._maybe_finish(flight)
 
     def _mark_matched(self, flight: InFlight, winners: set[str], changed: list[Assignment]) -> None:
-        if True:
-            for a in flight.assignments.values():
-                if a.state == AssignmentState.SUBMITTED and a.matched != (a.node in winners):
-                    a = evolve(a, matched=a.node in winners)
-                    flight.assignments[a.assignment_id] = a
-                    if a not in changed:
-                        changed.append(a)
+        for a in list(flight.assignments.values()):
+            if a.state == AssignmentState.SUBMITTED and a.matched != (a.node in winners):
+                a = evolve(a, matched=a.node in winners)
+                flight.assignments[a.assignment_id] = a
+                if a not in changed:
+                    changed.append(a)
 
     def _confirm_wanted(self, flight: InFlight) -> bool:
         """A validated task with a minority result and fewer than CONFIRMATIONS matching ones, no assignment

@@ -5,14 +5,20 @@ Loading is the real `from_pretrained` path (a hub id or a local directory;
 (no CPU or disk offload), bitsandbytes for `quantize_bits`. Loaded models stay
 in the shared `ModelCache`.
 
-Generation is one `model.generate` call: the task's generation fields override
-the model's own `generation_config`; stop strings go through transformers'
-`StopStringCriteria`; a `StoppingCriteria` that never stops anything is the
-per-step hook for streaming and cancellation.
+Generation is one `model.generate` call. The effective config is resolved once
+per task, in `prepare`: a copy of the model's own `generation_config` with the
+task's fields over it (the cached model's config is never read by generate() nor
+written). Sampling without beams draws from a `torch.Generator` of the task's
+own, seeded with the task's seed (`_SeededSampler`): generate() runs greedy over
+the sampler's one-hot choice, so no other thread drawing from the process-wide
+generator (a model load, a capabilities probe, another node of the process) can
+change a token. A `StoppingCriteria` is the per-step hook for stop strings,
+streaming and cancellation.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +57,8 @@ class Prepared:
     kwargs: dict
     n: int  # number of choices
     streamable: bool  # rows of the batch are the choices, step by step (no beam search)
+    config: object = None  # the effective GenerationConfig: a copy of the model's, the task's fields over it
+    seed: int = 0
 
     @property
     def max_new_tokens(self) -> int:
@@ -130,21 +138,35 @@ class TransformersBackend:
         if beams > 1 and n > beams:
             raise InvalidArgsError(
                 f"generation_config.num_return_sequences must be <= num_beams ({beams}) when beams are used, got {n}")
-        return Prepared(loaded, prompt_ids, kwargs, n, streamable=beams == 1)
+        # Resolved once, on a copy: what a cached model carries never changes from one task to the next.
+        gen = copy.deepcopy(base)
+        try:
+            gen.update(**{k: v for k, v in kwargs.items() if k != "stop_strings"})
+        except ValueError as e:
+            raise InvalidArgsError(f"generation_config: {str(e).splitlines()[0]}") from e
+        return Prepared(loaded, prompt_ids, kwargs, n, streamable=beams == 1, config=gen, seed=int(task.seed))
 
     def generate(self, prep: Prepared, *, on_step: StepHook | None, is_cancelled: Callable[[], bool]) -> list[list[int]]:
         """Raw generated ids per choice (pad tokens after an end included)."""
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         model = prep.loaded.model
         ids = torch.tensor([prep.prompt_ids], dtype=torch.long, device=self.device.torch_device)
-        kwargs = dict(prep.kwargs)
-        stops = tuple(kwargs.pop("stop_strings", ()))
+        stops = prep.stop_strings
         hook = _StepCriteria(len(prep.prompt_ids), on_step if prep.streamable else None, is_cancelled,
                              stops, prep.decode)
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                             stopping_criteria=StoppingCriteriaList([hook]), **kwargs)
+        gen = copy.deepcopy(prep.config)
+        gen.max_new_tokens = prep.max_new_tokens
+        processors = LogitsProcessorList()
+        if gen.do_sample and (gen.num_beams or 1) == 1:
+            # One row per choice, sampled by the task's own generator; generate() takes the sampler's pick.
+            processors.append(_SeededSampler(_warpers(gen), prep.seed, self.device.torch_device))
+            ids = ids.repeat(prep.n, 1)
+            gen.do_sample, gen.num_return_sequences = False, 1
+            gen.temperature = gen.top_k = gen.top_p = gen.min_p = gen.typical_p = None
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen,
+                             logits_processor=processors, stopping_criteria=StoppingCriteriaList([hook]))
         return [row[len(prep.prompt_ids):].tolist() for row in out]
 
     def _load(self, model_id: str, dtype: str, bits: int | None) -> Loaded:
@@ -189,6 +211,50 @@ class TransformersBackend:
         log.info("gpt_model_loaded", model=model_id, dtype=dtype, quantize_bits=bits, context=context,
                  device=self.device.torch_device)
         return Loaded(model, tokenizer, int(context), frozenset(eos_ids))
+
+
+def _warpers(gen) -> list:
+    """transformers' sampling warpers for this config, in the order generate() itself applies them."""
+    from transformers import (
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+        TypicalLogitsWarper,
+    )
+
+    out: list = []
+    if gen.temperature is not None and gen.temperature != 1.0:
+        out.append(TemperatureLogitsWarper(gen.temperature))
+    if gen.top_k is not None and gen.top_k != 0:
+        out.append(TopKLogitsWarper(top_k=gen.top_k, min_tokens_to_keep=1))
+    if gen.top_p is not None and gen.top_p < 1.0:
+        out.append(TopPLogitsWarper(top_p=gen.top_p, min_tokens_to_keep=1))
+    if gen.min_p is not None:
+        out.append(MinPLogitsWarper(min_p=gen.min_p, min_tokens_to_keep=1))
+    if gen.typical_p is not None and gen.typical_p < 1.0:
+        out.append(TypicalLogitsWarper(mass=gen.typical_p, min_tokens_to_keep=1))
+    return out
+
+
+class _SeededSampler:
+    """The last logits processor of a sampled task: warps the scores, draws each row's next token from the
+    task's own generator, and leaves only that token (generate() then decodes greedily)."""
+
+    def __init__(self, warpers: list, seed: int, device: str) -> None:
+        import torch
+
+        self.warpers = warpers
+        self.generator = torch.Generator(device=device).manual_seed(seed % 2**64)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        for w in self.warpers:
+            scores = w(input_ids, scores)
+        probs = torch.softmax(scores.float(), dim=-1)
+        pick = torch.multinomial(probs, num_samples=1, generator=self.generator)
+        return torch.full_like(scores, float("-inf")).scatter_(1, pick, 0.0)
 
 
 class _StepCriteria:

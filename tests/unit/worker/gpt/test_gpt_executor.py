@@ -56,13 +56,17 @@ def test_example_response_shape_and_every_field_reaches_generate(executor, tiny,
     assert resp["usage"]["total_tokens"] == resp["usage"]["prompt_tokens"] + resp["usage"]["completion_tokens"]
     assert out.completion_tokens == resp["usage"]["completion_tokens"] <= 6 and len(out.result_hash) == 32
     (kw,) = generate_calls
-    assert {k: kw[k] for k in ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "min_p", "typical_p",
-                               "num_beams", "repetition_penalty", "num_return_sequences")} == {
-        "max_new_tokens": 6, "do_sample": True, "temperature": 0.7, "top_p": pytest.approx(0.9), "top_k": 50,
-        "min_p": pytest.approx(0.05), "typical_p": 1.0, "num_beams": 1, "repetition_penalty": pytest.approx(1.1),
-        "num_return_sequences": 1}
+    gen = kw["generation_config"]
+    assert (gen.max_new_tokens, gen.num_beams, gen.repetition_penalty) == (6, 1, pytest.approx(1.1))
+    # Sampled by the task's own generator: generate() takes the sampler's pick (greedy over a one-hot).
+    (sampler,) = kw["logits_processor"]
+    assert not gen.do_sample and sampler.generator.initial_seed() == 42
+    warps = {type(w).__name__: w for w in sampler.warpers}
+    assert warps["TemperatureLogitsWarper"].temperature == 0.7 and warps["TopKLogitsWarper"].top_k == 50
+    assert warps["TopPLogitsWarper"].top_p == pytest.approx(0.9) and warps["MinPLogitsWarper"].min_p == 0.05
+    assert "TypicalLogitsWarper" not in warps  # typical_p 1.0: off
     # Stop strings are ours (decoded-text criteria), not transformers' token-string ones.
-    assert "stop_strings" not in kw
+    assert "stop_strings" not in kw and gen.stop_strings is None
     # dtype reached from_pretrained; the tools reached the chat template (a long tools preamble).
     loaded = executor.cache.get(next(k for k in executor.cache.keys() if "bfloat16" in k.variant))
     assert loaded.model.dtype == torch.bfloat16
@@ -288,3 +292,36 @@ def test_hub_id_from_the_hf_cache_offline_and_advertised(tmp_path, monkeypatch):
     _, resp = run(ex, make_task(repo, generation_config={"max_new_tokens": 3}))
     assert resp["model"] == repo and resp["usage"]["completion_tokens"] >= 1
     assert ex.capabilities().loaded_models == (repo,)
+
+
+def test_sampling_ignores_other_threads_drawing_from_the_process_wide_generator(executor, tiny):
+    """Issue #13 item 9: a sampled task (the model's own config turns sampling on) gave one of three nodes
+    another hash. Another thread drawing from the process-wide generator between seeding and generating
+    (a model load, a capabilities probe) changed its tokens; each task now samples from its own generator.
+    Fails on the old code: the draws below move the tokens."""
+    import threading
+
+    import torch
+
+    task = make_task(tiny["llama-tools"], seed=7, generation_config={"do_sample": None, "temperature": None,
+                                                                     "top_p": None, "top_k": None, "min_p": None,
+                                                                     "typical_p": None, "repetition_penalty": None,
+                                                                     "num_return_sequences": 2, "stop_strings": None})
+    quiet = executor.execute(job(task))
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            torch.rand(64)
+
+    t = threading.Thread(target=draw, daemon=True)
+    t.start()
+    try:
+        noisy = [executor.execute(job(task)) for _ in range(3)]
+    finally:
+        stop.set()
+        t.join()
+    assert len(quiet.choices) == 2 and quiet.choices[0].token_ids != quiet.choices[1].token_ids  # it sampled
+    assert all(r.outcome.result_hash == quiet.outcome.result_hash for r in noisy)
+    model_config = executor.backend.load(task).model.generation_config
+    assert model_config.do_sample is True and model_config.temperature == 0.7  # the cached defaults, untouched
