@@ -40,16 +40,6 @@ async def test_a_model_path_is_refused_at_intake_naming_model(tmp_path, model):
         assert net.app.store.count_tasks_by_state() == {}
 
 
-async def test_the_worker_refuses_a_model_path_that_reaches_it():
-    """Defence in depth: the node's job runner checks a task's model with this before any executor runs
-    (a coordinator of an older version let paths through); it raises TaskArgsError, an invalid-args verdict."""
-    from worker.models import require_hub_model
-
-    assert require_hub_model("org/name") == "org/name"
-    with pytest.raises(ValueError, match="model must be a model id"):
-        require_hub_model("/etc")
-
-
 async def test_an_oversized_task_is_refused_before_it_is_stored(tmp_path):
     async with TestNetwork(tmp_path, max_task_bytes=64 << 10) as net:
         await net.add_nodes(3, lambda: InstantExecutor("gpt"))
