@@ -162,7 +162,7 @@ class RelayAuthenticator:
         clock: Callable[[], float] = time.time,
         replay_path: Path | None = None,
     ) -> None:
-        """`replay_path`: the SQLite file the seen nonces are kept in across restarts (relay._replay);
+        """`replay_path`: the directory whose logs keep the seen nonces across restarts (relay._replay);
         None: memory only."""
         self._coordinator = to_checksum_address(coordinator_address)
         self._domain = domain

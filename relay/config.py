@@ -85,8 +85,8 @@ class RelayConfig:
 
     @property
     def replay_path(self) -> Path:
-        """The SQLite file, beside the blobs, that keeps the replay cache's nonces across restarts."""
-        return self.data_dir / "nonces.sqlite"
+        """The directory, beside the blobs, whose logs keep the replay cache's nonces across restarts."""
+        return self.data_dir / ".nonces"
 
     @property
     def domain(self) -> Domain:

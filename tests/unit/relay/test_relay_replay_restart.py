@@ -63,8 +63,8 @@ async def test_a_replayed_request_is_refused_after_the_relay_is_killed_and_resta
             p.kill9()
 
 
-def test_the_nonce_file_keeps_only_unexpired_nonces(tmp_path):
-    path = tmp_path / "nonces.sqlite"
+def test_the_nonce_log_keeps_only_unexpired_nonces_and_rotates(tmp_path, monkeypatch):
+    path = tmp_path / "nonces"
     cache = ReplayCache(100, path, now=1000.0)
     cache.add(b"a" * 32, expires_at=1100.0, now=1000.0)
     cache.add(b"b" * 32, expires_at=1010.0, now=1000.0)
@@ -74,7 +74,17 @@ def test_the_nonce_file_keeps_only_unexpired_nonces(tmp_path):
     with pytest.raises(AuthenticationError, match="already used"):
         later.add(b"a" * 32, expires_at=1200.0, now=1050.0)
     later.add(b"b" * 32, expires_at=1200.0, now=1050.0)
+    later.add(b"c" * 32, expires_at=1300.0, now=1200.0)  # a's log has run out: rotated
+    later.add(b"d" * 32, expires_at=1400.0, now=1301.0)  # and again: a, b and c's logs are gone
+    assert len(list(path.glob("nonces-*.log"))) == 2
     later.close()
+    with (path / sorted(p.name for p in path.glob("nonces-*.log"))[-1]).open("ab") as torn:
+        torn.write(b"\x01" * 17)  # a record cut short by a kill: ignored
+    again = ReplayCache(100, path, now=1302.0)
+    assert len(again) == 1  # d: the others expired
+    with pytest.raises(AuthenticationError, match="already used"):
+        again.add(b"d" * 32, expires_at=1400.0, now=1302.0)
+    again.close()
     memory = ReplayCache(100)  # no path: nothing written, nothing kept
     memory.add(b"a" * 32, expires_at=1100.0, now=1000.0)
     assert len(ReplayCache(100)) == 0
