@@ -23,6 +23,7 @@ def _serving(request: Request) -> GatewayServing:
 
 
 def _client(request: Request) -> str:
+    """The client's address (uvicorn takes it from X-Forwarded-For when the peer is a trusted proxy)."""
     return request.client.host if request.client else ""
 
 

@@ -168,7 +168,9 @@ async def serve_gateway(settings: GatewaySettings, grpc_target: str | None = Non
     app = create_app(settings, **collaborators)
     sock = socket.create_server((settings.host, settings.http_port), reuse_port=False)
     sock.setblocking(False)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5)
+    # Behind a trusted proxy the client address (the bad-key lockout's key) is the one it forwards.
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5,
+                            proxy_headers=True, forwarded_allow_ips=",".join(settings.trusted_proxies))
     server = _QuietServer(config)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     deadline = time.monotonic() + startup_timeout

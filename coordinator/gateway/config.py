@@ -43,6 +43,9 @@ class GatewaySettings:
     # A client address that sends this many bad API keys within a minute is refused (429) for auth_lockout.
     auth_max_failures: int = 10
     auth_lockout: timedelta = timedelta(minutes=1)
+    # Reverse proxies in front of the gateway (their addresses): behind one of them, the client address (for
+    # the bad-key lockout) is the one it forwards (X-Forwarded-For); from anyone else that header is ignored.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
     # Refuse requests without a valid API key (the only sane setting outside tests).
     require_api_key: bool = True
     # CA certificate of the coordinator's TLS; plaintext is allowed to loopback or with `insecure`.

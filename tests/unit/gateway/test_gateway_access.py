@@ -63,3 +63,29 @@ def test_image_urls_are_bound_to_task_index_and_expiry(tmp_path):
         urls.check("0xabc", 1, int(query["expires"]), query["sig"])
     assert err.value.code == "url_expired"
     store.close()
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_the_lockout_keys_on_the_forwarded_address_only_behind_a_trusted_proxy(settings, fake_coordinator,
+                                                                                    api_key, trusted):
+    import dataclasses
+
+    import httpx
+
+    from coordinator.gateway import serve_gateway
+
+    proxies = ("127.0.0.1",) if trusted else ()  # the test client is the peer, at 127.0.0.1
+    server = await serve_gateway(dataclasses.replace(settings, trusted_proxies=proxies), fake_coordinator.target)
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            for i in range(10):  # a flood that rotates its claimed address
+                r = await http.get("/v1/tasks/0x" + "ab" * 32, headers={
+                    "authorization": f"Bearer sk-helium-guess{i}", "x-forwarded-for": f"10.0.0.{i % 2 + 1}"})
+                assert r.status_code in (401, 429)
+            r = await http.get("/v1/tasks/0x" + "ab" * 32, headers={
+                "authorization": f"Bearer {api_key}", "x-forwarded-for": "10.0.0.9"})
+            # Behind a trusted proxy each client has its own count (two addresses, five failures each: none
+            # locked, and a third client passes); a spoofed header from the peer itself changes nothing.
+            assert r.status_code == (404 if trusted else 429)
+    finally:
+        await server.stop()
