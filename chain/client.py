@@ -138,7 +138,7 @@ class ChainClient:
 
     async def node_info(self, node: str) -> NodeInfo:
         s = await self._view(self.staking.functions.nodeInfo(to_checksum_address(node)), "node_info")
-        return NodeInfo(stake=s[0], unlock_at=s[1], gpus=s[2], busy=s[3], slashed=s[4], active=s[5])
+        return NodeInfo(stake=s[0], unlock_at=s[1], left_at=s[2], slashed=s[3], active=s[4])
 
     async def min_stake(self) -> int:
         return await self._view(self.staking.functions.minStake(), "min_stake")
@@ -245,14 +245,6 @@ class ChainClient:
 
     async def kick_out(self, node: str) -> bytes:
         return await self._transact(self.staking, self.staking.functions.kickOut(to_checksum_address(node)))
-
-    async def set_busy(self, nodes: Sequence[str], busy: bool) -> bytes:
-        """Marks nodes busy (holding work: they cannot withdraw their stake) or not, in one transaction."""
-        fn = self.staking.functions.setBusy([to_checksum_address(n) for n in nodes], busy)
-        return await self._transact(self.staking, fn, gas=self.settings.call_gas + 30_000 * len(nodes))
-
-    async def set_gpus(self, node: str, gpus: int) -> bytes:
-        return await self._transact(self.staking, self.staking.functions.setGpus(to_checksum_address(node), gpus))
 
     async def wait_receipt(self, tx_hash: bytes, timeout: timedelta | float | None = None) -> Receipt:  # noqa: ASYNC109
         """The receipt of `tx_hash` within `timeout` (ChainTimeout otherwise); TransactionReverted if status 0."""

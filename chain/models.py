@@ -264,9 +264,8 @@ class ClientSettings:
 @dataclass(frozen=True)
 class NodeInfo:
     stake: int
-    unlock_at: int
-    gpus: int
-    busy: bool
+    unlock_at: int  # 0: no unstake requested; else when the stake may be withdrawn
+    left_at: int  # when the stake last went back (withdraw, kick-out); 0: never. Paid until a delay after
     slashed: bool
     active: bool
 

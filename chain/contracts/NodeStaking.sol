@@ -19,8 +19,10 @@ interface IHeliumDomain {
 /// (`slash`) or inside `TaskLedger.settle(tasks, slashes)`, which forwards each evidence here; either way the
 /// evidence is verified in full by this contract. Slashed stake accrues to `treasuryBalance` and is pushed to
 /// the admin-settable `treasury` by `sweepTreasury()` (anyone may call it).
-/// "Busy" is set by the coordinator in batches (`setBusy(nodes, busy)`), when a node holds work, never per task;
-/// a busy node cannot withdraw its stake.
+/// A stake stays slashable for the whole unstake delay after `requestUnstake`, and a node with a pending unstake
+/// may not join the coordinator (it reads `nodeInfo`), so the delay, which must exceed the longest task plus the
+/// settlement window, is what keeps a node from withdrawing before evidence against it lands. Each node is one
+/// GPU (one key, one stream per GPU), so NetworkStats counts one GPU per active node.
 contract NodeStaking is Coordinated, ReentrancyGuard {
     bytes32 public constant RESULT_TYPEHASH = keccak256("Result(bytes32 taskId,bytes32 resultHash,address node)");
     bytes32 public constant INVALID_ARGS_HASH = keccak256("helium:invalid-args");
@@ -30,8 +32,7 @@ contract NodeStaking is Coordinated, ReentrancyGuard {
     struct Node {
         uint128 stake;
         uint64 unlockAt; // 0: no unstake requested
-        uint16 gpus;
-        bool busy;
+        uint48 leftAt; // when the stake last went back to the node (withdraw, kick-out); 0: never
         bool slashed;
         bool active; // counted in NetworkStats
     }
@@ -67,8 +68,6 @@ contract NodeStaking is Coordinated, ReentrancyGuard {
     event Staked(address indexed node, uint256 amount, uint256 total);
     event UnstakeRequested(address indexed node, uint256 unlockAt);
     event Withdrawn(address indexed node, uint256 amount);
-    event BusyChanged(address indexed node, bool busy);
-    event GpusSet(address indexed node, uint256 gpus);
     event KickedOut(address indexed node, uint256 amount);
     event Slashed(address indexed node, bytes32 indexed taskId, uint8 kind, uint256 amount);
     event TreasurySwept(address indexed treasury, uint256 amount);
@@ -82,7 +81,6 @@ contract NodeStaking is Coordinated, ReentrancyGuard {
     error UnstakeAlreadyRequested(address node);
     error UnstakeNotRequested(address node);
     error UnstakeLocked(address node, uint256 unlockAt);
-    error NodeBusy(address node);
     error TransferFailed(address to, uint256 amount);
     error NotCoordinator(address caller);
     error LedgerAlreadySet(address ledger);
@@ -138,40 +136,21 @@ contract NodeStaking is Coordinated, ReentrancyGuard {
         emit UnstakeRequested(msg.sender, unlockAt);
     }
 
-    /// @notice Pays the whole stake back once the unstake delay has passed and the node is not busy.
+    /// @notice Pays the whole stake back once the unstake delay has passed.
     function withdraw() external nonReentrant {
         Node storage n = _nodes[msg.sender];
         if (n.slashed) revert NodeIsSlashed(msg.sender);
         if (n.unlockAt == 0) revert UnstakeNotRequested(msg.sender);
         if (block.timestamp < n.unlockAt) revert UnstakeLocked(msg.sender, n.unlockAt);
-        if (n.busy) revert NodeBusy(msg.sender);
         uint256 amount = n.stake;
         n.stake = 0;
         n.unlockAt = 0;
+        n.leftAt = uint48(block.timestamp);
         emit Withdrawn(msg.sender, amount);
         _send(msg.sender, amount);
     }
 
     // --- coordinator --------------------------------------------------------------------------------
-
-    /// @notice Marks nodes busy (holding work) or not, in one batch.
-    function setBusy(address[] calldata nodes, bool busy) external onlyRole(COORDINATOR_ROLE) {
-        for (uint256 i; i < nodes.length; ++i) {
-            Node storage n = _nodes[nodes[i]];
-            if (n.busy != busy) {
-                n.busy = busy;
-                emit BusyChanged(nodes[i], busy);
-            }
-        }
-    }
-
-    /// @notice Records how many GPUs a node serves with (for NetworkStats).
-    function setGpus(address node, uint16 gpus) external onlyRole(COORDINATOR_ROLE) {
-        Node storage n = _nodes[node];
-        if (n.active) stats.addNodes(0, int256(uint256(gpus)) - int256(uint256(n.gpus)));
-        n.gpus = gpus;
-        emit GpusSet(node, gpus);
-    }
 
     /// @notice Removes a node from the network and returns its stake (not a punishment).
     function kickOut(address node) external onlyRole(COORDINATOR_ROLE) nonReentrant {
@@ -182,7 +161,7 @@ contract NodeStaking is Coordinated, ReentrancyGuard {
         _setActive(n, false);
         n.stake = 0;
         n.unlockAt = 0;
-        n.busy = false;
+        n.leftAt = uint48(block.timestamp);
         stats.addKickOut();
         emit KickedOut(node, amount);
         _send(node, amount);
@@ -198,7 +177,6 @@ contract NodeStaking is Coordinated, ReentrancyGuard {
         _setActive(n, false);
         n.stake = 0;
         n.slashed = true;
-        n.busy = false;
         treasuryBalance += amount;
         stats.addSlash(amount);
         emit Slashed(node, e.taskId, e.kind, amount);
@@ -243,10 +221,13 @@ contract NodeStaking is Coordinated, ReentrancyGuard {
 
     // --- views --------------------------------------------------------------------------------------
 
-    /// @notice Whether `node` holds stake that can still be slashed (TaskLedger pays only such nodes).
-    function isStaked(address node) external view returns (bool) {
+    /// @notice Whether TaskLedger may pay `node`: never slashed, and staked now or within the last unstake
+    /// delay (a node kicked out or gone keeps its pay for work that settles after it left; a key that never
+    /// staked gets nothing).
+    function isPayable(address node) external view returns (bool) {
         Node storage n = _nodes[node];
-        return n.stake != 0 && !n.slashed;
+        if (n.slashed) return false;
+        return n.stake != 0 || (n.leftAt != 0 && block.timestamp <= uint256(n.leftAt) + unstakeDelay);
     }
 
     function stakeOf(address node) external view returns (uint256) {
@@ -323,7 +304,7 @@ contract NodeStaking is Coordinated, ReentrancyGuard {
         if (n.active == active) return;
         n.active = active;
         int256 one = active ? int256(1) : int256(-1);
-        stats.addNodes(one, one * int256(uint256(n.gpus)));
+        stats.addNodes(one, one); // one GPU per node
     }
 
     function _send(address to, uint256 amount) internal {

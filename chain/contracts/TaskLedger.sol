@@ -16,10 +16,11 @@ import {PHash} from "./PHash.sol";
 /// (1st: 10, 2nd: 9, 3rd: 6; share = fee * score / sum of the matching scores; the remainder goes to the
 /// lowest order), so the shares always add up to the fee. An invalid-args verdict is settled the same way,
 /// with resultHash = INVALID_ARGS_HASH.
-/// Only staked nodes are paid: a result signer that holds no stake in NodeStaking, or was slashed, gets
+/// Only staked nodes are paid (NodeStaking.isPayable): a result signer that never staked, or was slashed, gets
 /// nothing (event Unpaid), and its share stays in the creator's deposit, so the creator is charged only what
-/// staked nodes earned (TaskSettled carries that charge). A coordinator can thus never pay a creator's fee to
-/// keys of its own that risk nothing, and a batch never fails because one of its nodes was slashed meanwhile.
+/// staked nodes earned (TaskSettled carries that charge). A node kicked out or gone is still paid for results
+/// that settle within one unstake delay after it left. A coordinator can thus never pay a creator's fee to keys
+/// of its own that risk nothing, and a batch never fails because one of its nodes was slashed meanwhile.
 /// Matching: a GPT task (and any invalid-args verdict) is paid when every paid node signed `resultHash`.
 /// An SD task carries each paid result's image pHashes (`phashes[j]` for `results[j]`): the ledger computes
 /// each result's hash as keccak256(abi.encodePacked(phashes[j])) (PHash.hash, as NodeStaking does for slash
@@ -306,7 +307,7 @@ contract TaskLedger is EIP712, Coordinated, ReentrancyGuard {
         shares[first] += fee - paid;
         for (uint256 j; j < n; ++j) {
             SignedResult calldata r = t.results[j];
-            if (!staking.isStaked(r.node)) {
+            if (!staking.isPayable(r.node)) {
                 emit Unpaid(taskId, r.node, shares[j], r.order);
                 continue;
             }

@@ -75,7 +75,18 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             nodes_by_state=counts(by_state), nodes_by_card=counts(by_card), tasks_by_state=counts(tasks),
             queue_depth_by_type=counts(depth), validation_outcomes=counts(extra.get("validation_outcomes", {})),
             gpus=sum(1 for r in d.store.list_nodes() if r.state.value not in ("quit", "kicked_out", "slashed")),
-            settled_batches=extra.get("settled_batches", 0),
+            settled_batches=extra.get("settled_batches", 0), chain=self._chain_counters(extra.get("chain")),
+        )  # fmt: skip
+
+    @staticmethod
+    def _chain_counters(chain: dict | None) -> admin_pb2.ChainCounters | None:
+        """NetworkStats' counters as the chain part last read them (all strings there); None before a read."""
+        if not chain:
+            return None
+        return admin_pb2.ChainCounters(
+            nodes=int(chain["nodes"]), gpus=int(chain["gpus"]), tasks_settled=int(chain["tasks_settled"]),
+            slashes=int(chain["slashes"]), kick_outs=int(chain["kick_outs"]),
+            fees_settled_wei=chain["fees_settled"], slashed_total_wei=chain["slashed_total"],
         )  # fmt: skip
 
     async def PauseNode(self, request, context):

@@ -10,7 +10,7 @@ key (it must hold COORDINATOR_ROLE); the deployed addresses come from the JSON f
 `HELIUM_CHAIN_ADDRESSES`, else `<config.data_dir>/chain-addresses.json`, holding `{"stats": ..., "staking": ..., "ledger": ..., "deploy_block": n}` (what `chain.deploy` returns).
 
 Protocol settings load from `[protocol]` (ProtocolSettings) and `[settlement]` (SettlementSettings) of
-the TOML file / HELIUM_* environment, with DESIGN.md's defaults.
+the TOML file / HELIUM_* environment, with docs/DESIGN.md's defaults.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ class ChainTuning:
 
 
 class ChainStakes:
-    """hooks.StakeCheck: a node may join when stakeOf(node) >= minStake."""
+    """hooks.StakeCheck: a node may join when its stake >= minStake and it has no unstake pending (a node that
+    asked to leave takes no new work: its stake stays slashable only until the unstake delay ends)."""
 
     def __init__(self, client: ChainClient, tuning: ChainTuning) -> None:
         self.client = client
@@ -68,7 +69,11 @@ class ChainStakes:
         try:
             if self._min is None:
                 self._min = await self.client.min_stake()
-            stake = await self.client.stake_of(address)
+            info = await self.client.node_info(address)
+            if info.unlock_at:
+                raise NotStaked(f"join while unstaking: node {address} asked to unstake (withdrawable at "
+                                f"{info.unlock_at}); stake again to cancel it")
+            stake = 0 if info.slashed else info.stake
             self.known[address] = (stake, time.monotonic())
         except (ChainError, *TRANSIENT_ERRORS) as exc:
             cached = self.known.get(address)

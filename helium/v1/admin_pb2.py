@@ -27,7 +27,7 @@ from helium.v1 import task_pb2 as helium_dot_v1_dot_task__pb2
 from helium.v1 import worker_pb2 as helium_dot_v1_dot_worker__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15helium/v1/admin.proto\x12\thelium.v1\x1a\x14helium/v1/card.proto\x1a\x14helium/v1/task.proto\x1a\x16helium/v1/worker.proto\"\xc8\x02\n\x04Node\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x1d\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x0f.helium.v1.Card\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.helium.v1.NodeState\x12\x0b\n\x03qos\x18\x04 \x01(\x01\x12\x13\n\x0breliability\x18\x05 \x01(\x01\x12\x12\n\nmean_score\x18\x06 \x01(\x01\x12\x0e\n\x06scores\x18\x07 \x01(\r\x12\x16\n\x0eworker_version\x18\x08 \x01(\t\x12\x15\n\rloaded_models\x18\t \x03(\t\x12\x15\n\rcached_models\x18\n \x03(\t\x12\x14\n\x0clast_seen_ms\x18\x0b \x01(\x03\x12\x15\n\rrunning_tasks\x18\x0c \x03(\t\x12\r\n\x05stake\x18\r \x01(\t\x12\x11\n\tconnected\x18\x0e \x01(\x08\x12\x10\n\x08\x62\x61\x63kends\x18\x0f \x03(\t\"8\n\x10ListNodesRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.helium.v1.NodeState\"3\n\x11ListNodesResponse\x12\x1e\n\x05nodes\x18\x01 \x03(\x0b\x32\x0f.helium.v1.Node\"G\n\x10ListTasksRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.helium.v1.TaskState\x12\r\n\x05limit\x18\x02 \x01(\r\"3\n\x11ListTasksResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.helium.v1.Task\"\x11\n\x0fGetStatsRequest\"#\n\x05\x43ount\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04\"\x94\x02\n\x10GetStatsResponse\x12(\n\x0enodes_by_state\x18\x01 \x03(\x0b\x32\x10.helium.v1.Count\x12\'\n\rnodes_by_card\x18\x02 \x03(\x0b\x32\x10.helium.v1.Count\x12(\n\x0etasks_by_state\x18\x03 \x03(\x0b\x32\x10.helium.v1.Count\x12-\n\x13queue_depth_by_type\x18\x04 \x03(\x0b\x32\x10.helium.v1.Count\x12-\n\x13validation_outcomes\x18\x05 \x03(\x0b\x32\x10.helium.v1.Count\x12\x0c\n\x04gpus\x18\x06 \x01(\x04\x12\x17\n\x0fsettled_batches\x18\x07 \x01(\x04\"#\n\x10PauseNodeRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"2\n\x11PauseNodeResponse\x12\x1d\n\x04node\x18\x01 \x01(\x0b\x32\x0f.helium.v1.Node\"$\n\x11ResumeNodeRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"3\n\x12ResumeNodeResponse\x12\x1d\n\x04node\x18\x01 \x01(\x0b\x32\x0f.helium.v1.Node\"2\n\x0fKickNodeRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"1\n\x10KickNodeResponse\x12\x1d\n\x04node\x18\x01 \x01(\x0b\x32\x0f.helium.v1.Node2\xbb\x03\n\x0c\x41\x64minService\x12\x46\n\tListNodes\x12\x1b.helium.v1.ListNodesRequest\x1a\x1c.helium.v1.ListNodesResponse\x12\x46\n\tListTasks\x12\x1b.helium.v1.ListTasksRequest\x1a\x1c.helium.v1.ListTasksResponse\x12\x43\n\x08GetStats\x12\x1a.helium.v1.GetStatsRequest\x1a\x1b.helium.v1.GetStatsResponse\x12\x46\n\tPauseNode\x12\x1b.helium.v1.PauseNodeRequest\x1a\x1c.helium.v1.PauseNodeResponse\x12I\n\nResumeNode\x12\x1c.helium.v1.ResumeNodeRequest\x1a\x1d.helium.v1.ResumeNodeResponse\x12\x43\n\x08KickNode\x12\x1a.helium.v1.KickNodeRequest\x1a\x1b.helium.v1.KickNodeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15helium/v1/admin.proto\x12\thelium.v1\x1a\x14helium/v1/card.proto\x1a\x14helium/v1/task.proto\x1a\x16helium/v1/worker.proto\"\xc8\x02\n\x04Node\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x1d\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x0f.helium.v1.Card\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.helium.v1.NodeState\x12\x0b\n\x03qos\x18\x04 \x01(\x01\x12\x13\n\x0breliability\x18\x05 \x01(\x01\x12\x12\n\nmean_score\x18\x06 \x01(\x01\x12\x0e\n\x06scores\x18\x07 \x01(\r\x12\x16\n\x0eworker_version\x18\x08 \x01(\t\x12\x15\n\rloaded_models\x18\t \x03(\t\x12\x15\n\rcached_models\x18\n \x03(\t\x12\x14\n\x0clast_seen_ms\x18\x0b \x01(\x03\x12\x15\n\rrunning_tasks\x18\x0c \x03(\t\x12\r\n\x05stake\x18\r \x01(\t\x12\x11\n\tconnected\x18\x0e \x01(\x08\x12\x10\n\x08\x62\x61\x63kends\x18\x0f \x03(\t\"8\n\x10ListNodesRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.helium.v1.NodeState\"3\n\x11ListNodesResponse\x12\x1e\n\x05nodes\x18\x01 \x03(\x0b\x32\x0f.helium.v1.Node\"G\n\x10ListTasksRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.helium.v1.TaskState\x12\r\n\x05limit\x18\x02 \x01(\r\"3\n\x11ListTasksResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.helium.v1.Task\"\x11\n\x0fGetStatsRequest\"#\n\x05\x43ount\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04\"\xbd\x02\n\x10GetStatsResponse\x12(\n\x0enodes_by_state\x18\x01 \x03(\x0b\x32\x10.helium.v1.Count\x12\'\n\rnodes_by_card\x18\x02 \x03(\x0b\x32\x10.helium.v1.Count\x12(\n\x0etasks_by_state\x18\x03 \x03(\x0b\x32\x10.helium.v1.Count\x12-\n\x13queue_depth_by_type\x18\x04 \x03(\x0b\x32\x10.helium.v1.Count\x12-\n\x13validation_outcomes\x18\x05 \x03(\x0b\x32\x10.helium.v1.Count\x12\x0c\n\x04gpus\x18\x06 \x01(\x04\x12\x17\n\x0fsettled_batches\x18\x07 \x01(\x04\x12\'\n\x05\x63hain\x18\x08 \x01(\x0b\x32\x18.helium.v1.ChainCounters\"\x9c\x01\n\rChainCounters\x12\r\n\x05nodes\x18\x01 \x01(\x04\x12\x0c\n\x04gpus\x18\x02 \x01(\x04\x12\x15\n\rtasks_settled\x18\x03 \x01(\x04\x12\x0f\n\x07slashes\x18\x04 \x01(\x04\x12\x11\n\tkick_outs\x18\x05 \x01(\x04\x12\x18\n\x10\x66\x65\x65s_settled_wei\x18\x06 \x01(\t\x12\x19\n\x11slashed_total_wei\x18\x07 \x01(\t\"#\n\x10PauseNodeRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"2\n\x11PauseNodeResponse\x12\x1d\n\x04node\x18\x01 \x01(\x0b\x32\x0f.helium.v1.Node\"$\n\x11ResumeNodeRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"3\n\x12ResumeNodeResponse\x12\x1d\n\x04node\x18\x01 \x01(\x0b\x32\x0f.helium.v1.Node\"2\n\x0fKickNodeRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"1\n\x10KickNodeResponse\x12\x1d\n\x04node\x18\x01 \x01(\x0b\x32\x0f.helium.v1.Node2\xbb\x03\n\x0c\x41\x64minService\x12\x46\n\tListNodes\x12\x1b.helium.v1.ListNodesRequest\x1a\x1c.helium.v1.ListNodesResponse\x12\x46\n\tListTasks\x12\x1b.helium.v1.ListTasksRequest\x1a\x1c.helium.v1.ListTasksResponse\x12\x43\n\x08GetStats\x12\x1a.helium.v1.GetStatsRequest\x1a\x1b.helium.v1.GetStatsResponse\x12\x46\n\tPauseNode\x12\x1b.helium.v1.PauseNodeRequest\x1a\x1c.helium.v1.PauseNodeResponse\x12I\n\nResumeNode\x12\x1c.helium.v1.ResumeNodeRequest\x1a\x1d.helium.v1.ResumeNodeResponse\x12\x43\n\x08KickNode\x12\x1a.helium.v1.KickNodeRequest\x1a\x1b.helium.v1.KickNodeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,19 +49,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COUNT']._serialized_start=691
   _globals['_COUNT']._serialized_end=726
   _globals['_GETSTATSRESPONSE']._serialized_start=729
-  _globals['_GETSTATSRESPONSE']._serialized_end=1005
-  _globals['_PAUSENODEREQUEST']._serialized_start=1007
-  _globals['_PAUSENODEREQUEST']._serialized_end=1042
-  _globals['_PAUSENODERESPONSE']._serialized_start=1044
-  _globals['_PAUSENODERESPONSE']._serialized_end=1094
-  _globals['_RESUMENODEREQUEST']._serialized_start=1096
-  _globals['_RESUMENODEREQUEST']._serialized_end=1132
-  _globals['_RESUMENODERESPONSE']._serialized_start=1134
-  _globals['_RESUMENODERESPONSE']._serialized_end=1185
-  _globals['_KICKNODEREQUEST']._serialized_start=1187
-  _globals['_KICKNODEREQUEST']._serialized_end=1237
-  _globals['_KICKNODERESPONSE']._serialized_start=1239
-  _globals['_KICKNODERESPONSE']._serialized_end=1288
-  _globals['_ADMINSERVICE']._serialized_start=1291
-  _globals['_ADMINSERVICE']._serialized_end=1734
+  _globals['_GETSTATSRESPONSE']._serialized_end=1046
+  _globals['_CHAINCOUNTERS']._serialized_start=1049
+  _globals['_CHAINCOUNTERS']._serialized_end=1205
+  _globals['_PAUSENODEREQUEST']._serialized_start=1207
+  _globals['_PAUSENODEREQUEST']._serialized_end=1242
+  _globals['_PAUSENODERESPONSE']._serialized_start=1244
+  _globals['_PAUSENODERESPONSE']._serialized_end=1294
+  _globals['_RESUMENODEREQUEST']._serialized_start=1296
+  _globals['_RESUMENODEREQUEST']._serialized_end=1332
+  _globals['_RESUMENODERESPONSE']._serialized_start=1334
+  _globals['_RESUMENODERESPONSE']._serialized_end=1385
+  _globals['_KICKNODEREQUEST']._serialized_start=1387
+  _globals['_KICKNODEREQUEST']._serialized_end=1437
+  _globals['_KICKNODERESPONSE']._serialized_start=1439
+  _globals['_KICKNODERESPONSE']._serialized_end=1488
+  _globals['_ADMINSERVICE']._serialized_start=1491
+  _globals['_ADMINSERVICE']._serialized_end=1934
 # @@protoc_insertion_point(module_scope)

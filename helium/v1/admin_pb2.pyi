@@ -82,7 +82,7 @@ class Count(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("nodes_by_state", "nodes_by_card", "tasks_by_state", "queue_depth_by_type", "validation_outcomes", "gpus", "settled_batches")
+    __slots__ = ("nodes_by_state", "nodes_by_card", "tasks_by_state", "queue_depth_by_type", "validation_outcomes", "gpus", "settled_batches", "chain")
     NODES_BY_STATE_FIELD_NUMBER: _ClassVar[int]
     NODES_BY_CARD_FIELD_NUMBER: _ClassVar[int]
     TASKS_BY_STATE_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class GetStatsResponse(_message.Message):
     VALIDATION_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     SETTLED_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_FIELD_NUMBER: _ClassVar[int]
     nodes_by_state: _containers.RepeatedCompositeFieldContainer[Count]
     nodes_by_card: _containers.RepeatedCompositeFieldContainer[Count]
     tasks_by_state: _containers.RepeatedCompositeFieldContainer[Count]
@@ -97,7 +98,26 @@ class GetStatsResponse(_message.Message):
     validation_outcomes: _containers.RepeatedCompositeFieldContainer[Count]
     gpus: int
     settled_batches: int
-    def __init__(self, nodes_by_state: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., nodes_by_card: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., tasks_by_state: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., queue_depth_by_type: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., validation_outcomes: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., gpus: _Optional[int] = ..., settled_batches: _Optional[int] = ...) -> None: ...
+    chain: ChainCounters
+    def __init__(self, nodes_by_state: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., nodes_by_card: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., tasks_by_state: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., queue_depth_by_type: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., validation_outcomes: _Optional[_Iterable[_Union[Count, _Mapping]]] = ..., gpus: _Optional[int] = ..., settled_batches: _Optional[int] = ..., chain: _Optional[_Union[ChainCounters, _Mapping]] = ...) -> None: ...
+
+class ChainCounters(_message.Message):
+    __slots__ = ("nodes", "gpus", "tasks_settled", "slashes", "kick_outs", "fees_settled_wei", "slashed_total_wei")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_SETTLED_FIELD_NUMBER: _ClassVar[int]
+    SLASHES_FIELD_NUMBER: _ClassVar[int]
+    KICK_OUTS_FIELD_NUMBER: _ClassVar[int]
+    FEES_SETTLED_WEI_FIELD_NUMBER: _ClassVar[int]
+    SLASHED_TOTAL_WEI_FIELD_NUMBER: _ClassVar[int]
+    nodes: int
+    gpus: int
+    tasks_settled: int
+    slashes: int
+    kick_outs: int
+    fees_settled_wei: str
+    slashed_total_wei: str
+    def __init__(self, nodes: _Optional[int] = ..., gpus: _Optional[int] = ..., tasks_settled: _Optional[int] = ..., slashes: _Optional[int] = ..., kick_outs: _Optional[int] = ..., fees_settled_wei: _Optional[str] = ..., slashed_total_wei: _Optional[str] = ...) -> None: ...
 
 class PauseNodeRequest(_message.Message):
     __slots__ = ("address",)

@@ -129,6 +129,18 @@ async def test_simulated_network(tmp_path):
         assert outcomes["quorum"] == TASKS and outcomes["slashed"] == 1
         assert stats.settled_batches >= TASKS // settle.batch_max_tasks
         assert {c.key: c.value for c in stats.tasks_by_state}["settled"] == TASKS
+        # GetStats also carries the chain's own counters (NetworkStats), read every few seconds.
+        deadline = asyncio.get_running_loop().time() + 30
+        async with simnet_channel(net) as stub:
+            while True:
+                stats = await stub.GetStats(admin_pb2.GetStatsRequest(), timeout=10,
+                                            metadata=(("authorization", f"Bearer {net.app.admin_token}"),))
+                if stats.chain.tasks_settled == TASKS or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+        assert (stats.chain.tasks_settled, stats.chain.slashes) == (TASKS, 1)
+        assert int(stats.chain.fees_settled_wei) == sum(credits.values()) and int(stats.chain.slashed_total_wei) > 0
+        assert stats.chain.gpus == stats.chain.nodes > 0  # one GPU per node
 
 
 def simnet_channel(net):

@@ -31,10 +31,9 @@ async def test_stake_views_and_stats(chain_env: ChainEnv) -> None:
     assert await client.min_stake() == TEST_DEPLOY.min_stake
     assert await client.stake_of(nodes[0].address) == TEST_DEPLOY.min_stake
     info = await client.node_info(nodes[1].address)
-    assert info.active and not info.slashed and not info.busy and info.stake == TEST_DEPLOY.min_stake
-    await client.wait_receipt(await client.set_gpus(nodes[0].address, 8))
+    assert info.active and not info.slashed and info.unlock_at == 0 and info.stake == TEST_DEPLOY.min_stake
     stats = await client.stats()
-    assert (stats.nodes, stats.gpus) == (2, 8)
+    assert (stats.nodes, stats.gpus) == (2, 2)  # one GPU per node (one key, one stream per GPU)
     with pytest.raises(ContractRevert) as err:
         await chain_env.client(nodes[0]).stake(nodes[0], 1)  # total above min is fine, but below-min joins are not
         fresh = await chain_env.funded(10 * ETHER)
@@ -59,17 +58,21 @@ async def test_unstake_then_withdraw_after_delay(chain_env: ChainEnv) -> None:
     assert any(e.name == "Withdrawn" for e in receipt.events)
 
 
-async def test_busy_node_cannot_withdraw(chain_env: ChainEnv) -> None:
-    (node,) = await chain_env.staked_nodes(1)
+async def test_an_unstaking_node_stays_slashable_until_the_delay_ends(chain_env: ChainEnv) -> None:
+    """The unstake delay, not a busy flag, keeps a stake in reach of evidence (NodeStaking's docstring)."""
+    import os
+
+    from tests.unit.chain._builders import gpt_evidence
+
+    a, b, node = await chain_env.staked_nodes(3)
     client, nc = chain_env.client(), chain_env.client(node)
-    await client.wait_receipt(await client.set_busy([node.address], True))
     await nc.request_unstake(node)
+    assert (await client.node_info(node.address)).unlock_at > 0
+    await client.wait_receipt(await client.slash(gpt_evidence(chain_env.domain, os.urandom(32), [a, b], node)))
     await nc.increase_time(HOUR + 1)
     with pytest.raises(ContractRevert) as err:
         await nc.withdraw_stake(node)
-    assert err.value.error == "NodeBusy"
-    await client.wait_receipt(await client.set_busy([node.address], False))
-    await nc.withdraw_stake(node)
+    assert err.value.error == "NodeIsSlashed"
     assert await nc.stake_of(node.address) == 0
 
 
@@ -190,7 +193,8 @@ async def test_kick_out_returns_the_stake(chain_env: ChainEnv) -> None:
 async def test_concurrent_sends_share_one_nonce_sequence(chain_env: ChainEnv) -> None:
     client = chain_env.client()
     nodes = await chain_env.staked_nodes(2)
-    txs = await asyncio.gather(*(client.set_busy([nodes[i % 2].address], i % 2 == 0) for i in range(12)))
+    sender = client.sender_for(None)  # the coordinator's key, as settle and kickOut use it
+    txs = await asyncio.gather(*(sender.send(nodes[i % 2].address, b"", gas=21_000, value=i + 1) for i in range(12)))
     receipts = await asyncio.gather(*(client.wait_receipt(t) for t in txs))
     assert len({r.tx_hash for r in receipts}) == 12 and all(r.status == 1 for r in receipts)
 
@@ -198,10 +202,11 @@ async def test_concurrent_sends_share_one_nonce_sequence(chain_env: ChainEnv) ->
 async def test_nonce_resync_after_another_sender_used_the_key(chain_env: ChainEnv) -> None:
     client, other = chain_env.client(), chain_env.client()
     (node,) = await chain_env.staked_nodes(1)
-    await client.wait_receipt(await client.set_busy([node.address], True))
-    await other.wait_receipt(await other.set_busy([node.address], False))  # client's local nonce is now stale
-    receipt = await client.wait_receipt(await client.set_busy([node.address], True))
-    assert receipt.status == 1 and (await client.node_info(node.address)).busy
+    before = await client.balance_of(node.address)
+    await client.send_value(node.address, 1)
+    await other.send_value(node.address, 2)  # client's local nonce is now stale
+    receipt = await client.send_value(node.address, 4)
+    assert receipt.status == 1 and await client.balance_of(node.address) == before + 7
 
 
 async def test_receipt_wait_has_a_deadline(chain_env: ChainEnv) -> None:

@@ -61,5 +61,37 @@ async def test_a_slashed_node_is_not_paid_and_the_batch_still_lands(chain_env: C
     credits = [await client.credit_of(n.address) for n in (a, b)]
     assert credits == [FEE * 9 // 25, FEE * 6 // 25]
     assert await client.deposit_balance(creator.address) == deposit - sum(credits)
-    assert await client.staking.functions.isStaked(c.address).call() is False
-    assert await client.staking.functions.isStaked(a.address).call() is True
+    assert await client.staking.functions.isPayable(c.address).call() is False
+    assert await client.staking.functions.isPayable(a.address).call() is True
+
+
+async def test_a_kicked_out_node_is_paid_for_work_that_settles_within_the_unstake_delay(chain_env: ChainEnv) -> None:
+    env = chain_env
+    (a, b, c), creator, deadline = await _world(env)
+    client = env.client()
+    await client.wait_receipt(await client.kick_out(c.address))  # stake returned: not a punishment
+    assert (await client.node_info(c.address)).left_at > 0
+    await _settle(env, [make_task(env.domain, creator, 1, FEE, deadline, [a, b, c])])
+    assert await client.credit_of(c.address) == FEE * 6 // 25
+    await client.increase_time(3600 + 5)  # past the unstake delay: a late result of c is no longer paid
+    await _settle(env, [make_task(env.domain, creator, 2, FEE, deadline + 7200, [a, b, c])])
+    assert await client.credit_of(c.address) == FEE * 6 // 25
+
+
+async def test_a_node_that_asked_to_unstake_may_not_join(embedded_env: ChainEnv) -> None:
+    import pytest
+
+    from coordinator.errors import NotStaked
+    from coordinator.service.chain_parts import ChainStakes, ChainTuning
+
+    env = embedded_env
+    (node,) = await env.staked_nodes(1)
+    stakes = ChainStakes(env.client(), ChainTuning())
+    await stakes.check(node.address)  # staked, no unstake pending: joins
+    await env.client(node).request_unstake(node)
+    with pytest.raises(NotStaked, match="unstak"):
+        await stakes.check(node.address)
+    await env.client(node).stake(node, ETHER // 2)  # staking again cancels the request
+    await stakes.check(node.address)
+    with pytest.raises(NotStaked, match="without stake"):
+        await stakes.check(Account.create().address)

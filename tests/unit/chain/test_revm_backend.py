@@ -48,8 +48,7 @@ async def _script(dc: DevChain) -> dict:
     await client.wait_receipt(await client.settle([sd]))
     ev = gpt_evidence(dc.domain, tasks[0].task_id, NODES[:2], NODES[2])
     await client.wait_receipt(await client.slash(ev))
-    await client.wait_receipt(await client.set_busy([n.address for n in NODES[:2]], True))
-    await client.wait_receipt(await client.set_busy([n.address for n in NODES[:2]], False))
+    await client.wait_receipt(await client.kick_out(NODES[1].address))
     node = dc.client(NODES[0])
     await node.withdraw_credit(NODES[0])
     await dc.client(NODES[3]).send_value(NODES[2].address, 12345)  # a plain transfer
