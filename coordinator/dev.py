@@ -75,7 +75,7 @@ class DevNetwork:
         data = self.data_dir
         data.mkdir(parents=True, exist_ok=True)
         hf_cache = data / "hf-cache"
-        from worker.realmodel import install_into_hf_cache
+        from worker.realmodel import RealModelError, install_into_hf_cache
         from worker.tiny import install_tiny_into_hf_cache
         from worker.tiny_sd import install_tiny_sd_into_hf_cache
 
@@ -83,7 +83,13 @@ class DevNetwork:
             raise ValueError(f"model must be one of {', '.join(DEV_MODELS)}, got {self.gpt_model!r}")
         tiny = await asyncio.to_thread(install_tiny_into_hf_cache, DEV_MODEL_KIND, hf_cache)
         # Converted once per machine (make install does it); later installs only link its files.
-        real = await asyncio.to_thread(install_into_hf_cache, hf_cache)
+        real = None
+        try:
+            real = await asyncio.to_thread(install_into_hf_cache, hf_cache)
+        except RealModelError as e:
+            if self.gpt_model == "real":
+                raise
+            log.warning("dev_real_model_unavailable", error=str(e))
         self.model = real if self.gpt_model == "real" else tiny
         self.sd_model = await asyncio.to_thread(install_tiny_sd_into_hf_cache, "sd15", hf_cache)
         worker_dirs = [data / f"worker-{i}" for i in range(self.workers)]

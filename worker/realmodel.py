@@ -115,6 +115,8 @@ def prepare(store: Path | None = None, gguf: Path | None = None) -> Path:
     try:
         if (target / _MARKER).is_file():  # converted by the process that held the lock
             return target
+        for stale in store.glob(f".tmp-{target.name}-*"):  # left by a conversion that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=store))
         try:
             _convert(gguf, tmp)
@@ -136,8 +138,9 @@ def _convert(gguf: Path, out: Path) -> None:
 
     started = time.monotonic()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32",
+                                                     local_files_only=True)
     except Exception as e:  # noqa: BLE001 - whatever the reader raises, the user needs the file's name
         first = str(e).splitlines()[0] if str(e) else ""
         raise RealModelError(f"transformers cannot read the GGUF file {gguf}: {type(e).__name__}: {first}") from e

@@ -63,6 +63,9 @@ def test_install_lays_out_the_hub_cache_and_the_worker_loads_it_by_hub_id(real_h
 @pytest.mark.timeout(600)
 def test_two_processes_preparing_at_once_convert_once(tmp_path):
     store = tmp_path / "store"
+    stale = store / f".tmp-{revision(gguf_path())}-killed"  # what a conversion killed midway leaves
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half")
     cmd = [sys.executable, "-m", "worker.realmodel", "prepare", "--store", str(store)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -76,6 +79,6 @@ def test_two_processes_preparing_at_once_convert_once(tmp_path):
     folder = store / os.path.basename(folders.pop())
     marker = json.loads((folder / "helium_realmodel.json").read_text())
     assert marker["converted_by_pid"] in {p.pid for p in procs}  # one converted, the other waited and reused
-    assert sorted(p.name for p in store.iterdir() if not p.name.endswith(".lock")) == [folder.name]
+    assert sorted(p.name for p in store.iterdir() if not p.name.endswith(".lock")) == [folder.name]  # stale gone
     print(f"two concurrent prepares: {time.monotonic() - started:.0f} s, one conversion of "
           f"{marker['convert_s']} s")
