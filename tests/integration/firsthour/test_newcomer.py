@@ -18,7 +18,7 @@ import grpc
 import pytest
 from conftest import cli, one_line_error
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gateway_dev")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("gateway_dev")]
 
 TASK = {"model": "helium/tiny-llama-tools", "messages": [{"role": "user", "content": "hi"}],
         "generation_config": {"max_new_tokens": 4}, "seed": 1}  # fmt: skip

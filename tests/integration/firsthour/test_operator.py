@@ -13,7 +13,7 @@ from eth_account import Account
 
 from tests.support.procs import spawn
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gateway_dev")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("gateway_dev")]
 
 
 def _json(proc) -> dict:
