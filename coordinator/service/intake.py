@@ -27,6 +27,7 @@ from coordinator.errors import (
     InvalidArgument,
     NoCapableNodes,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
 )
 from coordinator.service import hooks
@@ -199,7 +200,14 @@ class TaskIntake:
                     )
             if self.input_store is not None and len(canon) > self.dispatcher.settings.inline_args_limit:
                 if not self.input_store.exists(task_id, "input"):  # fsynced: off the event loop
-                    await asyncio.to_thread(self.input_store.put_bytes, task_id, "input", canon)
+                    try:
+                        await asyncio.to_thread(self.input_store.put_bytes, task_id, "input", canon)
+                    except Exception as exc:  # a full relay refuses this task alone (reason relay_full)
+                        if getattr(exc, "reason", "") != "relay_full":
+                            raise
+                        refused = ResourceExhausted(str(exc))
+                        refused.reason = "relay_full"
+                        raise refused from exc
             self.dispatcher.enqueue(task)
         return task, True
 

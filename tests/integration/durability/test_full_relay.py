@@ -49,6 +49,12 @@ async def test_create_task_on_a_full_relay_is_resource_exhausted_then_accepted_w
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value.details()
             assert "storage is full" in refused.value.details()
             assert ("helium-reason", "relay_full") in tuple(refused.value.trailing_metadata())
+            # In a CreateTasks batch only the task whose input does not fit is refused, with the same status.
+            outcomes = await client.create_many([await client.build(gpt_args("small"), fee=10),
+                                                 await client.build(big, fee=10)])  # fmt: skip
+            assert outcomes[0].created.task_id
+            assert outcomes[1].code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], outcomes[1]
+            assert "storage is full" in outcomes[1].message
             filler.unlink()
             task_id = await client.submit(big, fee=10)
             assert (await client.wait(task_id, timeout=30)).state == task_pb2.TASK_STATE_VALIDATED
