@@ -183,8 +183,11 @@ class RelayAuthenticator:
             raise AuthenticationError(f"auth.address must be an Ethereum address, got {auth.address!r:.60}")
         now = self._clock()
         if abs(now - auth.timestamp) > self._window:
+            skew = auth.timestamp - now
             raise AuthenticationError(
-                f"auth.timestamp {auth.timestamp} is outside the {self._window:g} s window (relay time {int(now)})"
+                f"auth.timestamp {auth.timestamp} is outside the {self._window:g} s window (relay time {int(now)}): "
+                f"the caller's clock is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} the relay's clock; "
+                "sync it (NTP)"
             )
         try:
             nonce = bytes.fromhex(auth.nonce.removeprefix("0x"))

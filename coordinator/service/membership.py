@@ -59,7 +59,10 @@ class Membership:
         """A node's own signed pause / resume / quit."""
         now = time.time()
         if abs(now - timestamp) > self.window_s:
-            raise Unauthenticated(f"timestamp {timestamp} is outside the {self.window_s} s window")
+            skew = timestamp - now
+            raise Unauthenticated(f"timestamp {timestamp} is outside the {self.window_s} s window: the node's clock is "
+                                  f"{abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} the coordinator's clock; "
+                                  "sync it (NTP)")  # fmt: skip
         try:
             signer = signing.node_control_signer(self.dispatcher.domain, address, action, timestamp, signature)
         except (signing.SignatureError, ValueError) as exc:

@@ -44,7 +44,8 @@ def _network(root, **kw):
 @pytest.fixture(scope="session")
 def fast_net(tmp_path_factory):
     _skip_unless_namespaces()
-    with _network(tmp_path_factory.mktemp("fast"), workers=3, relay=True,
+    # Tasks get the default 15 minutes: a worker 10 minutes fast still sees time left (test_clock).
+    with _network(tmp_path_factory.mktemp("fast"), workers=3, relay=True, task_timeout_s=900,
                   worker_args=["--max-assignments", "4"]) as net:  # fmt: skip
         yield net
 
