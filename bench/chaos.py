@@ -93,7 +93,8 @@ class _Net:
         self.coord_port = 0
         self.coord_address = ""
 
-    def start(self, name: str) -> Proc:
+    def start(self, name: str, ready: bool = False) -> Proc:
+        """Starts a part; the chain and the coordinator are waited for, a worker only when `ready`."""
         r = self.root
         if name == "chain":
             p = spawn(["-m", "chain", "serve", "--data-dir", str(r / "chain"), "--port", str(self.chain_port),
@@ -112,6 +113,9 @@ class _Net:
         else:
             p = spawn(["-m", "tests.support.worker_proc", "--coordinator", self.coord_address, "--data-dir",
                        str(r / name), "--delay", str(self.work_s)], name)  # fmt: skip
+            if ready:
+                self.procs[name] = p
+                p.wait_for("ready", 60)
         self.procs[name] = p
         return p
 
@@ -159,28 +163,38 @@ async def _send(address: str, creator, n: int, spread_s: float, result: ChaosRes
 
 async def _chaos(net: _Net, victims: list[str], interval_s: float, rng: random.Random, result: ChaosResult,
                  sending: asyncio.Task) -> None:  # fmt: skip
-    for name in victims:
+    for victim in victims:
         await asyncio.sleep(interval_s * rng.uniform(0.6, 1.4))
-        net.busy.add(name)
+        # 'network': every part at once (a power cut), restarted chain first, as an operator would.
+        names = list(net.procs) if victim == "network" else [victim]
+        net.busy.update(names)
         try:
-            net.kill(name)
-            result.kills.append(name)
+            for name in names:
+                net.kill(name)
+            result.kills.append(victim)
             await asyncio.sleep(rng.uniform(0.1, 1.0))
-            await _start(net, name)
+            for name in sorted(names, key=_start_order):
+                await _start(net, name)
         finally:
-            net.busy.discard(name)
+            net.busy.difference_update(names)
     await sending
 
 
-async def _start(net: _Net, name: str, tries: int = 3) -> None:
+def _start_order(name: str) -> int:
+    return {"chain": 0, "coordinator": 1}.get(name, 2)
+
+
+async def _start(net: _Net, name: str, tries: int = 3, ready: bool = False) -> None:
     for attempt in range(tries):
         try:
-            await asyncio.to_thread(net.start, name)
+            await asyncio.to_thread(net.start, name, ready)
             return
-        except (RuntimeError, TimeoutError):  # it died starting (its peer was down): again
-            net.procs[name].kill9()
+        except (RuntimeError, TimeoutError) as exc:  # it died starting (its peer was down): again
+            if name in net.procs:
+                net.procs[name].kill9()
             if attempt == tries - 1:
-                raise
+                coord = net.procs.get("coordinator")
+                raise RuntimeError(f"{name} did not start: {exc}\ncoordinator:\n{coord.tail() if coord else ''}") from exc
             await asyncio.sleep(1.0)
 
 
@@ -239,8 +253,8 @@ async def _check_chain(root: Path, workers: list[str], result: ChaosResult) -> N
 async def run_chaos(root: Path, *, tasks: int = 300, kills: int = 10, interval_s: float = 3.0, seed: int = 1,
                     final_timeout_s: float = 240.0, victims: list[str] | None = None,
                     work_s: float = 0.1) -> ChaosResult:  # fmt: skip
-    """`victims`: the parts to kill, in order ('coordinator', 'chain', 'w0'..'w2'); default `kills` random
-    ones (workers are three of the five parts)."""
+    """`victims`: the parts to kill, in order ('coordinator', 'chain', 'w0'..'w2', or 'network' for all of
+    them at once); default `kills` random single parts (workers are three of the five)."""
     result = ChaosResult()
     rng = random.Random(seed)
     parts = ["coordinator", "chain", *(f"w{i}" for i in range(_WORKERS))]
@@ -250,12 +264,10 @@ async def run_chaos(root: Path, *, tasks: int = 300, kills: int = 10, interval_s
     net = _Net(root, work_s)
     stop = asyncio.Event()
     try:
-        await asyncio.to_thread(net.start, "chain")
-        await asyncio.to_thread(net.start, "coordinator")
+        await _start(net, "chain")
+        await _start(net, "coordinator")
         for i in range(_WORKERS):
-            await asyncio.to_thread(net.start, f"w{i}")
-        for i in range(_WORKERS):
-            await asyncio.to_thread(net.procs[f"w{i}"].wait_for, "ready", 60)
+            await _start(net, f"w{i}", ready=True)
         supervisor = asyncio.create_task(_supervise(net, result, stop))
         sending = asyncio.create_task(_send(net.coord_address, creator, tasks, len(victims) * interval_s, result))
         await _chaos(net, victims, interval_s, rng, result, sending)
@@ -271,7 +283,7 @@ async def run_chaos(root: Path, *, tasks: int = 300, kills: int = 10, interval_s
 
 
 def report(result: ChaosResult) -> None:
-    kinds = Counter("worker" if k.startswith("w") else k for k in result.kills)
+    kinds = Counter("worker" if k[0] == "w" and k[1:].isdigit() else k for k in result.kills)
     states = Counter(task_pb2.TaskState.Name(s).removeprefix("TASK_STATE_").lower() for s in result.states.values())
     print(f"chaos: {len(result.accepted)} tasks accepted ({result.refused} refused), final {result.final}: "
           f"{dict(states)}; kills {len(result.kills)} {dict(kinds)}, {result.restarts_on_exit} exited workers "
