@@ -50,7 +50,7 @@ CLI_CREATOR_DEPOSIT = 1_000 * 10**18  # the CLI's creator key gets this deposit 
 
 def cli_creator_key_path() -> Path:
     """The key `helium task submit` signs with by default, from this working directory."""
-    return Path(os.environ.get("HELIUM_CREATOR_KEY", ".helium/creator.key"))
+    return Path(os.environ.get("HELIUM_CREATOR_KEY") or ".helium/creator.key")
 
 
 @dataclass
