@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("get", help="print a task's state and, once validated, its result")
     g.add_argument("task_id")
     for sp in (s, g):  # only a task's creator may read it: `get` signs its read with the same key
-        sp.add_argument("--key", default=os.environ.get("HELIUM_CREATOR_KEY", ".helium/creator.key"),
+        sp.add_argument("--key", default=os.environ.get("HELIUM_CREATOR_KEY") or ".helium/creator.key",
                         help="creator key file (env HELIUM_CREATOR_KEY; created on first use)")  # fmt: skip
         add_connection_args(sp)
     return p
