@@ -69,6 +69,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             chain_id=d.chain_id, verifying_contract=d.verifying_contract))  # fmt: skip
         reader = asyncio.create_task(self._read(it, session))
         reader.add_done_callback(lambda _: session.outbox.put_nowait(_CLOSE))
+        # A newer stream of the same key replaces this session (NodeRegistry.attach): this stream ends then,
+        # so one key never keeps two live streams.
+        replaced = asyncio.create_task(session.closed.wait())
+        replaced.add_done_callback(lambda _: session.outbox.put_nowait(_CLOSE))
         try:
             while True:
                 msg = await session.outbox.get()
@@ -90,6 +94,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                     break
         finally:
             reader.cancel()
+            replaced.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
             self.dispatcher.detach(session, "stream closed")
