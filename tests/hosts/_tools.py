@@ -72,6 +72,7 @@ async def submit(args: argparse.Namespace) -> None:
 
     from coordinator.tls import client_credentials
     from helium.client import TaskClient, load_task_file
+    from helium.v1 import task_pb2
 
     creds = client_credentials(args.coordinator, Path(args.tls_ca) if args.tls_ca else None, args.insecure)
     channel = (grpc.aio.secure_channel(args.coordinator, creds) if creds
@@ -86,6 +87,19 @@ async def submit(args: argparse.Namespace) -> None:
         doc = ({"base_model": "tiny-sd", "prompt": f"hosts {args.tag} {i}"} if args.kind == "sd" else
                {"model": "tiny-gpt", "messages": [{"role": "user", "content": f"hosts {args.tag} {i}"}], "seed": i})
         reqs.append(await client.build(load_task_file(doc), fee=args.fee, deadline=deadline))
+    if args.sequential:  # one at a time: each task's own submit-to-outcome latency
+        lat = []
+        for req in reqs:
+            t0 = time.monotonic()
+            out = (await client.create_many([req]))[0]
+            task = await client.wait(out.created.task_id, timeout=args.timeout)
+            lat.append((time.monotonic() - t0) * 1000)
+            if task.state != task_pb2.TASK_STATE_VALIDATED:
+                raise SystemExit(f"task {out.created.task_id}: {task_pb2.TaskState.Name(task.state)} {task.reason}")
+        lat.sort()
+        print(json.dumps({"latency_ms": {"p50": round(lat[len(lat) // 2], 2),
+                                         "p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2)}}), flush=True)  # fmt: skip
+        return
     ids: list[str] = []
     sent = time.monotonic()
     for start in range(0, len(reqs), 50):
@@ -171,6 +185,7 @@ def main() -> int:
     c.add_argument("--settled", action="store_true", help="also wait until each task is settled")
     c.add_argument("--no-wait", action="store_true", help="print the ids once accepted")
     c.add_argument("--kind", choices=("gpt", "sd"), default="gpt")
+    c.add_argument("--sequential", action="store_true", help="one task at a time; print latency percentiles")
     c.add_argument("--peek", action="store_true", help="with --wait: report the states now, without waiting")
     c.add_argument("--outputs", action="store_true", help="print each task's output_json")
     c.add_argument("--wait", metavar="ID,ID", help="send nothing: wait for these tasks")

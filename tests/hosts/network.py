@@ -38,7 +38,7 @@ class HostNet:
     def __init__(self, hosts: Hosts, root: Path, *, workers: int = 3, chain: bool = True, relay: bool = False,
                  heartbeat_s: float = 1.0, settlement_interval_s: float = 1.0, task_timeout_s: float = 120.0,
                  worker_args: list[str] | None = None, worker_env: dict | None = None,
-                 coordinator_toml: str = "") -> None:  # fmt: skip
+                 coordinator_toml: str = "", loopback: bool = False) -> None:  # fmt: skip
         self.hosts = hosts
         self.root = Path(root)
         self.pki = Pki(self.root / "pki")
@@ -49,11 +49,18 @@ class HostNet:
         self.worker_args = worker_args or []
         self.worker_env = worker_env or {}
         self.coordinator_toml = coordinator_toml
-        self.chain = hosts.host("chain") if chain else None
-        self.coord = hosts.host("coord")
-        self.client = hosts.host("client")
-        self.relay = hosts.host("relay") if relay else None
-        self.workers = [hosts.host(f"w{i}", 10 + i) for i in range(workers)]
+        if loopback:  # every part in one namespace, on 127.0.0.1 (the baseline of bench.hosts)
+            box = hosts.host("box")
+
+            def make(name: str, _last: int | None = None) -> Host:
+                return Host(name, box.ns, "127.0.0.1")
+        else:
+            make = hosts.host
+        self.chain = make("chain") if chain else None
+        self.coord = make("coord")
+        self.client = make("client")
+        self.relay = make("relay") if relay else None
+        self.workers = [make(f"w{i}", 10 + i) for i in range(workers)]
         self.procs: dict[str, Proc] = {}
         self.address = self.coord.addr(COORD_PORT)
         self.creator_key = "0x" + Account.create().key.hex()
