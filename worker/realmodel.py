@@ -106,12 +106,15 @@ def prepare(store: Path | None = None, gguf: Path | None = None) -> Path:
     target = store / revision(gguf)
     if (target / _MARKER).is_file():
         return target
-    store.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(store / f".{target.name}.lock"))
     try:
+        store.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=_LOCK_TIMEOUT_S)
     except Timeout:
         raise RealModelError(f"another process has held {lock.lock_file} for {_LOCK_TIMEOUT_S:.0f} s") from None
+    except OSError as e:
+        raise RealModelError(f"cannot write the model store {store} ({e.strerror or e}); "
+                             "set HELIUM_MODEL_CACHE to a writable folder") from e
     try:
         if (target / _MARKER).is_file():  # converted by the process that held the lock
             return target
@@ -123,7 +126,7 @@ def prepare(store: Path | None = None, gguf: Path | None = None) -> Path:
             tmp.chmod(0o755)  # mkdtemp's 0700 would hide the model from other users of a shared store
             for f in tmp.iterdir():
                 f.chmod(0o644)
-            if target.exists():  # a half-written folder from an old crash (no marker): replace it
+            if target.exists():  # a folder without its marker (renames are atomic: not one of ours)
                 shutil.rmtree(target)
             os.rename(tmp, target)
         finally:

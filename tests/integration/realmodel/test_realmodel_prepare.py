@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from realmodel_support import ROOT
@@ -24,6 +25,12 @@ def test_a_gguf_transformers_cannot_read_names_the_file_and_leaves_nothing_behin
         prepare(store, gguf=bad)
     assert not (store / revision(bad)).exists()
     assert not [p for p in store.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_an_unwritable_store_is_a_clear_error():
+    store = Path("/proc/helium-store")  # nobody, root included, can create a folder there
+    with pytest.raises(RealModelError, match=f"cannot write the model store {store}.*HELIUM_MODEL_CACHE"):
+        prepare(store)
 
 
 def test_the_package_is_found_without_importing_it():
