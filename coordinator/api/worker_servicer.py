@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 
 import structlog
 from eth_utils import is_address, keccak, to_checksum_address
 
 from coordinator.domain import serde
 from coordinator.domain.models import evolve
-from coordinator.errors import InvalidArgument, Unauthenticated
+from coordinator.errors import CoordinatorError, InvalidArgument, ResourceExhausted, Unauthenticated
 from coordinator.service.dispatcher import Dispatcher, NodeSession
 from coordinator.service.membership import Membership
 from helium.v1 import worker_pb2, worker_pb2_grpc
@@ -25,12 +26,17 @@ _CLOSE = object()
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     def __init__(self, dispatcher: Dispatcher, membership: Membership, coordinator_address: str,
-                 relay_address: str = "", handshake_timeout_s: float = 30.0) -> None:  # fmt: skip
+                 relay_address: str = "", handshake_timeout_s: float = 30.0, *,
+                 max_inline_output_bytes: int = 8 << 20, max_heartbeats_per_s: int = 50) -> None:  # fmt: skip
         self.dispatcher = dispatcher
         self.membership = membership
         self.coordinator_address = coordinator_address
         self.relay_address = relay_address
         self.handshake_timeout_s = handshake_timeout_s
+        # Stream limits: a node past them is disconnected with RESOURCE_EXHAUSTED (an honest worker sends
+        # outputs over 1 MiB through the relay, and heartbeats every few seconds or on a change).
+        self.max_inline_output_bytes = max_inline_output_bytes
+        self.max_heartbeats_per_s = max_heartbeats_per_s
 
     async def _next(self, it, expect: str):
         try:
@@ -92,6 +98,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 yield serde.outgoing_batch_to_pb(batch) if len(batch) > 1 else serde.outgoing_to_pb(msg)
                 if closing:
                     break
+            if reader.done() and not reader.cancelled() and isinstance(reader.exception(), CoordinatorError):
+                raise reader.exception()  # a stream limit: the node hears why (RESOURCE_EXHAUSTED)
         finally:
             reader.cancel()
             replaced.cancel()
@@ -100,12 +108,27 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             self.dispatcher.detach(session, "stream closed")
 
     async def _read(self, it, session: NodeSession) -> None:
+        window, beats = 0.0, 0
         async for req in it:
-            if req.WhichOneof("msg") == "batch":
-                for inner in req.batch.messages:
-                    self._handle(inner, session)
-            else:
-                self._handle(req, session)
+            for inner in req.batch.messages if req.WhichOneof("msg") == "batch" else (req,):
+                kind = inner.WhichOneof("msg")
+                if kind == "heartbeat":
+                    now = time.monotonic()
+                    window, beats = (window, beats + 1) if now - window < 1.0 else (now, 1)
+                    if beats > self.max_heartbeats_per_s:
+                        raise self._limit(session, f"heartbeat flood: more than {self.max_heartbeats_per_s} "
+                                          "heartbeats in one second")  # fmt: skip
+                elif kind == "result" and len(inner.result.inline_output) > self.max_inline_output_bytes:
+                    raise self._limit(session, f"result.inline_output is {len(inner.result.inline_output)} bytes, "
+                                      f"over the limit of {self.max_inline_output_bytes} (send it through the relay)")
+                self._handle(inner, session)
+
+    @staticmethod
+    def _limit(session: NodeSession, message: str) -> ResourceExhausted:
+        log.warning("node_stream_limit", node=session.address, error=message)
+        exc = ResourceExhausted(message)
+        exc.reason = "stream_limit"
+        return exc
 
     def _handle(self, req: worker_pb2.ConnectRequest, session: NodeSession) -> None:
         d = self.dispatcher

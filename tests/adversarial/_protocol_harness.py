@@ -66,6 +66,8 @@ class RawNode:
         sig = signing.sign_register(self.key, self.domain, ch.nonce, keccak(info.SerializeToString(deterministic=True)))
         await self.call.write(worker_pb2.ConnectRequest(register=worker_pb2.Register(info=info, signature=sig)))
         reg = (await self._read_now(timeout)).registered
+        if reg.chain_id:  # every later signature uses the domain Registered names, as a worker's do
+            self.domain = signing.Domain(reg.chain_id, reg.verifying_contract or signing.ZERO_ADDRESS)
         self._reader = asyncio.create_task(self._read_all())
         return reg
 

@@ -5,14 +5,17 @@ test asserts the specific refusal and that nothing was counted, stored or paid f
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 
+import grpc
 import pytest
 from _protocol_harness import RawNode, eventually
 from eth_account import Account
 
 from chain import signing
 from coordinator.domain.models import AssignmentState
-from helium.v1 import task_pb2, worker_pb2
+from helium.v1 import admin_pb2, admin_pb2_grpc, task_pb2, worker_pb2, worker_pb2_grpc
 from tests.adversarial.conftest import gpt_args, honest
 
 pytestmark = pytest.mark.timeout(60)
@@ -146,3 +149,99 @@ async def test_13_one_key_connected_twice_is_one_session(attack, raw):
     assigns = attack.net.app.store.assignments_for(tid)
     assert [x.node for x in assigns].count(key.address) == 1 and len(assigns) == 3
     assert list(task.result.nodes).count(key.address) == 1
+
+
+async def test_10_an_oversize_output_is_refused_cleanly_and_never_counted(attack, raw):
+    await attack.nodes(1, honest(seconds=0.3))
+    x, y = await raw(), await raw()
+    tid = await attack.submit(gpt_args("a big answer"))
+    ax, ay = await x.next("assignment"), await y.next("assignment")
+    await attack.nodes(2, honest(seconds=0.05))  # spares for the two places the cheats lose
+    big = x.honest_result(ax)
+    big.inline_output = b"A" * (9 << 20)  # over the coordinator's 8 MiB: it belongs in the relay
+    await x.send(result=big)
+    huge = y.honest_result(ay)
+    huge.inline_output = b"B" * (65 << 20)  # over gRPC's 64 MiB message limit itself
+    with contextlib.suppress(Exception):  # the transport may refuse the write itself
+        await y.send(result=huge)
+    assert await x.closed() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await y.closed() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "result.inline_output is 9437184 bytes" in await x.call.details()
+    task = await attack.finished(tid, timeout=30)  # the coordinator goes on: the task completes via others
+    assert task.state == task_pb2.TASK_STATE_VALIDATED and not {x.address, y.address} & set(task.result.nodes)
+    for node in (x, y):
+        a = _mine(attack, tid, node.address)
+        assert a.state == AssignmentState.EXPIRED and a.output == b"" and not a.matched
+    assert attack.net.app.dispatcher.nodes.keys().isdisjoint({x.address, y.address})
+
+
+async def test_14_a_heartbeat_flood_is_cut_off_and_everyone_else_stays_served(attack, raw):
+    await attack.nodes(3, honest(seconds=0.05))
+    one, batched = await raw(), await raw()
+    hb = worker_pb2.ConnectRequest(heartbeat=worker_pb2.Heartbeat(free_vram_bytes=1 << 30))
+    burst = worker_pb2.ConnectRequest(batch=worker_pb2.ConnectRequestBatch(messages=[hb] * 5000))
+
+    async def flood(node: RawNode, msg, seconds: float = 10.0) -> int:
+        sent, end = 0, time.monotonic() + seconds
+        with contextlib.suppress(Exception):
+            while node.ended is None and time.monotonic() < end:
+                await node.call.write(msg)
+                sent += 1
+        return sent
+
+    floods = [asyncio.create_task(flood(one, hb))]
+    await batched.send(batch=burst.batch)  # one message carrying 5000 heartbeats
+    client = attack.net.client()
+    tid = await client.submit(gpt_args("still served"), fee=10)
+    latencies = []
+    for _ in range(10):  # GetTask while the flood runs
+        t0 = time.perf_counter()
+        await client.get(tid)
+        latencies.append(time.perf_counter() - t0)
+    assert (await client.wait(tid, timeout=20)).state == task_pb2.TASK_STATE_VALIDATED
+    assert await batched.closed() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "heartbeat flood: more than 50 heartbeats in one second" in await batched.call.details()
+    # The one-by-one flooder is cut the same way (its status races its own writes on the client side).
+    assert await one.closed() is not None
+    sent = await asyncio.gather(*floods)
+    assert one.ended != grpc.StatusCode.OK
+    assert sent[0] > 50  # it did flood: the cut came after the limit, not before
+    assert max(latencies) < 2.0, latencies  # generous: a loaded 2-core host; unloaded it is milliseconds
+    assert set(attack.net.app.dispatcher.nodes).isdisjoint({one.address, batched.address})
+    assert len(attack.net.app.dispatcher.nodes) == 3
+
+
+async def test_15_a_forged_pause_or_quit_is_refused(attack, raw):
+    (h,) = await attack.nodes(1, honest(seconds=0.05))
+    x = await raw()
+    stub = worker_pb2_grpc.WorkerServiceStub(x.channel)
+    now = int(time.time())
+    for action in (worker_pb2.NODE_ACTION_PAUSE, worker_pb2.NODE_ACTION_QUIT):
+        # x signs a control naming h: its own valid signature, for someone else's node.
+        req = worker_pb2.ControlNodeRequest(address=h.address, action=action, timestamp=now,
+                                            signature=signing.sign_node_control(x.key, x.domain, action, now))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ControlNode(req, timeout=5)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert f"may not control node {h.address}" in err.value.details()
+    # h's own signature, captured an hour ago and replayed: outside the window.
+    stale = signing.sign_node_control(h.key, x.domain, worker_pb2.NODE_ACTION_QUIT, now - 3600)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ControlNode(worker_pb2.ControlNodeRequest(address=h.address, action=worker_pb2.NODE_ACTION_QUIT,
+                                                             timestamp=now - 3600, signature=stale), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    admin = admin_pb2_grpc.AdminServiceStub(x.channel)
+    for metadata, code in (((), grpc.StatusCode.UNAUTHENTICATED),
+                           ((("authorization", "Bearer guessed"),), grpc.StatusCode.PERMISSION_DENIED)):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await admin.PauseNode(admin_pb2.PauseNodeRequest(address=h.address), timeout=5, metadata=metadata)
+        assert err.value.code() == code
+    d = attack.net.app.dispatcher
+    assert d.nodes[h.address].record.state.value == "available"
+    assert attack.net.app.store.get_node(h.address).state.value == "available"
+    await attack.nodes(1, honest(seconds=0.05))
+    tid = await attack.submit(gpt_args("h still works"))
+    ax = await x.next("assignment")
+    await x.send(result=x.honest_result(ax))
+    task = await attack.finished(tid)
+    assert h.address in {a.node for a in attack.net.app.store.assignments_for(tid)} and task.result.nodes
