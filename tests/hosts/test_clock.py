@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from tests.hosts.netns import wait_until
+from tests.hosts.netns import Host, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180), pytest.mark.xdist_group("hosts-fast")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.xdist_group("hosts-fast")]
 
 SKEW_S = 600
 
@@ -23,7 +23,7 @@ def _found(proc, pattern: re.Pattern) -> list[str]:
 
 def test_a_worker_with_a_skewed_clock_is_refused_with_a_message_naming_the_clock(fast_net):
     net = fast_net
-    host = net.client  # a fourth worker, on the client's host
+    host = Host("skewed", net.client.ns, net.client.ip)  # a fourth worker, on the client's host
     net.stake([host])
     proc = net.procs[host.name] = net.hosts.spawn(
         host, ["-m", "tests.hosts._skewed", str(SKEW_S), *net.worker_argv(host)], "skewed", helium=False)

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180), pytest.mark.xdist_group("hosts-fast")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.xdist_group("hosts-fast")]
 
 N = 100
 

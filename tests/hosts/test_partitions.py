@@ -19,7 +19,7 @@ import pytest
 from tests.hosts.netns import wait_until
 from tests.hosts.network import HostNet
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(150), pytest.mark.xdist_group("hosts-slow")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.xdist_group("hosts-slow")]
 
 WORKER_CUT_S = 30.0
 CHAIN_CUT_S = 30.0

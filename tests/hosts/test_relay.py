@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180), pytest.mark.xdist_group("hosts-fast")]
+from tests.hosts.netns import Host
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.xdist_group("hosts-fast")]
 
 
 def _files(root) -> set[str]:
@@ -59,7 +61,7 @@ def test_relay_accepts_the_workers_keepalive_pings(fast_net):
     """The standalone relay answered a worker's keepalive pings with GOAWAY too_many_pings (its server
     kept gRPC's 5-minute floor), dropping the connection, and any transfer on it, every few pings."""
     net = fast_net
-    extra = net.client  # a fourth worker, on the client's host, pinging every second
+    extra = Host("pinger", net.client.ns, net.client.ip)  # a fourth worker, on the client's host, pinging every second
     mark = 0
     net.start_workers([extra], "--keepalive-time", "1", "--keepalive-timeout", "5")
     try:
@@ -72,4 +74,4 @@ def test_relay_accepts_the_workers_keepalive_pings(fast_net):
         lines = net.procs[extra.name].lines[mark:]
         assert not [ln for ln in lines if "too_many_pings" in ln], [ln for ln in lines if "GOAWAY" in ln][:2]
     finally:
-        net.procs[extra.name].kill9()
+        net.procs[extra.name].terminate(timeout=20)  # drains: the coordinator stops assigning to it at once

@@ -13,7 +13,7 @@ from tests.hosts.netns import HELIUM
 from tests.hosts.network import HostNet
 from tests.hosts.pki import Pki
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180), pytest.mark.xdist_group("hosts-fast")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.xdist_group("hosts-fast")]
 
 QUICK = ["--reconnect-max-attempts", "3", "--connect-timeout", "3", "--log-level", "warning"]
 
@@ -50,7 +50,7 @@ def test_tasks_validate_and_settle_with_tls_on_every_link(fast_net):
     assert "tls=True" in coord and f"chain={fast_net.chain_url}" in coord
     assert fast_net.chain_url.startswith("https://")
     peers = {line.split("peer=ipv4:")[1].split(":")[0] for line in coord.splitlines() if "node_attached" in line}
-    assert peers == {w.ip for w in fast_net.workers}, peers
+    assert {w.ip for w in fast_net.workers} <= peers, peers  # (other tests add workers on the client's host)
     assert any(fast_net.relay.ip in line for line in fast_net.procs["relay"].lines), "relay not on its host"
 
 
@@ -84,21 +84,23 @@ def test_plaintext_off_loopback_is_refused_on_both_sides(fast_net):
 def test_certificate_from_another_ca_is_refused(fast_net, tmp_path):
     other = Pki(tmp_path / "other", "someone-elses-ca")
     net = fast_net
-    p = _popen(net, net.client, _worker(net, "o1", "--coordinator", net.address, "--tls-ca", str(other.ca_path)))
-    rc, text, secs = _finish({"worker": p}, 60)["worker"]
-    assert rc == 1, text
-    assert f"its certificate is not trusted with --tls-ca {other.ca_path}" in text, text
-    assert "reconnect_backoff" not in text, "an untrusted certificate is not retried"
-    # And a coordinator impostor: a server whose certificate another CA signed, reached with the real CA.
+    # A worker that trusts another CA does not accept the coordinator's certificate...
+    p1 = _popen(net, net.client, _worker(net, "o1", "--coordinator", net.address, "--tls-ca", str(other.ca_path)))
+    # ...and a worker that trusts the right CA does not accept an impostor's, signed by another CA.
     cert, key = other.issue("impostor", net.client.ip)
     imp = net.hosts.spawn(net.client, ["coordinator", "--host", net.client.ip, "--port", "50097", "--chain", "none",
                                        "--data-dir", str(tmp_path / "imp"), "--tls-cert", str(cert),
                                        "--tls-key", str(key), "--http-port", "-1"], "impostor")  # fmt: skip
     imp.wait_for("ready grpc=", 60)
-    p = _popen(net, net.workers[0], _worker(net, "o2", "--coordinator", net.client.addr(50097),
-                                            "--tls-ca", str(net.pki.ca_path)))  # fmt: skip
-    rc, text, _ = _finish({"worker": p}, 60)["worker"]
+    p2 = _popen(net, net.workers[0], _worker(net, "o2", "--coordinator", net.client.addr(50097),
+                                             "--tls-ca", str(net.pki.ca_path)))  # fmt: skip
+    done = _finish({"other-ca": p1, "impostor": p2}, 90)
     imp.kill9()
+    rc, text, _ = done["other-ca"]
+    assert rc == 1, text
+    assert f"its certificate is not trusted with --tls-ca {other.ca_path}" in text, text
+    assert "reconnect_backoff" not in text, "an untrusted certificate is not retried"
+    rc, text, _ = done["impostor"]
     assert rc == 1 and "TLS refused: its certificate is not trusted" in text, text
 
 
