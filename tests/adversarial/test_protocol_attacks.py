@@ -151,6 +151,7 @@ async def test_13_one_key_connected_twice_is_one_session(attack, raw):
     assert list(task.result.nodes).count(key.address) == 1
 
 
+@pytest.mark.slow  # it sends a 65 MiB message
 async def test_10_an_oversize_output_is_refused_cleanly_and_never_counted(attack, raw):
     await attack.nodes(1, honest(seconds=0.3))
     x, y = await raw(), await raw()
@@ -245,3 +246,68 @@ async def test_15_a_forged_pause_or_quit_is_refused(attack, raw):
     await x.send(result=x.honest_result(ax))
     task = await attack.finished(tid)
     assert h.address in {a.node for a in attack.net.app.store.assignments_for(tid)} and task.result.nodes
+
+
+@pytest.fixture
+async def chain_net(tmp_path):
+    """A coordinator on the embedded chain (staking, deposits, settlement), no nodes yet."""
+    from tests.integration.protocol.chainnet import ChainNet
+
+    async with ChainNet(tmp_path) as net:
+        yield net
+
+
+@pytest.mark.slow
+async def test_6_an_unstaked_key_cannot_join_and_a_settlement_naming_one_pays_it_nothing(chain_net):
+    from chain.deploy import ETHER
+    from tests.unit.chain._builders import make_task
+
+    net = chain_net
+    x = RawNode(net.address)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await x.join()
+    finally:
+        await x.close()
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "without stake" in err.value.details()
+    assert x.address not in net.app.dispatcher.nodes and net.app.store.get_node(x.address) is None
+    # On chain: a settlement whose results name a staked node and an unstaked key (a coordinator signing
+    # results with keys of its own) pays the unstaked key nothing and charges the creator only the rest.
+    (staked,) = [Account.create()]
+    await net.stake(staked)
+    sybil, creator = Account.create(), Account.create()
+    client = net.chain.client(net.chain.keys.coordinator)
+    faucet = net.chain.client(net.chain.keys.faucet)
+    await faucet.send_value(creator.address, 2 * ETHER)
+    await net.chain.client(creator).deposit(creator, ETHER)
+    deadline, fee = await client.block_timestamp() + 3600, 10**16
+    domain = signing.Domain(net.chain.chain_id, net.chain.addresses.ledger)
+    receipt = await client.wait_receipt(await client.settle([make_task(domain, creator, 1, fee, deadline,
+                                                                       [staked, sybil], orders=(1, 2))]))
+    unpaid = [e for e in await client.events(receipt.block_number) if e.name == "Unpaid"]
+    assert [e.args["node"] for e in unpaid] == [sybil.address] and unpaid[0].args["amount"] > 0
+    assert await client.credit_of(sybil.address) == 0
+    paid = await client.credit_of(staked.address)
+    assert 0 < paid < fee and await client.deposit_balance(creator.address) == ETHER - paid
+
+
+@pytest.mark.slow
+async def test_18_a_creator_fee_above_its_deposit_is_refused_and_nothing_is_stored(chain_net):
+    from chain.deploy import ETHER
+
+    net = chain_net
+    creator = Account.create()
+    faucet = net.chain.client(net.chain.keys.faucet)
+    await faucet.send_value(creator.address, ETHER)
+    deposit = 10**15
+    await net.chain.client(creator).deposit(creator, deposit)
+    client = net.client(creator)
+    with pytest.raises(Exception) as err:
+        await client.submit(gpt_args("more than I have"), fee=deposit + 1)
+    exc = err.value
+    code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else getattr(exc, "code", None)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION, exc
+    assert f"fee {deposit + 1} wei exceeds the creator's free deposit: {deposit} deposited" in str(exc)
+    assert net.app.store.list_tasks() == [] and net.app.store.pending_fees(creator.address) == 0
+    tid = await client.submit(gpt_args("all I have"), fee=deposit)  # the whole deposit is accepted
+    assert [t.task_id for t in net.app.store.list_tasks()] == [tid]
