@@ -109,15 +109,16 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
     async def _read(self, it, session: NodeSession) -> None:
         window, beats = 0.0, 0
+        # A worker heartbeats at most once an interval: a coordinator set to very short intervals allows more.
+        limit = max(self.max_heartbeats_per_s, int(10 / max(self.dispatcher.settings.heartbeat_interval_s, 1e-3)))
         async for req in it:
             for inner in req.batch.messages if req.WhichOneof("msg") == "batch" else (req,):
                 kind = inner.WhichOneof("msg")
                 if kind == "heartbeat":
                     now = time.monotonic()
                     window, beats = (window, beats + 1) if now - window < 1.0 else (now, 1)
-                    if beats > self.max_heartbeats_per_s:
-                        raise self._limit(session, f"heartbeat flood: more than {self.max_heartbeats_per_s} "
-                                          "heartbeats in one second")  # fmt: skip
+                    if beats > limit:
+                        raise self._limit(session, f"heartbeat flood: more than {limit} heartbeats in one second")
                 elif kind == "result" and len(inner.result.inline_output) > self.max_inline_output_bytes:
                     raise self._limit(session, f"result.inline_output is {len(inner.result.inline_output)} bytes, "
                                       f"over the limit of {self.max_inline_output_bytes} (send it through the relay)")
