@@ -110,8 +110,8 @@ async def test_sigterm_shuts_down_cleanly(tmp_path):
         address = (await asyncio.to_thread(coord.wait_for, "ready", 60)).split("grpc=")[1].split()[0]
         async with grpc.aio.insecure_channel(address) as ch:
             client = TaskClient(ch, Account.create())
-            with pytest.raises(grpc.aio.AioRpcError):  # no nodes registered yet: refused, not queued
-                await client.submit(gpt_args(), fee=10)
+            # A young network (fewer nodes than a group ever registered) queues a task, with a reason.
+            assert await client.submit(gpt_args(), fee=10)
         code = await asyncio.to_thread(coord.terminate, 30)
         assert code == 0, coord.tail()
     finally:
