@@ -6,6 +6,8 @@ then tokenized without adding special tokens again (templates write their own).
 Assistant tool calls reach the template with their arguments decoded to an
 object, the Hugging Face convention that templates such as Qwen2.5's expect.
 
+Tools reach the template (and the fallback) with every object's keys sorted: the same bytes on every node.
+
 Without a template (base models such as GPT-2), the documented plain fallback::
 
     [Tools: <one JSON tool per line>]        <- only when tools are given, first
@@ -57,7 +59,10 @@ def message_dicts(task: gpt_pb2.GptTask) -> list[dict]:
 
 
 def tool_dicts(task: gpt_pb2.GptTask) -> list[dict]:
-    return [json_format.MessageToDict(t) for t in task.tools]
+    """The tools as the template sees them, every object's keys sorted. A tool's JSON schema is a protobuf
+    Struct, a map whose iteration order is random per process: unsorted, three nodes rendered the same
+    tools in different orders, got different prompt tokens and different results (issue #13 item 9)."""
+    return [json.loads(json.dumps(json_format.MessageToDict(t), sort_keys=True)) for t in task.tools]
 
 
 def plain_prompt(messages: list[dict], tools: list[dict]) -> str:
