@@ -478,7 +478,10 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
     def _refresh_need(self, flight: InFlight) -> None:
         task_id = flight.task.task_id
         if flight.task.state != TaskState.DISPATCHED:
-            self._needs_node.pop(task_id, None)
+            if self._confirm_pending(flight):  # a minority result waits for one confirming re-run (judging)
+                self._needs_node[task_id] = 1
+            else:
+                self._needs_node.pop(task_id, None)
             return
         missing = self.settings.group_size - len(flight.live())
         if missing > 0:
@@ -490,6 +493,8 @@ class Dispatcher(NodeRegistry, Judging, Housekeeping):
         """Once the outcome is final and no assignment is open, hand the task to settlement."""
         task = flight.task
         if task.state == TaskState.DISPATCHED or any(a.state.open for a in flight.assignments.values()):
+            return
+        if self._confirm_pending(flight):
             return
         self.inflight.pop(task.task_id, None)
         self._needs_node.pop(task.task_id, None)
