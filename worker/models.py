@@ -138,17 +138,38 @@ class ModelCache:
         _free_device_memory()
 
     @staticmethod
-    def cached_on_disk(cache_dir: str | Path | None = None) -> tuple[str, ...]:
-        """Model repo ids present in the Hugging Face hub cache (with at least one snapshot), sorted."""
+    def cached_on_disk(cache_dir: str | Path | None = None, kind: str | None = None) -> tuple[str, ...]:
+        """Model repo ids present in the Hugging Face hub cache (with at least one snapshot), sorted.
+
+        `kind` keeps only one type: "sd" a diffusers pipeline (its snapshot has model_index.json), "gpt" a
+        transformers model (config.json and no model_index.json). Each executor advertises only its own, so
+        the network lists every model once, with its real type."""
         root = Path(cache_dir) if cache_dir is not None else hf_cache_dir()
         if not root.is_dir():
             return ()
         out = []
         for repo_dir in root.glob("models--*"):
             snapshots = repo_dir / "snapshots"
-            if snapshots.is_dir() and any(snapshots.iterdir()):
-                out.append(repo_dir.name[len("models--"):].replace("--", "/"))
+            if not snapshots.is_dir():
+                continue
+            snaps = [d for d in snapshots.iterdir() if d.is_dir()]
+            if not snaps or (kind is not None and _snapshot_kind(repo_dir, snaps) != kind):
+                continue
+            out.append(repo_dir.name[len("models--"):].replace("--", "/"))
         return tuple(sorted(out))
+
+
+def _snapshot_kind(repo_dir: Path, snaps: list[Path]) -> str | None:
+    """"sd", "gpt" or None (neither) for a cached repo, read from refs/main's snapshot (else any snapshot)."""
+    ref = repo_dir / "refs" / "main"
+    snap = repo_dir / "snapshots" / ref.read_text().strip() if ref.is_file() else snaps[0]
+    if not snap.is_dir():
+        snap = snaps[0]
+    if (snap / "model_index.json").exists():
+        return "sd"
+    if (snap / "config.json").exists():
+        return "gpt"
+    return None
 
 
 def require_hub_model(name: str) -> str:

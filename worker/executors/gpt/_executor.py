@@ -93,7 +93,7 @@ class GptExecutor:
                 self.device.torch_device),
             quantize_bits=self.backend.quantize_bits(),
             loaded_models=self.cache.loaded(),
-            cached_models=self.cache.cached_on_disk(),
+            cached_models=self.cache.cached_on_disk(kind="gpt"),
             extra={"device": self.device.kind, "card": self.device.card, "card_id": self.device.card_id,
                    "vram_bytes": self.device.vram_bytes},
         )

@@ -124,7 +124,7 @@ class SdExecutor:
     def capabilities(self) -> Capabilities:
         from worker.device import supported_dtypes
 
-        on_disk = set(self._loader.cached_models()) | set(ModelCache.cached_on_disk())
+        on_disk = set(self._loader.cached_models()) | set(ModelCache.cached_on_disk(kind="sd"))
         return Capabilities(
             task_type="sd",
             backends=("diffusers",),

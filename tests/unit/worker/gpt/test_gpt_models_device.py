@@ -132,3 +132,22 @@ def test_the_group_key_holds_backend_and_library_versions():
     torch_mm = ".".join(torch.__version__.split("+")[0].split(".")[:2])
     assert f"torch {torch_mm}" in library_versions() and any(v.startswith("transformers ") for v in library_versions())
     assert (torch.version.cuda is None) == all(not v.startswith("cuda ") for v in library_versions())
+
+
+def test_each_executor_advertises_only_models_of_its_own_type(tmp_path, monkeypatch):
+    """A GPT node must not offer an SD pipeline (and the reverse): the network lists each model once, typed."""
+    from worker.tiny_sd import install_tiny_sd_into_hf_cache
+
+    hub = tmp_path / "hub"
+    gpt = install_tiny_into_hf_cache("gpt2-plain", hub)
+    sd = install_tiny_sd_into_hf_cache("sd15", hub)
+    assert ModelCache.cached_on_disk(hub) == tuple(sorted((gpt, sd)))
+    assert ModelCache.cached_on_disk(hub, kind="gpt") == (gpt,)
+    assert ModelCache.cached_on_disk(hub, kind="sd") == (sd,)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    from worker.executors.gpt import GptExecutor
+    from worker.executors.sd import SdExecutor, SdExecutorConfig
+
+    assert GptExecutor(device="cpu", backend="transformers").capabilities().cached_models == (gpt,)
+    assert sd in SdExecutor(SdExecutorConfig(models_dir=tmp_path / "none"), device="cpu").capabilities().cached_models
+    assert gpt not in SdExecutor(SdExecutorConfig(models_dir=tmp_path / "none"), device="cpu").capabilities().cached_models
