@@ -1,4 +1,5 @@
-"""A lying node streams first: the gateway must never complete the stream with the lie.
+"""Attack 9: streamed deltas that differ from the final result. A lying node streams first: the
+gateway must never complete the stream with the lie.
 
 Real coordinator (in this process, no chain) with its embedded gateway, and three real node
 sessions (`worker.session.WorkerNode` over gRPC) whose executors are test doubles: the liar starts
