@@ -5,6 +5,10 @@ a whole network (tests.hosts.network.HostNet) shared by the tests of one xdist g
 half a minute on two cores): three instant workers holding 4 assignments each, or four workers whose
 tasks take 3 s (so a test can cut a worker in the middle of one). After each test every link is healed.
 All of them are torn down whatever happened, and skipped with the reason where namespaces cannot be made.
+
+Under `pytest -n 2 --dist loadgroup` the tests' xdist_group marks should keep each network's tests on one
+worker; with pytest 9.2 and xdist 3.8 they do not (xdist renames `item._nodeid`, which pytest 9 no longer
+reads), so each worker starts the networks its tests need. The suite passes either way.
 """
 
 from __future__ import annotations
