@@ -463,7 +463,9 @@ class JobRunner:
             await self._put_when_room(a, slot, blob.data, cancelled)
             slots.append(slot)
         inline = outcome.output
-        if len(inline) > node.config.max_inline_output_bytes:
+        gpt = a.type == task_pb2.TASK_TYPE_GPT
+        limit = node.config.max_inline_gpt_output_bytes if gpt else node.config.max_inline_output_bytes
+        if len(inline) > limit:
             await self._put_when_room(a, f"{base}/output", inline, cancelled)
             slots.append(f"{base}/output")
             inline = b""

@@ -72,6 +72,9 @@ class WorkerConfig:
     relay_full_retry_max: timedelta = timedelta(seconds=30)
     # Outputs larger than this go to the relay instead of travelling inline.
     max_inline_output_bytes: int = 1 << 20
+    # GPT outputs (text and token ids) travel inline up to this, so that the coordinator can recompute their
+    # result hash before accepting them; it refuses inline outputs over 8 MiB.
+    max_inline_gpt_output_bytes: int = 7 << 20
     # PEM bundle of the CA that signed the coordinator's (and relay's) certificate.
     tls_ca: Path | None = None
     # Overrides the host name checked against the certificate (tests, IP-only hosts).

@@ -237,6 +237,18 @@ async def test_args_from_relay_and_outputs_to_relay(fake, tmp_path):
         assert relay.key is node.key and relay.domain == DOMAIN
 
 
+async def test_a_gpt_output_travels_inline_for_the_coordinator_to_recompute_its_hash(fake, tmp_path):
+    """Only inline GPT outputs can be checked against their signed hash: past the SD threshold they stay inline."""
+    relay = MemoryRelay()
+    cfg = fast_config(fake.address, tmp_path, max_inline_output_bytes=16)
+    node = WorkerNode(cfg, new_key(), [InstantExecutor("gpt")], profile=PROFILE, relay_factory=relay.factory)
+    async with node:
+        stream = await fake.next_stream()
+        stream.send(assignment=assignment())
+        result = await stream.recv("result")
+        assert len(result.inline_output) > 16 and list(result.output_slots) == [] and not relay.blobs
+
+
 async def test_fleet_of_in_process_nodes_with_a_liar(fake, tmp_path):
     from worker.testing import LyingExecutor, NodeFleet
 
