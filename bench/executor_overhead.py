@@ -59,7 +59,9 @@ def build_100m(dest: Path) -> tuple[str, int]:
     return str(dest), params
 
 
-def measure(model_dir: str, *, rounds: int, tokens: int) -> tuple[float, float]:
+def measure(model_dir: str, *, rounds: int, tokens: int, device: str = "cpu", dtype: str = "float32") -> dict:
+    """Best-of-`rounds` tokens/s through the executor and through raw `generate` on the same loaded model
+    (`device` "cuda" too: the GPU check uses this), and their wall and CPU-time ratios."""
     import torch
 
     from helium.tasks.gpt import load_gpt_task
@@ -67,21 +69,21 @@ def measure(model_dir: str, *, rounds: int, tokens: int) -> tuple[float, float]:
     from worker.executors.gpt import GptExecutor
     from worker.models import ModelCache
 
-    ex = GptExecutor(device="cpu", cache=ModelCache(8 << 30), backend="transformers")
+    ex = GptExecutor(device=device, cache=ModelCache(8 << 30), backend="transformers")
     task = load_gpt_task(
         {
             "model": model_dir,
             "messages": [{"role": "user", "content": "Tell me a story."}],
             "generation_config": {"max_new_tokens": tokens, "do_sample": True},
             "seed": 1,
-            "dtype": "float32",
+            "dtype": dtype,
         }
     )
     job = Job(task_id="0x" + "cd" * 32, assignment_id="bench", spec=task)
     first = ex.execute(job)  # loads the model, warms up
     loaded = ex.backend.load(task)
     prep = ex.backend.prepare(task, loaded)
-    ids = torch.tensor([prep.prompt_ids])
+    ids = torch.tensor([prep.prompt_ids], device=loaded.model.device)
 
     def raw() -> int:
         torch.manual_seed(task.seed)
@@ -105,7 +107,7 @@ def measure(model_dir: str, *, rounds: int, tokens: int) -> tuple[float, float]:
     assert counts["helium"] == counts["raw"] == first.outcome.completion_tokens, counts
     ex.close()
     n = counts["helium"]
-    return {"helium_tok_s": n / wall["helium"], "raw_tok_s": n / wall["raw"],
+    return {"tokens": n, "helium_tok_s": n / wall["helium"], "raw_tok_s": n / wall["raw"],
             "wall_ratio": wall["raw"] / wall["helium"], "cpu_ratio": cpu["raw"] / cpu["helium"]}
 
 

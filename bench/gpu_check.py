@@ -169,51 +169,17 @@ def check_gpt_determinism(mode: Mode, work: Path) -> dict:
 
 
 def check_executor_overhead(mode: Mode, work: Path) -> dict:
-    import torch
-
-    from helium.tasks.gpt import load_gpt_task
-    from worker.executors.base import Job
-    from worker.executors.gpt import GptExecutor
+    from bench.executor_overhead import measure
 
     cache = work / "hf"
     if not (cache / ("models--" + GPT_ID.replace("/", "--"))).exists():
         build_llama(mode, cache)
     dtype = mode.dtypes[0]
-    ex = GptExecutor(device=mode.device, backend="transformers")
-    doc = gpt_task(GPT_ID, seed=1, dtype=dtype, sample=True, tokens=mode.tokens * 2)
-    doc["generation_config"] = {"max_new_tokens": mode.tokens * 2, "do_sample": True}  # one choice
-    task = load_gpt_task(doc)
-    job = Job(task_id=TASK_ID, assignment_id="bench", spec=task)
-    first = ex.execute(job)
-    loaded = ex.backend.load(task)
-    prep = ex.backend.prepare(task, loaded)
-    ids = torch.tensor([prep.prompt_ids], device=loaded.model.device)
-
-    def raw() -> int:
-        torch.manual_seed(task.seed)
-        out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **prep.kwargs)
-        return out.shape[1] - ids.shape[1]
-
-    def helium() -> int:
-        return ex.run(job).completion_tokens
-
-    best = {"helium": float("inf"), "raw": float("inf")}
-    counts = {}
-    for r in range(mode.rounds):
-        for name, fn in ((("helium", helium), ("raw", raw)) if r % 2 == 0 else (("raw", raw), ("helium", helium))):
-            if mode.device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            counts[name] = fn()
-            if mode.device == "cuda":
-                torch.cuda.synchronize()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    ex.close()
-    n = counts["helium"]
-    ok = counts["helium"] == counts["raw"] == first.outcome.completion_tokens
-    return {"ok": ok, "figures": {"dtype": dtype, "tokens": n, "helium_tok_s": round(n / best["helium"], 2),
-                                  "raw_tok_s": round(n / best["raw"], 2),
-                                  "ratio": round(best["raw"] / best["helium"], 3), "counts": counts}}
+    m = measure(GPT_ID, rounds=mode.rounds, tokens=mode.tokens * 2, device=mode.device, dtype=dtype)
+    return {"ok": m["tokens"] > 0, "figures": {"dtype": dtype, "tokens": m["tokens"],
+                                               "helium_tok_s": round(m["helium_tok_s"], 2),
+                                               "raw_tok_s": round(m["raw_tok_s"], 2),
+                                               "ratio": round(m["wall_ratio"], 3)}}
 
 
 def check_sd_phash(mode: Mode, work: Path) -> dict:
