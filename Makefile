@@ -43,7 +43,7 @@ browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 test: install browser
-	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/pytest -x -q -m "not slow" $(PYTEST_ARGS)
