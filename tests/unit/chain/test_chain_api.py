@@ -35,6 +35,6 @@ def test_client_surface() -> None:
     methods = {n for n, _ in inspect.getmembers(chain.client.ChainClient, inspect.iscoroutinefunction)}
     assert {
         "stake_of", "min_stake", "deposit_of", "credit_of", "settle", "wait_receipt", "is_settled", "settled_flags",
-        "find_settled", "kick_out", "slash", "set_busy", "stats", "events", "deposit", "stake", "withdraw_credit",
+        "find_settled", "kick_out", "slash", "stats", "events", "deposit", "stake", "withdraw_credit",
         "withdraw_stake", "withdraw_deposit", "request_unstake", "request_deposit_withdrawal", "connect", "create",
     } <= methods  # fmt: skip

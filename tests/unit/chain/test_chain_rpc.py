@@ -52,11 +52,12 @@ async def test_a_send_whose_answer_was_lost_lands_once(embedded_env: ChainEnv) -
     client = embedded_env.client()
     nonce = await embedded_env.w3.eth.get_transaction_count(client.address)
     calls = _flaky(embedded_env, {}, lose_answer={"eth_sendRawTransaction"})
-    tx = await client.set_busy([node.address], True)
+    sender = client.sender_for(None)  # the coordinator's key, as settle and kickOut use it
+    tx = await sender.send(node.address, b"", gas=21_000, value=1)
     receipt = await client.wait_receipt(tx)
     assert receipt.status == 1 and calls["eth_sendRawTransaction"] == 2
     assert await embedded_env.w3.eth.get_transaction_count(client.address) == nonce + 1
-    tx2 = await client.set_busy([node.address], False)  # the local nonce stayed right
+    tx2 = await sender.send(node.address, b"", gas=21_000, value=2)  # the local nonce stayed right
     assert (await client.wait_receipt(tx2)).status == 1
 
 
