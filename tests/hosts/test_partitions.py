@@ -3,9 +3,8 @@ by the others, the worker rejoins without a restart and its late result counts f
 connection (keepalive notices it), and the coordinator cut from the chain (intake and validation go on,
 settlement catches up).
 
-Times: the worker partition lasts 30 s as the issue asks; the chain partition lasts 30 s instead of 60
-(CHAIN_CUT_S) to keep each test under ~90 s; the shape is the same (several settlement attempts fail,
-with backoff, before the link returns). Workers take 3 s per task, heartbeat every 1 s (lease lapses after
+Times: the worker partition lasts 30 s and the chain partition 60 s (CHAIN_CUT_S), as the issue asks:
+several settlement attempts fail, with backoff, before the link returns. Workers take 3 s per task, heartbeat every 1 s (lease lapses after
 3 missed), and ping with HTTP/2 keepalive every 2 s with a 2 s timeout (see conftest.slow_net).
 """
 
@@ -22,7 +21,7 @@ from tests.hosts.network import HostNet
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.xdist_group("hosts-slow")]
 
 WORKER_CUT_S = 30.0
-CHAIN_CUT_S = 30.0
+CHAIN_CUT_S = 60.0
 KEEPALIVE_S = 2.0 + 2.0  # keepalive time + timeout of slow_net's workers
 
 
